@@ -1,0 +1,36 @@
+"""diffusers-lmd: Latent Masking Diffusion (arXiv 2312.07971) as a HuggingFace diffusers plug-in."""
+
+from .masking import patchify, pixel_mask_to_token_mask, random_mask, unpatchify
+from .models import LMD_PRESETS, LMDModel, LMDModelOutput
+from .projector import (
+    check_compatible,
+    decode_latents,
+    downsample_factor,
+    encode_images,
+    estimate_latent_stats,
+    latent_channels,
+    set_latent_stats,
+)
+from .schedulers import MASK_SCHEDULES, LMDMaskScheduler, LMDMaskSchedulerOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LMD_PRESETS",
+    "MASK_SCHEDULES",
+    "LMDMaskScheduler",
+    "LMDMaskSchedulerOutput",
+    "LMDModel",
+    "LMDModelOutput",
+    "check_compatible",
+    "decode_latents",
+    "downsample_factor",
+    "encode_images",
+    "estimate_latent_stats",
+    "latent_channels",
+    "patchify",
+    "pixel_mask_to_token_mask",
+    "random_mask",
+    "set_latent_stats",
+    "unpatchify",
+]

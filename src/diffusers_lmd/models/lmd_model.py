@@ -1,0 +1,276 @@
+"""``LMDModel``: the latent masked autoencoder of Latent Masking Diffusion (SPEC §2).
+
+The forward pass reads as MAE's named steps: ``patchify`` the latent, ``mask_tokens`` (random or given),
+``forward_encoder`` on the visible tokens only, ``forward_decoder`` over the whole grid with the
+position embedding *subtracted* (spatial position recall), and ``forward_loss`` on masked patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ..masking import check_mask_ratio, check_patchable, num_masked_tokens, patchify, random_mask, unpatchify
+from .embeddings import sincos_2d_position_embedding
+from .transformer_block import TransformerBlock
+
+LMD_PRESETS: dict[str, dict] = {
+    # For unit tests: a few thousand parameters.
+    "tiny": dict(hidden_size=32, num_layers=2, num_attention_heads=2, decoder_hidden_size=32,
+                 decoder_num_layers=1, decoder_num_attention_heads=2),
+    # CPU demos: trains in minutes on two cores.
+    "small": dict(hidden_size=192, num_layers=6, num_attention_heads=3, decoder_hidden_size=128,
+                  decoder_num_layers=2, decoder_num_attention_heads=4),
+    # The paper's discriminative ViT-B, 12 + 8 blocks.
+    "base": dict(hidden_size=768, num_layers=12, num_attention_heads=12, decoder_hidden_size=512,
+                 decoder_num_layers=8, decoder_num_attention_heads=16),
+    # The paper's generative trade-off: lighter encoder, heavier decoder.
+    "base-gen": dict(hidden_size=768, num_layers=8, num_attention_heads=12, decoder_hidden_size=512,
+                     decoder_num_layers=12, decoder_num_attention_heads=16),
+    "large": dict(hidden_size=1024, num_layers=24, num_attention_heads=16, decoder_hidden_size=512,
+                  decoder_num_layers=8, decoder_num_attention_heads=16),
+}  # fmt: skip
+
+
+@dataclass
+class LMDModelOutput(BaseOutput):
+    """Output of :class:`LMDModel`.
+
+    Args:
+        sample: the predicted latent, ``B x C x H x W`` (every position, visible ones included).
+        mask: the token mask used, ``B x L``, 1 = masked.
+        loss: mean squared error over the masked patches (a scalar), as trained by LMD.
+    """
+
+    sample: torch.Tensor
+    mask: torch.Tensor
+    loss: torch.Tensor
+
+
+class LMDModel(ModelMixin, ConfigMixin):
+    """A ViT masked autoencoder over projector latents, with fixed 2-D sin-cos position embeddings.
+
+    Args:
+        sample_size: latent side (or ``(height, width)``) the model is built for; other sizes divisible by
+            ``patch_size`` also work, since the position embedding is computed, not learned.
+        in_channels: latent channels of the projector.
+        patch_size: side of a latent patch; one token per patch.
+        hidden_size / num_layers / num_attention_heads: encoder width, depth and heads.
+        decoder_hidden_size / decoder_num_layers / decoder_num_attention_heads: the decoder's.
+        mlp_ratio: MLP width as a multiple of the block width.
+        norm_eps: LayerNorm epsilon.
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int | tuple[int, int] = 28,
+        in_channels: int = 4,
+        patch_size: int = 2,
+        hidden_size: int = 768,
+        num_layers: int = 12,
+        num_attention_heads: int = 12,
+        decoder_hidden_size: int = 512,
+        decoder_num_layers: int = 8,
+        decoder_num_attention_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+        check_patchable(height, width, patch_size)
+        self.patch_embed = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(hidden_size, num_attention_heads, mlp_ratio, norm_eps) for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(hidden_size, eps=norm_eps)
+
+        self.decoder_embed = nn.Linear(hidden_size, decoder_hidden_size)  # the "latent linear layer"
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_hidden_size))
+        self.decoder_blocks = nn.ModuleList(
+            TransformerBlock(decoder_hidden_size, decoder_num_attention_heads, mlp_ratio, norm_eps)
+            for _ in range(decoder_num_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(decoder_hidden_size, eps=norm_eps)
+        self.decoder_pred = nn.Linear(decoder_hidden_size, patch_size * patch_size * in_channels)
+        self.gradient_checkpointing = False
+        self._init_weights()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> LMDModel:
+        """Build a named architecture (``tiny``, ``small``, ``base``, ``base-gen``, ``large``) with overrides."""
+        if name not in LMD_PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(LMD_PRESETS)}.")
+        return cls(**{**LMD_PRESETS[name], **overrides})
+
+    def _init_weights(self) -> None:
+        """MAE's initialisation: xavier for linear layers and the patch projection, small normal tokens."""
+        w = self.patch_embed.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    @property
+    def patch_size(self) -> int:
+        return self.config.patch_size
+
+    def num_tokens(self, height: int, width: int) -> int:
+        """Tokens in a ``height x width`` latent."""
+        return (height // self.patch_size) * (width // self.patch_size)
+
+    def position_embedding(self, height: int, width: int, dim: int, like: torch.Tensor) -> torch.Tensor:
+        """The fixed SPE for a latent of this size, ``1 x L x dim``, on ``like``'s device and dtype."""
+        p = self.patch_size
+        return sincos_2d_position_embedding(dim, height // p, width // p).to(like.device, like.dtype)[None]
+
+    def check_inputs(
+        self, latents: torch.Tensor, mask: torch.Tensor | None, mask_ratio: float | None
+    ) -> None:
+        """Raise a ``ValueError`` naming what is wrong with the inputs of :meth:`forward`."""
+        if latents.ndim != 4:
+            raise ValueError(f"latents must be B x C x H x W, got shape {tuple(latents.shape)}.")
+        if latents.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"latents have {latents.shape[1]} channels but the model expects in_channels="
+                f"{self.config.in_channels}: use a projector with matching latent channels."
+            )
+        check_patchable(latents.shape[2], latents.shape[3], self.patch_size)
+        if mask is not None and mask_ratio is not None:
+            raise ValueError("Pass either mask or mask_ratio, not both.")
+        if mask is not None:
+            expected = (latents.shape[0], self.num_tokens(*latents.shape[2:]))
+            if tuple(mask.shape) != expected:
+                raise ValueError(
+                    f"mask must have shape {expected} (batch x tokens, row-major patches), got {tuple(mask.shape)}."
+                )
+        if mask_ratio is not None:
+            check_mask_ratio(mask_ratio)
+        if not torch.compiler.is_compiling() and not torch.isfinite(latents).all():
+            raise ValueError(
+                "latents contain NaN or infinite values: check the projector and its scaling_factor."
+            )
+
+    @staticmethod
+    def mask_tokens(
+        tokens: torch.Tensor, mask: torch.Tensor, num_visible: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Keep the visible tokens of each row, in their original order.
+
+        Returns the kept tokens (``B x K x D``, K the most visible in any row), the permutation that puts
+        visible tokens first, and a key-padding mask (``B x K``, True = real token) when rows differ in count.
+        ``num_visible`` (the same for every row, known for random masks) avoids a device sync.
+        """
+        order = mask.to(torch.uint8).argsort(dim=1, stable=True)  # visible (0) first
+        ragged = False
+        if num_visible is None:
+            row_visible = tokens.shape[1] - mask.sum(dim=1)
+            num_visible = int(row_visible.max())
+            ragged = bool((row_visible != num_visible).any())
+        kept = torch.gather(tokens, 1, order[:, :num_visible, None].expand(-1, -1, tokens.shape[2]))
+        padding = None
+        if ragged:
+            padding = torch.arange(num_visible, device=tokens.device)[None] < row_visible[:, None]
+        return kept, order, padding
+
+    def _run_blocks(
+        self, blocks: nn.ModuleList, x: torch.Tensor, attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        for block in blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, x, attn_mask)
+            else:
+                x = block(x, attn_mask)
+        return x
+
+    def forward_encoder(
+        self, latents: torch.Tensor, mask: torch.Tensor, num_visible: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Embed, add the SPE, drop masked tokens, prepend CLS and run the encoder blocks."""
+        x = self.patch_embed(latents).flatten(2).transpose(1, 2)
+        x = x + self.position_embedding(*latents.shape[2:], x.shape[-1], x)
+        x, order, padding = self.mask_tokens(x, mask, num_visible)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        attn_mask = None
+        if padding is not None:
+            padding = torch.cat([padding.new_ones(padding.shape[0], 1), padding], dim=1)
+            attn_mask = padding[:, None, None, :]
+        x = self.norm(self._run_blocks(self.blocks, x, attn_mask))
+        return x, order, padding
+
+    def forward_decoder(
+        self,
+        encoded: torch.Tensor,
+        order: torch.Tensor,
+        padding: torch.Tensor | None,
+        height: int,
+        width: int,
+    ) -> torch.Tensor:
+        """Fill masked slots with the mask token, restore token order, recall positions by subtraction."""
+        x = self.decoder_embed(encoded)
+        cls, visible = x[:, :1], x[:, 1:]
+        num_tokens = order.shape[1]
+        mask_tokens = self.mask_token.to(x.dtype).expand(x.shape[0], num_tokens - visible.shape[1], -1)
+        if padding is not None:  # padded slots of short rows are masked tokens too
+            visible = torch.where(padding[:, 1:, None], visible, self.mask_token.to(x.dtype))
+        shuffled = torch.cat([visible, mask_tokens], dim=1)
+        restore = order.argsort(dim=1)
+        grid = torch.gather(shuffled, 1, restore[:, :, None].expand(-1, -1, x.shape[2]))
+        grid = grid - self.position_embedding(height, width, x.shape[2], grid)  # spatial position recall
+        x = self._run_blocks(self.decoder_blocks, torch.cat([cls, grid], dim=1), None)
+        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+
+    @staticmethod
+    def forward_loss(target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``L_LIR``: MSE per patch, averaged over masked patches only (0 when nothing is masked)."""
+        per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)
+        return (per_patch * mask).sum() / mask.sum().clamp(min=1)
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> LMDModelOutput | tuple:
+        """Predict the latent from its visible patches.
+
+        Args:
+            latents: normalised projector latents, ``B x C x H x W``.
+            mask: ``B x L`` token mask (1 = masked); rows may mask different numbers of tokens.
+            mask_ratio: draw a uniform random mask of this ratio instead (default 0.75 when neither is given).
+            generator: makes the random mask reproducible.
+            return_dict: return an :class:`LMDModelOutput` rather than a tuple.
+        """
+        self.check_inputs(latents, mask, mask_ratio)
+        b, _, h, w = latents.shape
+        num_visible = None
+        if mask is None:
+            ratio = 0.75 if mask_ratio is None else mask_ratio
+            num_tokens = self.num_tokens(h, w)
+            num_visible = num_tokens - num_masked_tokens(num_tokens, ratio)
+            mask = random_mask(b, num_tokens, ratio, generator=generator, device=latents.device)
+        mask = mask.to(device=latents.device, dtype=torch.float32)
+        encoded, order, padding = self.forward_encoder(latents, mask, num_visible)
+        pred = self.forward_decoder(encoded, order, padding, h, w)
+        target = patchify(latents, self.patch_size)
+        loss = self.forward_loss(target, pred, mask)
+        sample = unpatchify(pred.to(latents.dtype), self.patch_size, h, w)
+        if not return_dict:
+            return sample, mask, loss
+        return LMDModelOutput(sample=sample, mask=mask, loss=loss)

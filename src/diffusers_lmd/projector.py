@@ -1,0 +1,124 @@
+"""The frozen projector: a diffusers ``VQModel`` or ``AutoencoderKL`` mapping images to normalised latents.
+
+Normalisation follows the diffusers convention: ``(z - shift_factor) * scaling_factor``, both read from
+the projector's own config (``shift_factor`` only where the class has one), so a saved projector folder
+carries everything needed to reproduce the latents LMD was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from diffusers import AutoencoderKL, VQModel
+
+from .masking import check_patchable
+
+Projector = VQModel | AutoencoderKL
+
+
+def _check_projector(vae: object) -> None:
+    if not isinstance(vae, (VQModel, AutoencoderKL)):
+        raise TypeError(
+            f"The projector must be a diffusers VQModel or AutoencoderKL, got {type(vae).__name__}."
+        )
+
+
+def latent_channels(vae: Projector) -> int:
+    """Channels of the latent the projector produces."""
+    _check_projector(vae)
+    return vae.config.latent_channels
+
+
+def downsample_factor(vae: Projector) -> int:
+    """Pixels per latent cell along a side: ``2 ** (number of encoder blocks - 1)``."""
+    _check_projector(vae)
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def _raw_latents(vae: Projector, images: torch.Tensor) -> torch.Tensor:
+    """Un-normalised latents: VQ pre-quantisation latents, or the KL posterior's mode."""
+    if isinstance(vae, VQModel):
+        return vae.encode(images).latents
+    return vae.encode(images).latent_dist.mode()
+
+
+def _normalisation(vae: Projector) -> tuple[float, float]:
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return float(vae.config.scaling_factor), float(shift)
+
+
+@torch.no_grad()
+def encode_images(vae: Projector, images: torch.Tensor) -> torch.Tensor:
+    """Images in ``[-1, 1]`` (``B x 3 x H x W``) -> normalised latents ``(z - shift) * scale``."""
+    _check_projector(vae)
+    if images.ndim != 4 or images.shape[1] != vae.config.in_channels:
+        raise ValueError(
+            f"images must be B x {vae.config.in_channels} x H x W in [-1, 1], got shape {tuple(images.shape)}."
+        )
+    images = images.to(device=vae.device, dtype=vae.dtype)
+    scale, shift = _normalisation(vae)
+    return (_raw_latents(vae, images) - shift) * scale
+
+
+@torch.no_grad()
+def decode_latents(vae: Projector, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents -> images in about ``[-1, 1]``; a ``VQModel`` quantises before decoding."""
+    _check_projector(vae)
+    scale, shift = _normalisation(vae)
+    z = latents.to(device=vae.device, dtype=vae.dtype) / scale + shift
+    return vae.decode(z).sample
+
+
+@torch.no_grad()
+def estimate_latent_stats(
+    vae: Projector, images: Iterable[torch.Tensor], max_batches: int | None = None
+) -> tuple[float, float]:
+    """Estimate ``(scaling_factor, shift_factor)`` so normalised latents have zero mean and unit variance.
+
+    ``images`` yields batches in ``[-1, 1]`` (a dataloader, or dicts with ``pixel_values``). Uses a
+    running sum in float64 so any number of batches fits in memory.
+    """
+    _check_projector(vae)
+    total, total_sq, count = 0.0, 0.0, 0
+    for i, batch in enumerate(images):
+        if max_batches is not None and i >= max_batches:
+            break
+        if isinstance(batch, dict):
+            batch = batch["pixel_values"]
+        z = _raw_latents(vae, batch.to(device=vae.device, dtype=vae.dtype)).double()
+        total += z.sum().item()
+        total_sq += z.pow(2).sum().item()
+        count += z.numel()
+    if count == 0:
+        raise ValueError("estimate_latent_stats got no images: the dataloader is empty.")
+    mean = total / count
+    std = max((total_sq / count - mean**2), 1e-12) ** 0.5
+    return 1.0 / std, mean
+
+
+def set_latent_stats(vae: Projector, scaling_factor: float, shift_factor: float = 0.0) -> None:
+    """Store the statistics in the projector's config (``shift_factor`` only where the class has one)."""
+    _check_projector(vae)
+    if "shift_factor" in vae.config:
+        vae.register_to_config(scaling_factor=scaling_factor, shift_factor=shift_factor)
+    else:
+        vae.register_to_config(scaling_factor=scaling_factor)
+
+
+def check_compatible(vae: Projector, model, image_size: int | tuple[int, int] | None = None) -> None:
+    """Raise a ``ValueError`` when the projector's latents cannot feed ``model`` (an ``LMDModel``)."""
+    channels = latent_channels(vae)
+    if channels != model.config.in_channels:
+        raise ValueError(
+            f"The projector makes {channels}-channel latents but the LMDModel expects in_channels="
+            f"{model.config.in_channels}: train the LMDModel for this projector or pick the matching projector."
+        )
+    if image_size is not None:
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        f = downsample_factor(vae)
+        if h % f or w % f:
+            raise ValueError(
+                f"Image size {h}x{w} is not divisible by the projector's downsampling factor {f}."
+            )
+        check_patchable(h // f, w // f, model.config.patch_size)

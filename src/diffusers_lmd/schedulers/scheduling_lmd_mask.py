@@ -1,0 +1,185 @@
+"""``LMDMaskScheduler``: the rising mask ratio of LMD training (SPEC §3) and progressive unmasking (SPEC §4)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+
+from ..masking import token_mask_to_latent_mask
+
+MASK_SCHEDULES = ("cosine", "piecewise", "uniform", "constant")
+
+
+@dataclass
+class LMDMaskSchedulerOutput(BaseOutput):
+    """Output of :meth:`LMDMaskScheduler.step`.
+
+    Args:
+        prev_sample: the latent after this step: visible tokens unchanged, every other position predicted.
+        mask: the token mask after this step (``B x L``, 1 = still masked).
+    """
+
+    prev_sample: torch.Tensor
+    mask: torch.Tensor
+
+
+class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
+    """Mask-ratio schedule for training, and the reveal order for generation by progressive unmasking.
+
+    Training: :meth:`get_mask_ratio` maps the global optimiser step to a ratio rising from
+    ``mask_ratio_min`` to ``mask_ratio_max``, a pure function of the step, so a resumed run continues the
+    same curve. Inference: :meth:`set_timesteps` then :meth:`step` reveal masked tokens over
+    ``num_inference_steps`` steps along a cosine curve, the last step revealing all.
+
+    Args:
+        schedule: ``cosine`` (paper default), ``piecewise``, ``uniform`` or ``constant`` (MAE's fixed ratio).
+        mask_ratio_min: ratio at step 0.
+        mask_ratio_max: ratio reached at the end of the rise (and the ``constant`` value).
+        num_train_steps: total optimiser steps ``S`` when :meth:`get_mask_ratio` is not given ``total_steps``.
+    """
+
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        schedule: str = "cosine",
+        mask_ratio_min: float = 0.15,
+        mask_ratio_max: float = 0.75,
+        num_train_steps: int = 1000,
+    ):
+        if schedule not in MASK_SCHEDULES:
+            raise ValueError(f"schedule must be one of {MASK_SCHEDULES}, got {schedule!r}.")
+        if not 0.0 <= mask_ratio_min <= mask_ratio_max < 1.0:
+            raise ValueError(
+                f"Need 0 <= mask_ratio_min <= mask_ratio_max < 1, got {mask_ratio_min} and {mask_ratio_max}."
+            )
+        if num_train_steps < 1:
+            raise ValueError(f"num_train_steps must be at least 1, got {num_train_steps}.")
+        self.num_inference_steps: int | None = None
+        self.timesteps = torch.empty(0, dtype=torch.long)
+
+    # ------------------------------------------------------------------ training
+    def get_mask_ratio(self, step: int, total_steps: int | None = None) -> float:
+        """The mask ratio at optimiser ``step`` of ``total_steps`` (default ``num_train_steps``)."""
+        total = self.config.num_train_steps if total_steps is None else total_steps
+        if total < 1:
+            raise ValueError(f"total_steps must be at least 1, got {total}.")
+        if step < 0:
+            raise ValueError(f"step must be non-negative, got {step}.")
+        r_min, r_max = self.config.mask_ratio_min, self.config.mask_ratio_max
+        s = min(step, total)
+        schedule = self.config.schedule
+        if schedule == "constant":
+            return r_max
+        if schedule == "uniform":
+            return r_min + (r_max - r_min) * s / total
+        if schedule == "piecewise":
+            return _piecewise_ratio(s, total, r_min, r_max)
+        return _cosine_ratio(s, total, r_min, r_max)
+
+    # ----------------------------------------------------------------- inference
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """Prepare ``num_inference_steps`` unmasking steps; ``timesteps`` counts down to 0 as in diffusers."""
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}.")
+        self.num_inference_steps = num_inference_steps
+        self.timesteps = torch.arange(num_inference_steps - 1, -1, -1, device=device, dtype=torch.long)
+
+    def masked_fraction(self, timestep: int) -> float:
+        """Share of the initially masked tokens still masked after the step at ``timestep`` (cosine, 0 at the end)."""
+        n = self._require_timesteps()
+        done = n - int(timestep)  # steps completed after this one
+        return math.cos(math.pi / 2 * done / n)
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> LMDMaskSchedulerOutput | tuple:
+        """Reveal a share of the masked tokens, chosen uniformly at random, taking the model's prediction.
+
+        Args:
+            model_output: the model's predicted latent, ``B x C x H x W``.
+            timestep: the current entry of ``timesteps``.
+            sample: the current latent; its visible tokens are kept exactly.
+            mask: the current token mask, ``B x L`` (1 = masked).
+            generator: makes the reveal order reproducible.
+            return_dict: return a :class:`LMDMaskSchedulerOutput` rather than a tuple.
+        """
+        n = self._require_timesteps()
+        t = int(timestep)
+        if not 0 <= t < n:
+            raise ValueError(f"timestep {t} is outside the {n} steps set by set_timesteps.")
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ."
+            )
+        b, _, h, w = sample.shape
+        patch_size = _patch_size_from(mask, h, w)
+        mask = mask.float()
+        # Keep masked the share of currently-masked tokens that the cosine curve says survives this step.
+        before = 1.0 if t == n - 1 else self.masked_fraction(t + 1)
+        keep_share = self.masked_fraction(t) / before if before > 0 else 0.0
+        still_masked = torch.floor(mask.sum(dim=1) * keep_share)
+        noise_device = generator.device if generator is not None else torch.device("cpu")
+        scores = torch.rand(mask.shape, generator=generator, device=noise_device).to(mask.device)
+        scores = torch.where(mask > 0, scores, torch.full_like(scores, 2.0))  # visible never chosen
+        ranks = scores.argsort(dim=1).argsort(dim=1)
+        new_mask = (ranks < still_masked[:, None]).float()
+
+        visible = token_mask_to_latent_mask(1.0 - mask, patch_size, h, w).to(sample.dtype) > 0
+        prev_sample = torch.where(visible, sample, model_output.to(sample.dtype))
+        if not return_dict:
+            return prev_sample, new_mask
+        return LMDMaskSchedulerOutput(prev_sample=prev_sample, mask=new_mask)
+
+    def _require_timesteps(self) -> int:
+        if self.num_inference_steps is None:
+            raise ValueError("Call set_timesteps(num_inference_steps) before step().")
+        return self.num_inference_steps
+
+    def __len__(self) -> int:
+        return self.config.num_train_steps
+
+
+def _piecewise_ratio(s: int, total: int, r_min: float, r_max: float, plateau: float = 0.4) -> float:
+    """Paper §3.2.3: rise to 0.4 over the first sixth, hold to a third, rise to ``r_max`` by two thirds."""
+    if s < total / 6:
+        return r_min + (plateau - r_min) * s / (total / 6)
+    if s < total / 3:
+        return plateau
+    if s < 2 * total / 3:
+        return plateau + (r_max - plateau) * (s - total / 3) / (total / 3)
+    return r_max
+
+
+def _cosine_ratio(s: int, total: int, r_min: float, r_max: float) -> float:
+    """Paper default: ``r_min + (r_max - r_min)(1 - g(t)/g(0))`` with the iDDPM cosine ``g``, flat after ``2S/3``."""
+    horizon = (2 * total) // 3
+    if horizon == 0 or s >= horizon:
+        return r_max
+
+    def g(t: float) -> float:
+        return math.cos(((t / horizon) + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    return r_min + (r_max - r_min) * (1.0 - g(s) / g(0))
+
+
+def _patch_size_from(mask: torch.Tensor, height: int, width: int) -> int:
+    """Infer the patch side from a ``B x L`` mask over an ``H x W`` latent."""
+    patch_size = round(math.sqrt(height * width / max(mask.shape[1], 1)))
+    if patch_size < 1 or (height // patch_size) * (width // patch_size) != mask.shape[1]:
+        raise ValueError(
+            f"A mask of {mask.shape[1]} tokens does not tile a {height}x{width} latent in square patches."
+        )
+    return patch_size
