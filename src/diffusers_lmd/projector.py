@@ -19,9 +19,7 @@ Projector = VQModel | AutoencoderKL
 
 def _check_projector(vae: object) -> None:
     if not isinstance(vae, (VQModel, AutoencoderKL)):
-        raise TypeError(
-            f"The projector must be a diffusers VQModel or AutoencoderKL, got {type(vae).__name__}."
-        )
+        raise TypeError(f"The projector must be a diffusers VQModel or AutoencoderKL, got {type(vae).__name__}.")
 
 
 def latent_channels(vae: Projector) -> int:
@@ -118,7 +116,5 @@ def check_compatible(vae: Projector, model, image_size: int | tuple[int, int] | 
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
         f = downsample_factor(vae)
         if h % f or w % f:
-            raise ValueError(
-                f"Image size {h}x{w} is not divisible by the projector's downsampling factor {f}."
-            )
+            raise ValueError(f"Image size {h}x{w} is not divisible by the projector's downsampling factor {f}.")
         check_patchable(h // f, w // f, model.config.patch_size)

@@ -138,9 +138,7 @@ class LMDModel(ModelMixin, ConfigMixin):
         p = self.patch_size
         return sincos_2d_position_embedding(dim, height // p, width // p).to(like.device, like.dtype)[None]
 
-    def check_inputs(
-        self, latents: torch.Tensor, mask: torch.Tensor | None, mask_ratio: float | None
-    ) -> None:
+    def check_inputs(self, latents: torch.Tensor, mask: torch.Tensor | None, mask_ratio: float | None) -> None:
         """Raise a ``ValueError`` naming what is wrong with the inputs of :meth:`forward`."""
         if latents.ndim != 4:
             raise ValueError(f"latents must be B x C x H x W, got shape {tuple(latents.shape)}.")
@@ -161,9 +159,7 @@ class LMDModel(ModelMixin, ConfigMixin):
         if mask_ratio is not None:
             check_mask_ratio(mask_ratio)
         if not torch.compiler.is_compiling() and not torch.isfinite(latents).all():
-            raise ValueError(
-                "latents contain NaN or infinite values: check the projector and its scaling_factor."
-            )
+            raise ValueError("latents contain NaN or infinite values: check the projector and its scaling_factor.")
 
     @staticmethod
     def mask_tokens(
@@ -187,9 +183,7 @@ class LMDModel(ModelMixin, ConfigMixin):
             padding = torch.arange(num_visible, device=tokens.device)[None] < row_visible[:, None]
         return kept, order, padding
 
-    def _run_blocks(
-        self, blocks: nn.ModuleList, x: torch.Tensor, attn_mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         for block in blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 x = self._gradient_checkpointing_func(block, x, attn_mask)

@@ -121,9 +121,7 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         if not 0 <= t < n:
             raise ValueError(f"timestep {t} is outside the {n} steps set by set_timesteps.")
         if model_output.shape != sample.shape:
-            raise ValueError(
-                f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ."
-            )
+            raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ.")
         b, _, h, w = sample.shape
         patch_size = _patch_size_from(mask, h, w)
         mask = mask.float()
@@ -179,7 +177,5 @@ def _patch_size_from(mask: torch.Tensor, height: int, width: int) -> int:
     """Infer the patch side from a ``B x L`` mask over an ``H x W`` latent."""
     patch_size = round(math.sqrt(height * width / max(mask.shape[1], 1)))
     if patch_size < 1 or (height // patch_size) * (width // patch_size) != mask.shape[1]:
-        raise ValueError(
-            f"A mask of {mask.shape[1]} tokens does not tile a {height}x{width} latent in square patches."
-        )
+        raise ValueError(f"A mask of {mask.shape[1]} tokens does not tile a {height}x{width} latent in square patches.")
     return patch_size
