@@ -1,6 +1,6 @@
 """diffusers-lmd: Latent Masking Diffusion (arXiv 2312.07971) as a HuggingFace diffusers plug-in."""
 
-from .masking import patchify, pixel_mask_to_token_mask, random_mask, unpatchify
+from .masking import keep_visible, patchify, pixel_mask_to_token_mask, random_mask, unpatchify
 from .models import LMD_PRESETS, LMDModel, LMDModelOutput
 from .projector import (
     check_compatible,
@@ -27,6 +27,7 @@ __all__ = [
     "downsample_factor",
     "encode_images",
     "estimate_latent_stats",
+    "keep_visible",
     "latent_channels",
     "patchify",
     "pixel_mask_to_token_mask",

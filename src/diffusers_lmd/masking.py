@@ -84,3 +84,9 @@ def pixel_mask_to_token_mask(pixel_mask: torch.Tensor, patch_pixels: int) -> tor
     """
     hit = F.max_pool2d((pixel_mask > 0.5).float(), kernel_size=patch_pixels, stride=patch_pixels)
     return hit.flatten(1)
+
+
+def keep_visible(latents: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Take ``prediction`` at masked tokens and ``latents`` (exactly) at visible ones."""
+    masked = token_mask_to_latent_mask(mask, patch_size, latents.shape[2], latents.shape[3]) > 0
+    return torch.where(masked.to(latents.device), prediction.to(latents.dtype), latents)

@@ -10,7 +10,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from ..masking import token_mask_to_latent_mask
+from ..masking import keep_visible
 
 MASK_SCHEDULES = ("cosine", "piecewise", "uniform", "constant")
 
@@ -135,8 +135,7 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         ranks = scores.argsort(dim=1).argsort(dim=1)
         new_mask = (ranks < still_masked[:, None]).float()
 
-        visible = token_mask_to_latent_mask(1.0 - mask, patch_size, h, w).to(sample.dtype) > 0
-        prev_sample = torch.where(visible, sample, model_output.to(sample.dtype))
+        prev_sample = keep_visible(sample, model_output, mask, patch_size)
         if not return_dict:
             return prev_sample, new_mask
         return LMDMaskSchedulerOutput(prev_sample=prev_sample, mask=new_mask)
