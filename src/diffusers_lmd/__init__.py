@@ -1,6 +1,7 @@
 """diffusers-lmd: Latent Masking Diffusion (arXiv 2312.07971) as a HuggingFace diffusers plug-in."""
 
 from .masking import keep_visible, patchify, pixel_mask_to_token_mask, random_mask, unpatchify
+from .metrics import EfficiencyTracker, psnr
 from .models import LMD_PRESETS, LMDModel, LMDModelOutput
 from .projector import (
     check_compatible,
@@ -22,6 +23,7 @@ __all__ = [
     "LMDMaskSchedulerOutput",
     "LMDModel",
     "LMDModelOutput",
+    "EfficiencyTracker",
     "check_compatible",
     "decode_latents",
     "downsample_factor",
@@ -31,6 +33,7 @@ __all__ = [
     "latent_channels",
     "patchify",
     "pixel_mask_to_token_mask",
+    "psnr",
     "random_mask",
     "set_latent_stats",
     "unpatchify",
