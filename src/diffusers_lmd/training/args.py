@@ -1,0 +1,145 @@
+"""Command-line flags shared by every training script, named as in diffusers' example scripts.
+
+Each script builds its own ``argparse`` parser, adds the data flags (``diffusers_lmd.data.add_data_args``), these
+training flags, then its model's own flags, and can change a default with ``parser.set_defaults``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from diffusers.optimization import SchedulerType
+
+OPTIMIZERS = ("adamw", "adan")
+LR_SCHEDULERS = tuple(s.value for s in SchedulerType if s != SchedulerType.PIECEWISE_CONSTANT)
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the optimisation, precision, checkpoint, logging and Hub flags to ``parser`` and return it."""
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_dir", type=str, default="lmd-output", help="Where checkpoints and the model go.")
+    run.add_argument(
+        "--seed", type=int, default=0, help="Seeds the weights, the data order and every per-step mask and flip."
+    )
+    run.add_argument("--train_batch_size", type=int, default=16, help="Batch size per device.")
+    run.add_argument("--num_train_epochs", type=int, default=100, help="Epochs, unless --max_train_steps is set.")
+    run.add_argument(
+        "--max_train_steps", type=int, default=None, help="Total optimiser steps; overrides --num_train_epochs."
+    )
+    run.add_argument(
+        "--gradient_accumulation_steps", type=int, default=1, help="Micro-batches accumulated per optimiser step."
+    )
+
+    optim = parser.add_argument_group("optimiser")
+    optim.add_argument("--optimizer", type=str, default="adamw", choices=OPTIMIZERS, help="AdamW (MAE) or Adan.")
+    optim.add_argument(
+        "--learning_rate", type=float, default=1.5e-4, help="Peak learning rate (the base rate with --scale_lr)."
+    )
+    optim.add_argument(
+        "--scale_lr",
+        action="store_true",
+        help="MAE's rule: learning_rate x total batch (per-device batch x processes x accumulation) / 256.",
+    )
+    optim.add_argument("--lr_scheduler", type=str, default="cosine", choices=LR_SCHEDULERS, help="LR schedule.")
+    optim.add_argument(
+        "--lr_warmup_steps",
+        type=int,
+        default=None,
+        help="Linear warm-up steps; default 5%% of the training steps (MAE: 40 of 800 epochs).",
+    )
+    optim.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1 (MAE: 0.9).")
+    optim.add_argument("--adam_beta2", type=float, default=0.95, help="AdamW beta2 (MAE: 0.95).")
+    optim.add_argument(
+        "--adam_weight_decay", type=float, default=0.05, help="Decoupled weight decay (not on biases and norms)."
+    )
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="Optimiser epsilon.")
+    optim.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm; 0 disables it.")
+    optim.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights and save it as the model.")
+    optim.add_argument("--ema_max_decay", type=float, default=0.9999, help="Largest EMA decay.")
+    optim.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up inverse gamma.")
+    optim.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up power.")
+
+    precision = parser.add_argument_group("precision")
+    precision.add_argument(
+        "--mixed_precision",
+        type=str,
+        default=None,
+        choices=["no", "fp16", "bf16"],
+        help="Autocast precision; default: the `accelerate config` value.",
+    )
+    precision.add_argument(
+        "--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere and newer GPUs (faster)."
+    )
+
+    ckpt = parser.add_argument_group("checkpoints")
+    ckpt.add_argument(
+        "--checkpointing_steps", type=int, default=500, help="Save the full training state every N optimiser steps."
+    )
+    ckpt.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep only the newest N checkpoints.")
+    ckpt.add_argument(
+        "--resume_from_checkpoint",
+        type=str,
+        default=None,
+        help='A checkpoint folder, or "latest" for the newest one in --output_dir.',
+    )
+
+    logs = parser.add_argument_group("logging and validation")
+    logs.add_argument(
+        "--report_to",
+        type=str,
+        default="tensorboard",
+        help='Tracker for scalars and images: "tensorboard", "wandb", "all" or "none".',
+    )
+    logs.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, inside --output_dir.")
+    logs.add_argument("--tracker_project_name", type=str, default=None, help="Tracker run name (default: script).")
+    logs.add_argument(
+        "--validation_steps", type=int, default=500, help="Evaluate on held-out images every N optimiser steps."
+    )
+
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true", help="Upload the final model folder to the Hub.")
+    hub.add_argument("--hub_model_id", type=str, default=None, help="Repo id (default: the --output_dir name).")
+    hub.add_argument("--hub_token", type=str, default=None, help="Hub token (default: the logged-in one).")
+    hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
+    return parser
+
+
+def check_training_args(args: argparse.Namespace) -> None:
+    """Raise a ``ValueError`` naming the first training flag that cannot work."""
+    positive = ["train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"]
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    if args.max_train_steps is not None and args.max_train_steps < 1:
+        raise ValueError(f"--max_train_steps must be at least 1, got {args.max_train_steps}.")
+    if args.max_train_steps is None and args.num_train_epochs < 1:
+        raise ValueError(f"--num_train_epochs must be at least 1, got {args.num_train_epochs}.")
+    if args.learning_rate <= 0:
+        raise ValueError(f"--learning_rate must be positive, got {args.learning_rate}.")
+    if args.lr_warmup_steps is not None and args.lr_warmup_steps < 0:
+        raise ValueError(f"--lr_warmup_steps must be non-negative, got {args.lr_warmup_steps}.")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        raise ValueError(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}.")
+    if args.max_grad_norm < 0:
+        raise ValueError(f"--max_grad_norm must be non-negative (0 disables clipping), got {args.max_grad_norm}.")
+    if args.push_to_hub and args.hub_token is not None and args.report_to in ("wandb", "all"):
+        raise ValueError(
+            "Do not pass --hub_token together with --report_to wandb: the token could leak into the run's logs. "
+            "Log in with `huggingface-cli login` instead."
+        )
+    if not args.output_dir:
+        raise ValueError("--output_dir must name a folder.")
+    args.output_dir = os.fspath(args.output_dir)
+
+
+def total_batch_size(args: argparse.Namespace, num_processes: int) -> int:
+    """Images per optimiser step over all devices."""
+    return args.train_batch_size * num_processes * args.gradient_accumulation_steps
+
+
+def effective_learning_rate(args: argparse.Namespace, num_processes: int) -> float:
+    """``--learning_rate``, scaled by the total batch over 256 when ``--scale_lr`` is set (MAE's rule)."""
+    if not args.scale_lr:
+        return args.learning_rate
+    return args.learning_rate * total_batch_size(args, num_processes) / 256
