@@ -1,0 +1,147 @@
+"""LMDMaskScheduler: the training ratio curves of SPEC §3 and progressive unmasking (SPEC §4)."""
+
+import pytest
+import torch
+
+from diffusers_lmd import MASK_SCHEDULES, LMDMaskScheduler
+from diffusers_lmd.masking import random_mask, token_mask_to_latent_mask
+
+# SPEC §3, S = 600, r_min = 0.15, r_max = 0.75.
+COSINE_REFERENCE = {
+    0: 0.15,
+    1: 0.150067,
+    50: 0.175317,
+    100: 0.241793,
+    200: 0.453694,
+    300: 0.663437,
+    399: 0.749991,
+    400: 0.75,
+    599: 0.75,
+}
+PIECEWISE_REFERENCE = {50: 0.275, 100: 0.4, 200: 0.4, 300: 0.575, 399: 0.74825, 400: 0.75}
+
+
+@pytest.mark.parametrize(
+    "schedule,reference", [("cosine", COSINE_REFERENCE), ("piecewise", PIECEWISE_REFERENCE)], ids=["cosine", "piece"]
+)
+def test_spec_reference_values(schedule, reference):
+    scheduler = LMDMaskScheduler(schedule=schedule, num_train_steps=600)
+    for step, expected in reference.items():
+        assert scheduler.get_mask_ratio(step) == pytest.approx(expected, abs=1e-6), step
+        # total_steps given explicitly overrides the config
+        assert LMDMaskScheduler(schedule=schedule).get_mask_ratio(step, 600) == pytest.approx(expected, abs=1e-6)
+
+
+def test_uniform_and_constant_values():
+    uniform = LMDMaskScheduler(schedule="uniform", num_train_steps=600)
+    assert uniform.get_mask_ratio(300) == pytest.approx(0.45)
+    constant = LMDMaskScheduler(schedule="constant", num_train_steps=600)
+    assert {constant.get_mask_ratio(s) for s in (0, 1, 300, 600)} == {0.75}
+
+
+@pytest.mark.parametrize("schedule", MASK_SCHEDULES)
+@pytest.mark.parametrize("total", [2, 5, 600, 1001])
+def test_schedules_are_monotone_with_right_endpoints(schedule, total):
+    scheduler = LMDMaskScheduler(schedule=schedule, mask_ratio_min=0.1, mask_ratio_max=0.8, num_train_steps=total)
+    ratios = [scheduler.get_mask_ratio(s) for s in range(total + 3)]  # past the end stays at the maximum
+    assert all(b >= a for a, b in zip(ratios, ratios[1:])), schedule
+    assert ratios[0] == pytest.approx(0.8 if schedule == "constant" else 0.1)
+    assert ratios[-1] == pytest.approx(0.8)
+    assert scheduler.get_mask_ratio(total) == pytest.approx(0.8)
+    assert all(0.1 <= r <= 0.8 for r in ratios)
+
+
+def test_ratio_is_a_pure_function_of_the_step():
+    """A resumed run (a fresh scheduler) continues the same curve."""
+    a = LMDMaskScheduler(num_train_steps=1000)
+    ratios = [a.get_mask_ratio(s) for s in range(0, 1000, 37)]
+    b = LMDMaskScheduler(num_train_steps=1000)
+    assert [b.get_mask_ratio(s) for s in range(0, 1000, 37)] == ratios
+
+
+def test_save_and_load_round_trip(tmp_path):
+    scheduler = LMDMaskScheduler(schedule="piecewise", mask_ratio_min=0.2, mask_ratio_max=0.7, num_train_steps=321)
+    scheduler.save_pretrained(tmp_path)
+    loaded = LMDMaskScheduler.from_pretrained(tmp_path)
+    assert dict(loaded.config) == dict(scheduler.config)
+    assert [loaded.get_mask_ratio(s) for s in range(0, 400, 13)] == [
+        scheduler.get_mask_ratio(s) for s in range(0, 400, 13)
+    ]
+    assert LMDMaskScheduler.from_config(scheduler.config).config.schedule == "piecewise"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(schedule="linear"), "schedule must be one of"),
+        (dict(mask_ratio_min=0.8, mask_ratio_max=0.5), "mask_ratio_min <= mask_ratio_max"),
+        (dict(mask_ratio_max=1.0), "mask_ratio_max < 1"),
+        (dict(num_train_steps=0), "num_train_steps"),
+    ],
+)
+def test_bad_configuration_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LMDMaskScheduler(**kwargs)
+
+
+def test_bad_steps_raise():
+    scheduler = LMDMaskScheduler()
+    with pytest.raises(ValueError, match="step must be non-negative"):
+        scheduler.get_mask_ratio(-1)
+    with pytest.raises(ValueError, match="total_steps"):
+        scheduler.get_mask_ratio(3, 0)
+    with pytest.raises(ValueError, match="set_timesteps"):
+        scheduler.step(torch.zeros(1, 4, 4, 4), 0, torch.zeros(1, 4, 4, 4), torch.ones(1, 4))
+
+
+def _unmask(num_steps, mask, seed=0, height=8, width=12, patch=2):
+    """Run progressive unmasking with a stand-in model that predicts ``step index + 1`` everywhere."""
+    scheduler = LMDMaskScheduler()
+    scheduler.set_timesteps(num_steps)
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.zeros(mask.shape[0], 4, height, width)
+    history = [(sample, mask)]
+    for i, t in enumerate(scheduler.timesteps):
+        prediction = torch.full_like(sample, float(i + 1))
+        out = scheduler.step(prediction, t, sample, mask, generator=generator)
+        sample, mask = out.prev_sample, out.mask
+        history.append((sample, mask))
+    return scheduler, history
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 5, 12])
+def test_progressive_unmasking_reveals_all_monotonically_and_keeps_visible_tokens(num_steps):
+    start = torch.ones(2, 24)
+    start[1] = random_mask(1, 24, 0.5, generator=torch.Generator().manual_seed(1))[0]  # a partly given sample
+    scheduler, history = _unmask(num_steps, start)
+    assert scheduler.timesteps.tolist() == list(range(num_steps - 1, -1, -1))
+    counts = [mask.sum(dim=1) for _, mask in history]
+    assert torch.all(history[-1][1] == 0), "the last step reveals every token"
+    for (sample, mask), (new_sample, new_mask) in zip(history, history[1:]):
+        assert torch.all(new_mask <= mask), "a revealed token is never masked again"
+        visible = token_mask_to_latent_mask(1 - mask, 2, 8, 12).expand_as(sample) > 0
+        assert torch.equal(new_sample[visible], sample[visible]), "a visible token never changes"
+    assert all(torch.all(b <= a) for a, b in zip(counts, counts[1:]))
+    if num_steps > 1:
+        assert 0 < history[1][1][0].sum() < 24, "an intermediate step reveals some but not all"
+
+
+def test_progressive_unmasking_is_seeded():
+    start = torch.ones(3, 24)
+    _, a = _unmask(4, start, seed=7)
+    _, b = _unmask(4, start, seed=7)
+    _, c = _unmask(4, start, seed=8)
+    assert all(torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not all(torch.equal(x[1], y[1]) for x, y in zip(a, c))
+
+
+def test_step_rejects_mismatched_shapes():
+    scheduler = LMDMaskScheduler()
+    scheduler.set_timesteps(2)
+    sample = torch.zeros(1, 4, 8, 8)
+    with pytest.raises(ValueError, match="differ"):
+        scheduler.step(torch.zeros(1, 4, 8, 4), 1, sample, torch.ones(1, 16))
+    with pytest.raises(ValueError, match="does not tile"):
+        scheduler.step(sample, 1, sample, torch.ones(1, 15))
+    with pytest.raises(ValueError, match="outside"):
+        scheduler.step(sample, 2, sample, torch.ones(1, 16))
