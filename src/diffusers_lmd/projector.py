@@ -74,8 +74,8 @@ def estimate_latent_stats(
 ) -> tuple[float, float]:
     """Estimate ``(scaling_factor, shift_factor)`` so normalised latents have zero mean and unit variance.
 
-    ``images`` yields batches in ``[-1, 1]`` (a dataloader, or dicts with ``pixel_values``). Uses a
-    running sum in float64 so any number of batches fits in memory.
+    ``images`` yields batches in ``[-1, 1]``: tensors, dicts with ``pixel_values``, or ``(images, ...)``
+    tuples as a ``TensorDataset`` loader gives. Uses a running sum in float64 so any number of batches fits.
     """
     _check_projector(vae)
     total, total_sq, count = 0.0, 0.0, 0
@@ -84,6 +84,8 @@ def estimate_latent_stats(
             break
         if isinstance(batch, dict):
             batch = batch["pixel_values"]
+        elif isinstance(batch, (list, tuple)):
+            batch = batch[0]
         z = _raw_latents(vae, batch.to(device=vae.device, dtype=vae.dtype)).double()
         total += z.sum().item()
         total_sq += z.pow(2).sum().item()
