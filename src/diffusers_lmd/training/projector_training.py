@@ -1,0 +1,253 @@
+"""The projector training run behind ``training/train_projector.py``: data, models, loop, checkpoints, save.
+
+At the end the latent statistics are estimated on the training images and stored in the projector's config
+(``scaling_factor``, plus ``shift_factor`` for ``AutoencoderKL``), so the saved folder produces the unit-variance
+latents LMD trains on; the held-out PSNR is logged during training and reported at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..data import build_datasets, check_data_args, random_flip_batch
+from ..projector import estimate_latent_stats, set_latent_stats
+from .args import check_training_args, effective_learning_rate
+from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
+from .hub import hub_repo_id, push_to_hub, save_model_card
+from .logging import JsonlLogger, log_images, plot_loss_curve, read_jsonl
+from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
+from .projector_model import AutoencoderWithLoss, build_discriminator, build_projector, check_projector_args
+from .projector_step import ProjectorLossConfig, ProjectorTrainer, evaluate_projector
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "projector_metrics.json"
+
+
+def _dataloaders(args: argparse.Namespace, accelerator: Accelerator):
+    with accelerator.main_process_first():
+        train_dataset, eval_dataset = build_datasets(args)
+    loader = dict(batch_size=args.train_batch_size, num_workers=args.dataloader_num_workers)
+    train = torch.utils.data.DataLoader(
+        train_dataset, shuffle=True, drop_last=len(train_dataset) >= args.train_batch_size, **loader
+    )
+    evaluation = torch.utils.data.DataLoader(eval_dataset, shuffle=False, **loader)
+    stats = torch.utils.data.DataLoader(train_dataset, shuffle=False, **loader)  # unflipped, for the latent stats
+    return train, evaluation, stats
+
+
+def _flip_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The flips of a step depend only on (seed, step, rank), so a resumed run flips exactly as the original."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 257 + rank)
+
+
+def _reconstruction_grid(vae, images: torch.Tensor, max_images: int = 8) -> np.ndarray:
+    """Originals (top row) over reconstructions (bottom row), as an ``H x W x 3`` uint8 image."""
+    with torch.no_grad():
+        x = images[:max_images].to(device=vae.device, dtype=vae.dtype)
+        reconstruction = vae(x).sample.clamp(-1, 1)
+    rows = [torch.cat(list(t.float().cpu()), dim=-1) for t in (x, reconstruction)]
+    grid = torch.cat(rows, dim=-2).add(1).mul(127.5).round().clamp(0, 255).byte()
+    return grid.permute(1, 2, 0).numpy()
+
+
+def _reduce_logs(accelerator: Accelerator, logs: dict[str, float]) -> dict[str, float]:
+    """Mean of every logged value over the processes (one collective)."""
+    if accelerator.num_processes == 1:
+        return logs
+    keys = sorted(logs)
+    values = torch.tensor([logs[k] for k in keys], device=accelerator.device, dtype=torch.float64)
+    values = accelerator.reduce(values, reduction="mean")
+    return dict(zip(keys, values.tolist()))
+
+
+def train_projector(args: argparse.Namespace) -> dict:
+    """Train a projector as the flags say; save it to ``args.output_dir``; return the final metrics."""
+    check_data_args(args)
+    check_training_args(args)
+    check_projector_args(args)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+    )
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+    train_loader, eval_loader, stats_loader = _dataloaders(args, accelerator)
+    vae = build_projector(args)
+    autoencoder = AutoencoderWithLoss(vae, args.commitment_beta, args.kl_weight)
+    discriminator = build_discriminator(args)
+    lr = effective_learning_rate(args, accelerator.num_processes)
+    disc_lr = lr if args.disc_learning_rate is None else args.disc_learning_rate
+    optimizer = build_optimizer(autoencoder, args, lr)
+    disc_optimizer = build_optimizer(discriminator, args, disc_lr)
+
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
+    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps, accelerator.num_processes)
+    disc_steps = max(1, max_train_steps - args.disc_start)
+    disc_lr_scheduler = build_lr_scheduler(disc_optimizer, args, disc_steps, accelerator.num_processes)
+    ema = None
+    if args.use_ema:
+        ema = build_ema(vae, args)
+        ema.to(accelerator.device)
+        register_ema_hooks(accelerator, ema)
+
+    autoencoder, discriminator, optimizer, disc_optimizer, train_loader, lr_scheduler, disc_lr_scheduler = (
+        accelerator.prepare(
+            autoencoder, discriminator, optimizer, disc_optimizer, train_loader, lr_scheduler, disc_lr_scheduler
+        )
+    )
+    trainer = ProjectorTrainer(
+        accelerator,
+        autoencoder,
+        discriminator,
+        optimizer,
+        disc_optimizer,
+        lr_scheduler,
+        disc_lr_scheduler,
+        ProjectorLossConfig(args.disc_start, args.disc_weight, args.disc_loss, args.max_grad_norm),
+    )
+
+    global_step = 0
+    resume_path = resolve_resume_path(args.output_dir, args.resume_from_checkpoint)
+    if resume_path is not None:
+        global_step = load_checkpoint(accelerator, resume_path)["global_step"]
+        logger.info("Resumed from %s at step %d", resume_path, global_step)
+    log_path = os.path.join(args.output_dir, "train_log.jsonl")
+    jsonl = JsonlLogger(log_path, resume_step=global_step if resume_path else None, enabled=accelerator.is_main_process)
+    if accelerator.is_main_process and args.report_to != "none":
+        accelerator.init_trackers(args.tracker_project_name or "train_projector", config=_tracker_config(args))
+
+    unwrapped = accelerator.unwrap_model(autoencoder).vae
+    start = time.perf_counter() - jsonl.time_offset
+    bar = tqdm(total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps")
+    first_epoch = global_step // steps_per_epoch
+    skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    for epoch in range(first_epoch, num_epochs):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        loader = train_loader
+        if epoch == first_epoch and skip_batches:
+            loader = accelerator.skip_first_batches(train_loader, skip_batches)
+        for batch in loader:
+            images = batch["pixel_values"]
+            if args.random_flip:
+                images = random_flip_batch(images, _flip_generator(args.seed, global_step, accelerator.process_index))
+            logs = trainer.step(images, global_step)
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            if ema is not None:
+                ema.step(unwrapped.parameters())
+            logs = _reduce_logs(accelerator, logs)
+            record = {"step": global_step, **logs, "lr": lr_scheduler.get_last_lr()[0]}
+            record["time"] = time.perf_counter() - start
+            if global_step % args.validation_steps == 0 or global_step == max_train_steps:
+                record.update(_validate(accelerator, unwrapped, eval_loader, global_step))
+            jsonl.log(record)
+            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=global_step)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", rec=f"{record['rec_loss']:.4f}", lr=f"{record['lr']:.2e}")
+            bar.update(1)
+            if global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+            if global_step >= max_train_steps:
+                break
+        if global_step >= max_train_steps:
+            break
+    bar.close()
+    train_seconds = time.perf_counter() - start
+
+    accelerator.wait_for_everyone()
+    result = {}
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(unwrapped.parameters())
+        result = _finish(args, unwrapped, eval_loader, stats_loader, global_step, train_seconds)
+    accelerator.end_training()
+    return result
+
+
+def _validate(accelerator: Accelerator, vae, eval_loader, step: int) -> dict:
+    """Held-out metrics on the main process (the eval set is small); ``{}`` elsewhere."""
+    if not accelerator.is_main_process:
+        return {}
+    metrics = evaluate_projector(vae, eval_loader)
+    if accelerator.trackers:
+        log_images(
+            accelerator, "reconstructions", _reconstruction_grid(vae, next(iter(eval_loader))["pixel_values"]), step
+        )
+    logger.info("step %d: held-out PSNR %.2f dB", step, metrics["eval_psnr"])
+    return metrics
+
+
+def _tracker_config(args: argparse.Namespace) -> dict:
+    """Tracker hyper-parameters: scalars only (TensorBoard rejects lists and None)."""
+    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"}
+
+
+def _finish(args, vae, eval_loader, stats_loader, global_step: int, train_seconds: float) -> dict:
+    """Estimate and store the latent statistics, evaluate, save the projector folder, card and curves."""
+    vae.eval()
+    scale, shift = estimate_latent_stats(vae, stats_loader, max_batches=args.stats_max_batches)
+    set_latent_stats(vae, scale, shift)
+    metrics = evaluate_projector(vae, eval_loader)
+    vae.save_pretrained(args.output_dir, safe_serialization=True)
+    result = {
+        "projector_class": type(vae).__name__,
+        "global_step": global_step,
+        "train_seconds": round(train_seconds, 1),
+        "eval_psnr": metrics["eval_psnr"],
+        "scaling_factor": scale,
+        "shift_factor": shift if "shift_factor" in vae.config else None,
+        "num_parameters": sum(p.numel() for p in vae.parameters()),
+    }
+    if "codebook_usage" in metrics:
+        result["codebook_usage"] = metrics["codebook_usage"]
+    with open(os.path.join(args.output_dir, METRICS_FILE), "w") as f:
+        json.dump(result, f, indent=2)
+    records = read_jsonl(os.path.join(args.output_dir, "train_log.jsonl"))
+    if records:
+        plot_loss_curve(records, os.path.join(args.output_dir, "loss_curve.png"), title="Projector training loss")
+    grid = _reconstruction_grid(vae, next(iter(eval_loader))["pixel_values"])
+    Image.fromarray(grid).save(os.path.join(args.output_dir, "reconstructions.png"))
+    _write_card(args, vae, result)
+    if args.push_to_hub:
+        push_to_hub(args.output_dir, hub_repo_id(args), token=args.hub_token, private=args.hub_private_repo)
+    print(f"held-out PSNR: {metrics['eval_psnr']:.2f} dB (scaling_factor {scale:.4f})")
+    return result
+
+
+def _write_card(args, vae, result: dict) -> None:
+    cls = type(vae).__name__
+    save_model_card(
+        args.output_dir,
+        title=f"diffusers-lmd projector ({cls})",
+        description=f"A {cls} trained with `training/train_projector.py` as the frozen projector of Latent Masking "
+        "Diffusion (arXiv 2312.07971). Its config stores the latent `scaling_factor` estimated on the training data.",
+        usage=f'from diffusers import {cls}\n\nvae = {cls}.from_pretrained("<this folder or repo>")',
+        args=args,
+        metrics={"held-out PSNR (dB)": result["eval_psnr"], "scaling_factor": result["scaling_factor"]},
+        images=[("Held-out reconstructions (top: original)", "reconstructions.png"), ("Loss", "loss_curve.png")],
+        tags=["autoencoder", "lmd-projector"],
+    )
