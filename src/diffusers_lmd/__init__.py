@@ -3,6 +3,7 @@
 from .masking import keep_visible, patchify, pixel_mask_to_token_mask, random_mask, unpatchify
 from .metrics import EfficiencyTracker, psnr
 from .models import LMD_PRESETS, LMDModel, LMDModelOutput
+from .pipelines import LMDInpaintPipeline, LMDPipeline, LMDPipelineOutput
 from .projector import (
     check_compatible,
     decode_latents,
@@ -23,6 +24,9 @@ __all__ = [
     "LMDMaskSchedulerOutput",
     "LMDModel",
     "LMDModelOutput",
+    "LMDInpaintPipeline",
+    "LMDPipeline",
+    "LMDPipelineOutput",
     "EfficiencyTracker",
     "check_compatible",
     "decode_latents",

@@ -1,0 +1,105 @@
+"""``LMDPipeline``: reconstruction, inpainting and generation with a Latent Masking Diffusion model (SPEC §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from diffusers.image_processor import PipelineImageInput
+
+from .pipeline_lmd_base import Generator, LMDBasePipeline, StepCallback
+from .pipeline_output import LMDPipelineOutput
+
+DEFAULT_GENERATION_STEPS = 10
+
+
+class LMDPipeline(LMDBasePipeline):
+    """Pipeline for image reconstruction, inpainting and generation with Latent Masking Diffusion.
+
+    The projector ``vae`` encodes the image, the ``transformer`` predicts the masked latent patches from the
+    visible ones, and the projector decodes the result; visible latents are kept exactly. Generation starts
+    from a fully masked latent and the ``scheduler`` reveals it over several steps.
+
+    This model inherits from [`DiffusionPipeline`] (saving, loading, devices, offloading).
+
+    Args:
+        vae: the frozen projector, a ``VQModel`` or ``AutoencoderKL``.
+        transformer: the ``LMDModel``; its ``in_channels`` must equal the projector's latent channels.
+        scheduler: an ``LMDMaskScheduler``.
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PipelineImageInput | None = None,
+        mask_image: PipelineImageInput | None = None,
+        mask_ratio: float | None = None,
+        batch_size: int | None = None,
+        num_inference_steps: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        generator: Generator = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: StepCallback = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> LMDPipelineOutput | tuple:
+        """Reconstruct (``image``), inpaint (``image`` + ``mask_image``) or generate (``batch_size``).
+
+        Args:
+            image: PIL image(s), ``H x W x C`` / ``B x H x W x C`` arrays or ``C x H x W`` / ``B x C x H x W``
+                tensors in ``[0, 1]``; grayscale and RGBA are converted to RGB. Sizes that are not a multiple of
+                ``pipe.patch_pixels`` are resized to the model's resolution (``output.image_size`` says which).
+            mask_image: pixel mask of the same size as ``image``, white (> 0.5) = redo; a latent patch is
+                predicted if any of its pixels is white. One mask for the batch, or one per image.
+            mask_ratio: share of latent patches masked at random, in ``[0, 1]`` (default 0.75, MAE's ratio);
+                0 gives the projector's own reconstruction.
+            batch_size: number of images to generate when no ``image`` is given.
+            num_inference_steps: unmasking steps; default 1 with an image (one-shot prediction of every
+                masked patch) and 10 for generation.
+            height, width: working size in pixels, multiples of ``pipe.patch_pixels``; default: the image's
+                own size, or the model's resolution for generation.
+            generator: a ``torch.Generator`` for reproducible masks and reveal orders, or one per image so
+                that a batch gives the same images as one call per image.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (the completed normalised latents).
+            return_dict: return an [`LMDPipelineOutput`] rather than a tuple ``(images, mask, image_size)``.
+            callback_on_step_end: called after each step as ``callback(pipe, step, timestep, callback_kwargs)``;
+                the tensors it returns (``"latents"``, ``"mask"``) replace the pipeline's.
+            callback_on_step_end_tensor_inputs: which of ``"latents"`` and ``"mask"`` the callback receives.
+
+        Examples:
+            ```py
+            >>> import torch
+            >>> from PIL import Image
+            >>> from diffusers_lmd import LMDPipeline
+
+            >>> pipe = LMDPipeline.from_pretrained("path/to/lmd-pipeline")
+            >>> image = Image.open("photo.png")
+
+            >>> # Reconstruction: mask 75% of the latent patches at random and predict them.
+            >>> out = pipe(image=image, mask_ratio=0.75, generator=torch.Generator().manual_seed(0))
+            >>> out.images[0].save("reconstruction.png")
+
+            >>> # Inpainting: white pixels of the mask are redone.
+            >>> out = pipe(image=image, mask_image=Image.open("mask.png"))
+
+            >>> # Generation by progressive unmasking from a fully masked latent.
+            >>> out = pipe(batch_size=4, num_inference_steps=10, generator=torch.Generator().manual_seed(0))
+            ```
+        """
+        if num_inference_steps is None:
+            num_inference_steps = 1 if image is not None else DEFAULT_GENERATION_STEPS
+        return self._run(
+            image=image,
+            mask_image=mask_image,
+            mask_ratio=mask_ratio,
+            batch_size=batch_size,
+            num_inference_steps=num_inference_steps,
+            height=height,
+            width=width,
+            generator=generator,
+            output_type=output_type,
+            return_dict=return_dict,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )

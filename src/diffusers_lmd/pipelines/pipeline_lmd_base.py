@@ -1,0 +1,289 @@
+"""Shared machinery of the LMD pipelines: components, input checks, encoding, masking and the unmasking loop.
+
+Every task completes a partly masked latent. Reconstruction and inpainting start from an encoded image
+with some tokens masked, generation from a fully masked latent. One loop serves all three: the model
+predicts the masked tokens and ``LMDMaskScheduler.step`` reveals a share of them, keeping visible
+latents exactly, until none is masked. A single step is SPEC §4's one-shot reconstruction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, VQModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
+from diffusers.utils import logging
+
+from ..masking import check_mask_ratio, pixel_mask_to_token_mask, random_mask
+from ..models import LMDModel
+from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
+from ..schedulers import LMDMaskScheduler
+from .image_inputs import images_to_rgb, mask_to_float, pixel_size
+from .pipeline_output import LMDPipelineOutput
+
+logger = logging.get_logger(__name__)
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+Generator = torch.Generator | list[torch.Generator] | None
+StepCallback = Callable[..., dict] | PipelineCallback | MultiPipelineCallbacks | None
+
+
+class LMDBasePipeline(DiffusionPipeline):
+    """Components and steps shared by :class:`LMDPipeline` and :class:`LMDInpaintPipeline`; not called directly.
+
+    Args:
+        vae: the frozen projector, a ``VQModel`` or ``AutoencoderKL`` whose config holds the latent
+            ``scaling_factor`` (and ``shift_factor``) the transformer was trained with.
+        transformer: the ``LMDModel`` that predicts masked latent patches from visible ones.
+        scheduler: the ``LMDMaskScheduler`` that decides how many masked tokens each step reveals.
+    """
+
+    model_cpu_offload_seq = "vae->transformer"
+    _callback_tensor_inputs = ["latents", "mask"]
+
+    def __init__(self, vae: VQModel | AutoencoderKL, transformer: LMDModel, scheduler: LMDMaskScheduler):
+        super().__init__()
+        check_compatible(vae, transformer)
+        self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler)
+        factor = downsample_factor(vae)
+        # Inputs are always images, never latents: channel count 0 keeps the processor from passing one through.
+        self.image_processor = VaeImageProcessor(vae_scale_factor=factor, vae_latent_channels=0)
+        self.mask_processor = VaeImageProcessor(
+            vae_scale_factor=factor,
+            vae_latent_channels=0,
+            do_normalize=False,
+            do_binarize=True,
+            do_convert_grayscale=True,
+        )
+
+    @property
+    def patch_pixels(self) -> int:
+        """Side in pixels of the image area behind one token: the projector's downsampling x the patch size."""
+        return downsample_factor(self.vae) * self.transformer.config.patch_size
+
+    @property
+    def default_image_size(self) -> tuple[int, int]:
+        """The resolution the transformer was built for: ``sample_size`` x the projector's downsampling factor."""
+        size = self.transformer.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else size
+        factor = downsample_factor(self.vae)
+        return height * factor, width * factor
+
+    # ----------------------------------------------------------------------------------------- checks
+    def check_inputs(
+        self,
+        image: PipelineImageInput | None,
+        mask_image: PipelineImageInput | None,
+        mask_ratio: float | None,
+        batch_size: int | None,
+        num_inference_steps: int,
+        height: int | None,
+        width: int | None,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None,
+    ) -> None:
+        """Raise a ``ValueError`` naming the first problem with the call's arguments."""
+        check_compatible(self.vae, self.transformer)
+        if image is None and batch_size is None:
+            raise ValueError("Pass `image` to reconstruct or inpaint, or `batch_size` to generate new images.")
+        if image is not None and batch_size is not None:
+            raise ValueError("`batch_size` is for generation; with `image`, one image is returned per input image.")
+        if image is None and (mask_image is not None or mask_ratio is not None):
+            raise ValueError("`mask_image` and `mask_ratio` mask an input: pass the `image` they apply to.")
+        if mask_image is not None and mask_ratio is not None:
+            raise ValueError("Pass either `mask_image` (inpainting) or `mask_ratio` (random mask), not both.")
+        if mask_ratio is not None:
+            check_mask_ratio(mask_ratio, allow_one=True)
+        if mask_image is not None and pixel_size(mask_image, is_mask=True) != pixel_size(image):
+            raise ValueError(
+                f"mask_image is {pixel_size(mask_image, is_mask=True)} (height, width) but image is "
+                f"{pixel_size(image)}: give a mask of the same size as the image."
+            )
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}.")
+        if (height is None) != (width is None):
+            raise ValueError("Pass both `height` and `width`, or neither.")
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and (value < 1 or value % self.patch_pixels):
+                raise ValueError(
+                    f"{name}={value} must be a positive multiple of {self.patch_pixels} "
+                    "(the projector's downsampling factor x the transformer's patch size)."
+                )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        unknown = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
+            )
+
+    @staticmethod
+    def _check_generator(generator: Generator, batch_size: int) -> None:
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"Got a list of {len(generator)} generators for a batch of {batch_size}: pass one per image, "
+                "or a single generator."
+            )
+
+    # ------------------------------------------------------------------------------------ preparation
+    def working_size(self, input_size: tuple[int, int], height: int | None, width: int | None) -> tuple[int, int]:
+        """The size images are processed at: ``height x width`` if given, else the input's own size when it
+        splits into whole tokens, else the transformer's resolution (with a warning), as diffusers resizes."""
+        if height is not None:
+            return height, width
+        if input_size[0] % self.patch_pixels == 0 and input_size[1] % self.patch_pixels == 0:
+            return tuple(input_size)
+        size = self.default_image_size
+        logger.warning(
+            f"Image size {input_size[0]}x{input_size[1]} is not a multiple of {self.patch_pixels} pixels (one token); "
+            f"resizing to the model's resolution {size[0]}x{size[1]}."
+        )
+        return size
+
+    def prepare_image(
+        self, image: PipelineImageInput, height: int | None = None, width: int | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Any image input -> ``B x 3 x H x W`` in ``[-1, 1]`` at :meth:`working_size`, and that size."""
+        image = images_to_rgb(image)
+        size = self.working_size(pixel_size(image), height, width)
+        # Contiguous whatever the input layout, so PIL, NumPy and tensor inputs take the same kernels: same bits.
+        return self.image_processor.preprocess(image, height=size[0], width=size[1]).contiguous(), size
+
+    def prepare_mask_image(
+        self, mask_image: PipelineImageInput, size: tuple[int, int], batch_size: int
+    ) -> torch.Tensor:
+        """A pixel mask (white = redo) -> ``B x L`` token mask; a token is masked if any pixel behind it is."""
+        pixels = self.mask_processor.preprocess(mask_to_float(mask_image), height=size[0], width=size[1])
+        if pixels.shape[0] == 1:
+            pixels = pixels.expand(batch_size, -1, -1, -1)
+        elif pixels.shape[0] != batch_size:
+            raise ValueError(f"Got {pixels.shape[0]} masks for {batch_size} images: pass one mask, or one per image.")
+        return pixel_mask_to_token_mask(pixels, self.patch_pixels)
+
+    @staticmethod
+    def prepare_random_mask(batch_size: int, num_tokens: int, mask_ratio: float, generator: Generator) -> torch.Tensor:
+        """A ``B x L`` uniform random mask; with a list of generators, row ``i`` is drawn from generator ``i``."""
+        if isinstance(generator, list):
+            return torch.cat([random_mask(1, num_tokens, mask_ratio, generator=g) for g in generator])
+        return random_mask(batch_size, num_tokens, mask_ratio, generator=generator)
+
+    @staticmethod
+    def _onload(module: torch.nn.Module) -> None:
+        """Under ``enable_model_cpu_offload``, move ``module`` to the execution device before reading its device."""
+        hook = getattr(module, "_hf_hook", None)
+        if hook is not None and hasattr(hook, "pre_forward"):
+            hook.pre_forward(module)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in ``[-1, 1]`` -> normalised latents in the transformer's dtype."""
+        self._onload(self.vae)
+        return encode_images(self.vae, images).to(self.transformer.dtype)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> images in about ``[-1, 1]``."""
+        self._onload(self.vae)
+        return decode_latents(self.vae, latents)
+
+    # ------------------------------------------------------------------------------------- unmasking
+    def _reveal(
+        self, model_output: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor, generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One scheduler step; per sample with a list of generators, so a batch equals its single runs."""
+        if not isinstance(generator, list):
+            return self.scheduler.step(model_output, t, latents, mask, generator=generator, return_dict=False)
+        rows = [
+            self.scheduler.step(model_output[i : i + 1], t, latents[i : i + 1], mask[i : i + 1], g, return_dict=False)
+            for i, g in enumerate(generator)
+        ]
+        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+
+    def unmask(
+        self,
+        latents: torch.Tensor,
+        mask: torch.Tensor,
+        num_inference_steps: int,
+        generator: Generator = None,
+        callback_on_step_end: StepCallback = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> torch.Tensor:
+        """Predict and reveal masked tokens over ``num_inference_steps`` steps; the last step reveals all."""
+        self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(self.scheduler.timesteps):
+                model_output = self.transformer(latents, mask=mask, return_dict=False)[0]
+                latents, mask = self._reveal(model_output, t, latents, mask, generator)
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "mask": mask}
+                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = callback_outputs.pop("latents", latents)
+                    mask = callback_outputs.pop("mask", mask)
+                progress_bar.update()
+        return latents
+
+    def _run(
+        self,
+        image: PipelineImageInput | None,
+        mask_image: PipelineImageInput | None,
+        mask_ratio: float | None,
+        batch_size: int | None,
+        num_inference_steps: int,
+        height: int | None,
+        width: int | None,
+        generator: Generator,
+        output_type: str,
+        return_dict: bool,
+        callback_on_step_end: StepCallback,
+        callback_on_step_end_tensor_inputs: Sequence[str],
+    ) -> LMDPipelineOutput | tuple:
+        """Check, prepare the starting latent and mask, unmask, decode: the body of every task."""
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        self.check_inputs(
+            image,
+            mask_image,
+            mask_ratio,
+            batch_size,
+            num_inference_steps,
+            height,
+            width,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+        )
+        device = self._execution_device
+        if image is not None:
+            images, size = self.prepare_image(image, height, width)
+            batch_size = images.shape[0]
+            self._check_generator(generator, batch_size)
+            latents = self.encode(images.to(device))
+            if mask_image is not None:
+                mask = self.prepare_mask_image(mask_image, size, batch_size)
+            else:
+                num_tokens = self.transformer.num_tokens(*latents.shape[2:])
+                mask = self.prepare_random_mask(
+                    batch_size, num_tokens, 0.75 if mask_ratio is None else mask_ratio, generator
+                )
+        else:
+            self._check_generator(generator, batch_size)
+            size = (height, width) if height is not None else self.default_image_size
+            factor = downsample_factor(self.vae)
+            shape = (batch_size, self.transformer.config.in_channels, size[0] // factor, size[1] // factor)
+            latents = torch.zeros(shape, device=device, dtype=self.transformer.dtype)  # every value will be predicted
+            mask = torch.ones(batch_size, self.transformer.num_tokens(*shape[2:]))
+        mask = mask.to(device)
+
+        latents = self.unmask(
+            latents, mask, num_inference_steps, generator, callback_on_step_end, callback_on_step_end_tensor_inputs
+        )
+        if output_type == "latent":
+            images = latents
+        else:
+            images = self.image_processor.postprocess(self.decode(latents), output_type=output_type)
+        self.maybe_free_model_hooks()
+
+        output = LMDPipelineOutput(images=images, mask=mask, image_size=tuple(size))
+        return output if return_dict else output.to_tuple()

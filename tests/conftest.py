@@ -1,0 +1,66 @@
+"""Shared pytest fixtures. Add fixtures with small targeted edits; each section says who uses it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, VQModel
+
+from diffusers_lmd import LMDMaskScheduler, LMDModel
+
+# ----------------------------------------------------------------------------- pipelines (tests/test_pipeline*.py)
+TINY_PROJECTOR = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=4,
+    sample_size=16,
+)
+
+
+def tiny_pipeline_components(projector: str = "vq", seed: int = 0) -> dict:
+    """Random tiny components: a 2x-downsampling projector with 4 latent channels and an 8x8-latent LMDModel.
+
+    The model's resolution is 16 px; one token (2x2 latent patch) covers 4x4 pixels, 16 tokens per image.
+    """
+    torch.manual_seed(seed)
+    if projector == "vq":
+        vae = VQModel(**TINY_PROJECTOR, num_vq_embeddings=16, vq_embed_dim=4)
+    else:
+        vae = AutoencoderKL(**TINY_PROJECTOR)
+    transformer = LMDModel.from_preset("tiny", sample_size=8, in_channels=4, patch_size=2)
+    return {"vae": vae.eval(), "transformer": transformer.eval(), "scheduler": LMDMaskScheduler()}
+
+
+@pytest.fixture
+def make_pipeline_components():
+    """Factory: ``make_pipeline_components(projector="vq" | "kl", seed=0)`` -> dict of random tiny components."""
+    return tiny_pipeline_components
+
+
+@pytest.fixture
+def make_pipeline():
+    """Factory: ``make_pipeline(cls=LMDPipeline, projector="vq" | "kl", seed=0)`` with progress bars off."""
+
+    def make(cls=None, projector: str = "vq", seed: int = 0):
+        from diffusers_lmd import LMDPipeline
+
+        pipe = (cls or LMDPipeline)(**tiny_pipeline_components(projector, seed))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    return make
+
+
+# ------------------------------------------------------------ LMD training (tests/test_train*.py, test_latent_cache.py)
+@pytest.fixture(scope="session")
+def tiny_projector_path(tmp_path_factory) -> str:
+    """A saved random tiny ``VQModel`` (2x downsampling, 4 latent channels) for training runs at 16 px."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("projector") / "vq"
+    VQModel(**TINY_PROJECTOR, num_vq_embeddings=16, vq_embed_dim=4).save_pretrained(path)
+    return str(path)
