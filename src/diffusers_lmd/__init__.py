@@ -3,6 +3,7 @@
 from .masking import keep_visible, patchify, pixel_mask_to_token_mask, random_mask, unpatchify
 from .metrics import EfficiencyTracker, psnr
 from .models import LMD_PRESETS, LMDModel, LMDModelOutput
+from .models.lmd_classifier import LMDForImageClassification, LMDImageClassifierOutput
 from .pipelines import LMDInpaintPipeline, LMDPipeline, LMDPipelineOutput
 from .projector import (
     check_compatible,
@@ -27,6 +28,8 @@ __all__ = [
     "LMDInpaintPipeline",
     "LMDPipeline",
     "LMDPipelineOutput",
+    "LMDForImageClassification",
+    "LMDImageClassifierOutput",
     "EfficiencyTracker",
     "check_compatible",
     "decode_latents",
