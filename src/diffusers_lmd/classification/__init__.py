@@ -1,0 +1,34 @@
+"""Fine-tuning LMD encoders for image classification: labelled data, the training loop and its MAT@k report."""
+
+from .data import (
+    LabelledImageDataset,
+    LatentLabelDataset,
+    add_label_args,
+    build_labelled_datasets,
+    check_label_column,
+    encode_labelled_dataset,
+    encode_labels,
+    export_mnist_imagefolder,
+)
+from .finetune import TOP_K, TrainingClock, apply_layer_decay, evaluate_accuracy, finetune
+from .report import format_seconds, plot_accuracy_curves, summarize_accuracy, time_to_accuracy
+
+__all__ = [
+    "TOP_K",
+    "LabelledImageDataset",
+    "LatentLabelDataset",
+    "TrainingClock",
+    "add_label_args",
+    "apply_layer_decay",
+    "build_labelled_datasets",
+    "check_label_column",
+    "encode_labelled_dataset",
+    "encode_labels",
+    "evaluate_accuracy",
+    "export_mnist_imagefolder",
+    "finetune",
+    "format_seconds",
+    "plot_accuracy_curves",
+    "summarize_accuracy",
+    "time_to_accuracy",
+]

