@@ -64,3 +64,12 @@ def tiny_projector_path(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("projector") / "vq"
     VQModel(**TINY_PROJECTOR, num_vq_embeddings=16, vq_embed_dim=4).save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread, and then do not fight the other tests for the two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,121 @@
+"""What a finished LMD run leaves in ``--output_dir``: the pipeline, plots, reconstructions and a model card."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..evaluation import EVAL_MASK_RATIO, ReconstructionMetrics, reconstruction_grid
+from ..models import LMDModel
+from ..pipelines import LMDPipeline
+from ..projector import Projector
+from ..schedulers import LMDMaskScheduler
+from .hub import hub_repo_id, push_to_hub, save_model_card
+from .logging import plot_loss_curve, plot_mask_schedule, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+HUB_PIPELINE_FILE = "lmd_pipeline.py"
+LOG_FILE = "train_log.jsonl"
+GRID_FILE = "reconstructions.png"
+
+
+def hub_pipeline_source() -> Path | None:
+    """The repository's ``pipelines/lmd_pipeline.py`` (for ``custom_pipeline=``), when running from a checkout."""
+    candidate = Path(__file__).resolve().parents[3] / "pipelines" / HUB_PIPELINE_FILE
+    return candidate if candidate.is_file() else None
+
+
+def save_pipeline(output_dir: str, vae: Projector, model: LMDModel, mask_scheduler: LMDMaskScheduler) -> LMDPipeline:
+    """Save an ``LMDPipeline`` (``model_index.json`` at the root) plus the Hub pipeline file beside it."""
+    vae, model = (m if m.dtype == torch.float32 else m.to(torch.float32) for m in (vae, model))
+    pipeline = LMDPipeline(vae=vae, transformer=model, scheduler=mask_scheduler)
+    pipeline.save_pretrained(output_dir)
+    source = hub_pipeline_source()
+    if source is not None:
+        shutil.copyfile(source, os.path.join(output_dir, HUB_PIPELINE_FILE))
+    else:
+        logger.warning("pipelines/%s was not found; the saved folder loads with diffusers_lmd only.", HUB_PIPELINE_FILE)
+    return pipeline
+
+
+def save_grid(grid: np.ndarray, path: str) -> str:
+    Image.fromarray(grid).save(path)
+    return path
+
+
+def write_plots(output_dir: str) -> list[str]:
+    """``loss_curve.png`` and ``mask_schedule.png`` from ``train_log.jsonl``."""
+    records = read_jsonl(os.path.join(output_dir, LOG_FILE))
+    return [
+        plot_loss_curve(records, os.path.join(output_dir, "loss_curve.png")),
+        plot_mask_schedule(records, os.path.join(output_dir, "mask_schedule.png")),
+    ]
+
+
+def write_model_card(
+    output_dir: str, args: argparse.Namespace, metrics: dict[str, float], repo_id: str | None = None
+) -> str:
+    """The model card of an LMD pipeline folder: usage, metrics, reconstructions, curves and arguments."""
+    repo = repo_id or hub_repo_id(args)
+    usage = f"""
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="lmd_pipeline", trust_remote_code=True)
+# or, with `pip install diffusers-lmd`: from diffusers_lmd import LMDPipeline; LMDPipeline.from_pretrained("{repo}")
+reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
+"""
+    description = (
+        "An LMD (Latent Masking Diffusion, arXiv 2312.07971) model: a ViT masked autoencoder over the latents of a "
+        f"frozen projector, trained with the `{args.mask_schedule}` mask-ratio schedule rising from "
+        f"{args.mask_ratio_min} to {args.mask_ratio_max} using diffusers-lmd's `training/train_lmd.py`. Held-out "
+        f"PSNR is measured in pixel space on whole images with a fixed, seeded {EVAL_MASK_RATIO:.0%} token mask."
+    )
+    images = [
+        ("Held-out reconstructions (originals, masked inputs, reconstructions)", GRID_FILE),
+        ("Training loss", "loss_curve.png"),
+        ("Mask-ratio schedule", "mask_schedule.png"),
+    ]
+    return save_model_card(
+        output_dir,
+        title=f"LMD: {Path(os.path.abspath(output_dir)).name}",
+        description=description,
+        usage=usage,
+        args=args,
+        metrics=metrics,
+        images=images,
+        tags=["lmd", "masked-autoencoder", "latent-masking-diffusion", "image-reconstruction"],
+        pipeline_tag="image-to-image",
+    )
+
+
+def finish_run(
+    args: argparse.Namespace,
+    vae: Projector,
+    model: LMDModel,
+    mask_scheduler: LMDMaskScheduler,
+    eval_dataset,
+    evaluation: ReconstructionMetrics | None,
+    metrics: dict[str, float],
+) -> None:
+    """Main process only: save the pipeline, grid, plots and card, then push to the Hub if asked."""
+    out = args.output_dir
+    save_pipeline(out, vae, model, mask_scheduler)
+    if eval_dataset is not None and len(eval_dataset):
+        save_grid(
+            reconstruction_grid(model, vae, eval_dataset, num_images=min(8, len(eval_dataset))), f"{out}/{GRID_FILE}"
+        )
+    write_plots(out)
+    if evaluation is not None:
+        metrics = {f"held-out PSNR (dB, mask {evaluation.mask_ratio})": evaluation.psnr, **metrics}
+    write_model_card(out, args, metrics)
+    if args.push_to_hub:
+        url = push_to_hub(out, hub_repo_id(args), token=args.hub_token, private=args.hub_private_repo)
+        logger.info("Pushed %s to the Hub: %s", out, url)
