@@ -221,6 +221,16 @@ def test_position_embedding_is_fixed_2d_sincos():
         sincos_2d_position_embedding(18, 2, 2)
 
 
+def test_model_position_embeddings_are_computed_not_stored():
+    model = tiny_model(sample_size=(8, 12), decoder_hidden_size=16)
+    like = torch.zeros(1)
+    for height, width in [(8, 12), (12, 8), (4, 4)]:  # the configured size (cached) and others
+        for dim in (32, 16):
+            expected = sincos_2d_position_embedding(dim, height // 2, width // 2)[None]
+            assert torch.equal(model.position_embedding(height, width, dim, like), expected)
+    assert not any("pos_embed" in key for key in model.state_dict())  # checkpoints hold learned weights only
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [

@@ -103,6 +103,13 @@ class LMDModel(ModelMixin, ConfigMixin):
         self.decoder_pred = nn.Linear(decoder_hidden_size, patch_size * patch_size * in_channels)
         self.gradient_checkpointing = False
         self._init_weights()
+        # The SPE of the configured size, kept on the model's device so the hot path neither recomputes it nor
+        # copies it host-to-device (a stream sync on CUDA) every step; other sizes are computed on demand.
+        grid = self._pos_grid = (height // patch_size, width // patch_size)
+        self.register_buffer("pos_embed", sincos_2d_position_embedding(hidden_size, *grid)[None], persistent=False)
+        self.register_buffer(
+            "decoder_pos_embed", sincos_2d_position_embedding(decoder_hidden_size, *grid)[None], persistent=False
+        )
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> LMDModel:
@@ -136,7 +143,12 @@ class LMDModel(ModelMixin, ConfigMixin):
     def position_embedding(self, height: int, width: int, dim: int, like: torch.Tensor) -> torch.Tensor:
         """The fixed SPE for a latent of this size, ``1 x L x dim``, on ``like``'s device and dtype."""
         p = self.patch_size
-        return sincos_2d_position_embedding(dim, height // p, width // p).to(like.device, like.dtype)[None]
+        grid = (height // p, width // p)
+        if grid == self._pos_grid:
+            for cached in (self.pos_embed, self.decoder_pos_embed):
+                if cached.shape[2] == dim:
+                    return cached.to(like.device, like.dtype)
+        return sincos_2d_position_embedding(dim, *grid).to(like.device, like.dtype)[None]
 
     def check_inputs(self, latents: torch.Tensor, mask: torch.Tensor | None, mask_ratio: float | None) -> None:
         """Raise a ``ValueError`` naming what is wrong with the inputs of :meth:`forward`."""
