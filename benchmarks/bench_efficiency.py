@@ -1,0 +1,257 @@
+#!/usr/bin/env python
+"""Training efficiency: every method for the same wall-clock budget on the same images, scored the same way.
+
+Trains a projector once with ``training/train_projector.py`` (its cost is reported on its own line), caches
+the training latents once, then trains each method in a fresh process (so its peak memory is its own) and
+measures MIT / MLI / MLT (SPEC §5) and held-out PSNR against training time; the headline is the time each
+method needs to reach the best PSNR that every masked autoencoder reaches within the budget.
+
+    python benchmarks/bench_efficiency.py --preset cpu --output benchmarks/results/efficiency_cpu.json \\
+        --plots_dir docs/images
+    python benchmarks/bench_efficiency.py --preset gpu --output benchmarks/results/efficiency_gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from diffusers_lmd.benchmarking import (
+    METHODS,
+    BenchmarkData,
+    EfficiencyPreset,
+    add_time_to_target,
+    build_benchmark_data,
+    build_method,
+    check_methods,
+    get_preset,
+    target_psnr,
+    train_for_budget,
+)
+from diffusers_lmd.benchmarking.report import (
+    plot_loss_curves,
+    plot_mask_schedules,
+    plot_psnr_vs_time,
+    results_table,
+    table_1,
+    table_3,
+    table_5,
+    throughput_table,
+)
+from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image, matmul_ceiling_tflops
+from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.training.lmd_setup import load_projector
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["cpu", "gpu"], default="cpu", help="Benchmark size.")
+    parser.add_argument("--output", required=True, help="Where to write the JSON result.")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help="Methods to run (default: all).")
+    parser.add_argument("--budget_s", type=float, default=None, help="Training seconds per method (preset's).")
+    parser.add_argument("--resolution", type=int, default=None, help="Image side (preset's).")
+    parser.add_argument("--train_batch_size", type=int, default=None, help="Batch size of every method (preset's).")
+    parser.add_argument("--lmd_preset", default=None, help="LMDModel preset of the ViT methods (preset's).")
+    parser.add_argument("--num_evals", type=int, default=None, help="PSNR evaluations per run (preset's).")
+    parser.add_argument("--demo_crops_per_photo", type=int, default=None, help="Demo training crops per photo.")
+    parser.add_argument(
+        "--projector_path", default=None, help="Reuse a trained projector folder instead of training one."
+    )
+    parser.add_argument("--projector_steps", type=int, default=None, help="Projector training steps (preset's).")
+    parser.add_argument("--work_dir", default=None, help="Projector, latent cache and per-method rows (temp dir).")
+    parser.add_argument("--plots_dir", default=None, help="Write the PSNR, loss and schedule plots here.")
+    parser.add_argument("--markdown", default=None, help="Write the tables as markdown here.")
+    parser.add_argument(
+        "--throughput",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also measure the cost per image with online encoding vs cached latents, and MFU.",
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one method
+    args = parser.parse_args(argv)
+    check_methods(args.methods)
+    return args
+
+
+def build_preset(args: argparse.Namespace) -> EfficiencyPreset:
+    preset = get_preset(args.preset).with_overrides(
+        budget_s=args.budget_s,
+        resolution=args.resolution,
+        train_batch_size=args.train_batch_size,
+        lmd_preset=args.lmd_preset,
+        num_evals=args.num_evals,
+        demo_crops_per_photo=args.demo_crops_per_photo,
+    )
+    if args.projector_steps is not None:
+        flags = list(preset.projector_args)
+        flags[flags.index("--max_train_steps") + 1] = str(args.projector_steps)
+        preset = preset.with_overrides(projector_args=tuple(flags))
+    return preset
+
+
+def data_args(preset: EfficiencyPreset, seed: int) -> argparse.Namespace:
+    """The built-in demo data at the preset's size, with random flips (the same flags for the projector)."""
+    flags = ["--resolution", str(preset.resolution), "--random_flip", "--data_seed", str(seed)]
+    flags += ["--demo_crops_per_photo", str(preset.demo_crops_per_photo)]
+    flags += ["--demo_eval_crops", str(preset.demo_eval_crops)]
+    return add_data_args(argparse.ArgumentParser()).parse_args(flags)
+
+
+def train_projector(preset: EfficiencyPreset, data: argparse.Namespace, out_dir: str, seed: int) -> dict:
+    """Run ``training/train_projector.py`` once; return its metrics and the wall-clock it took."""
+    flags = [*preset.projector_args, "--output_dir", out_dir, "--report_to", "none", "--seed", str(seed)]
+    flags += ["--resolution", str(data.resolution), "--random_flip", "--data_seed", str(data.data_seed)]
+    flags += ["--demo_crops_per_photo", str(data.demo_crops_per_photo), "--checkpointing_steps", "1000000"]
+    flags += ["--demo_eval_crops", str(data.demo_eval_crops)]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, os.path.join(REPO, "training", "train_projector.py"), *flags], check=True)
+    return {"wall_s": round(time.perf_counter() - start, 1), **read_projector_metrics(out_dir)}
+
+
+def read_projector_metrics(path: str) -> dict:
+    metrics = os.path.join(path, "projector_metrics.json")
+    if not os.path.isfile(metrics):
+        return {}
+    with open(metrics) as f:
+        return json.load(f)
+
+
+def hardware(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"1x {torch.cuda.get_device_name(0)}"
+    cpu = platform.processor() or platform.machine()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def measure_throughput(preset: EfficiencyPreset, vae, data: BenchmarkData, device: str, seed: int) -> dict:
+    """Cost per image of an LMD step with online encoding vs cached latents, and MFU vs a measured matmul."""
+    device = torch.device(device)
+    on_gpu = device.type == "cuda"
+    ceiling = matmul_ceiling_tflops(device, torch.bfloat16 if on_gpu else torch.float32, 8192 if on_gpu else 2048)
+    model = build_method("lmd-cs", preset, vae, seed=seed).model.to(device)
+    images = data.train_images[: preset.train_batch_size].to(device)
+    rows = lmd_cost_per_image(model, vae, images, mixed_precision=preset.mixed_precision, ceiling_tflops=ceiling)
+    return {"method": "throughput", "matmul_ceiling_tflops": ceiling, "rows": rows}
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """One method in this process: load the shared data and projector, train for the budget, write the row."""
+    with open(os.path.join(args.work_dir, "preset.json")) as f:
+        preset = EfficiencyPreset(**json.load(f))
+    vae = load_projector(args.projector_path).to(args.device)
+    data = BenchmarkData.load(os.path.join(args.work_dir, "data.safetensors"))
+    if args.worker == "throughput":
+        row = measure_throughput(preset, vae, data, args.device, args.seed)
+    else:
+        method = build_method(args.worker, preset, vae, seed=args.seed)
+        row = train_for_budget(method, data, preset, device=args.device, seed=args.seed)
+    with open(os.path.join(args.work_dir, "rows", f"{args.worker}.json"), "w") as f:
+        json.dump(row, f)
+    print(f"{args.worker} done", flush=True)
+
+
+def run_method_process(args: argparse.Namespace, method: str) -> dict:
+    flags = ["--worker", method, "--work_dir", args.work_dir, "--projector_path", args.projector_path]
+    flags += ["--output", args.output, "--device", args.device, "--seed", str(args.seed), "--preset", args.preset]
+    subprocess.run([sys.executable, os.path.abspath(__file__), *flags], check=True)
+    with open(os.path.join(args.work_dir, "rows", f"{method}.json")) as f:
+        return json.load(f)
+
+
+def write_outputs(result: dict, args: argparse.Namespace) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=1)
+    parts = [results_table(result), table_1(result), table_3(result), table_5(result), throughput_table(result)]
+    tables = "\n\n".join(part for part in parts if part)
+    print(tables)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(tables + "\n")
+    if args.plots_dir:
+        os.makedirs(args.plots_dir, exist_ok=True)
+        name = f"efficiency_{result['preset']}"
+        plot_psnr_vs_time(result, os.path.join(args.plots_dir, f"{name}_psnr_vs_time.png"))
+        if any(row["method"] in ("lmd-ps", "lmd-cs") for row in result["rows"]):
+            plot_loss_curves(result, os.path.join(args.plots_dir, f"{name}_loss_curves.png"))
+        plot_mask_schedules(os.path.join(args.plots_dir, "mask_schedules.png"))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+    preset = build_preset(args)
+    args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="lmd-efficiency-")
+    os.makedirs(os.path.join(args.work_dir, "rows"), exist_ok=True)
+    with open(os.path.join(args.work_dir, "preset.json"), "w") as f:
+        json.dump(dataclasses.asdict(preset), f)
+    data_flags = data_args(preset, args.seed)
+
+    if args.projector_path is None:
+        args.projector_path = os.path.join(args.work_dir, "projector")
+        projector = {"trained_here": True, **train_projector(preset, data_flags, args.projector_path, args.seed)}
+    else:
+        projector = {"trained_here": False, **read_projector_metrics(args.projector_path)}
+    vae = load_projector(args.projector_path).to(args.device)
+
+    from accelerate import Accelerator
+
+    train_dataset, eval_dataset = build_datasets(data_flags)
+    data, cache = build_benchmark_data(
+        data_flags, train_dataset, eval_dataset, vae, os.path.join(args.work_dir, "latents"), Accelerator()
+    )
+    data.save(os.path.join(args.work_dir, "data.safetensors"))
+    del vae
+
+    rows = [run_method_process(args, method) for method in args.methods]
+    throughput = run_method_process(args, "throughput") if args.throughput else None
+    target = target_psnr(rows)
+    add_time_to_target(rows, target)
+    result = {
+        "preset": preset.name,
+        "budget_s": preset.budget_s,
+        "target_psnr": target,
+        "hardware": hardware(args.device),
+        "commit": git_commit(),
+        "torch": torch.__version__,
+        "projector": projector,
+        "latent_cache": {k: v for k, v in cache.items() if k != "cache_path"},
+        "num_train_images": len(data),
+        "num_eval_images": int(data.eval_images.shape[0]),
+        "config": dataclasses.asdict(preset),
+        "rows": rows,
+        "throughput": throughput,
+    }
+    write_outputs(result, args)
+
+
+if __name__ == "__main__":
+    main()

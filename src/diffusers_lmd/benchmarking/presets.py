@@ -1,0 +1,112 @@
+"""Sizes of the training-efficiency benchmark: a CPU run for two cores and the paper-scale GPU run.
+
+Every method of a preset sees the same images, batch size, optimiser, learning rate and wall-clock budget.
+The ViTs share one architecture (the LMD preset's widths and depths); the pixel ViTs use patches of
+``f * patch_size`` pixels, so every ViT method has the same number of tokens per image as LMD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class EfficiencyPreset:
+    """One benchmark configuration.
+
+    Args:
+        resolution: image side in pixels.
+        budget_s: training seconds per method (evaluation pauses the clock).
+        train_batch_size: images per optimiser step, for every method.
+        learning_rate: peak AdamW rate for every method (constant after ``lr_warmup_steps``).
+        lr_warmup_steps: linear warm-up steps.
+        num_evals: held-out PSNR evaluations per run, evenly spaced in training time (plus one at time 0).
+        mit_warmup_steps: first steps that MIT ignores.
+        lmd_preset: ``LMDModel`` preset of every ViT method; ``patch_size`` is its latent patch side.
+        unet_latent / unet_pixel: ``UNet2DModel`` architecture of the latent / pixel U-Net methods.
+        projector_args: flags for ``training/train_projector.py`` (architecture and steps).
+        demo_crops_per_photo / demo_eval_crops: size of the built-in demo data.
+        mixed_precision: ``"bf16"`` autocast on CUDA, ``None`` for fp32.
+    """
+
+    name: str
+    resolution: int
+    budget_s: float
+    train_batch_size: int
+    learning_rate: float
+    num_evals: int
+    lmd_preset: str
+    projector_args: tuple[str, ...]
+    unet_latent: dict = field(default_factory=dict)
+    unet_pixel: dict = field(default_factory=dict)
+    patch_size: int = 2
+    lr_warmup_steps: int = 20
+    mit_warmup_steps: int = 5
+    demo_crops_per_photo: int = 256
+    demo_eval_crops: int = 32
+    mixed_precision: str | None = None
+
+    def with_overrides(self, **changes) -> EfficiencyPreset:
+        """A copy with the given fields changed (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _unet(block_out_channels: tuple[int, ...], attention: tuple[bool, ...], layers_per_block: int) -> dict:
+    """``UNet2DModel`` kwargs: attention blocks where ``attention`` says, plain ResNet blocks elsewhere."""
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention))
+    groups = min(32, min(block_out_channels))
+    return dict(
+        block_out_channels=block_out_channels,
+        down_block_types=down,
+        up_block_types=up,
+        layers_per_block=layers_per_block,
+        norm_num_groups=groups,
+    )
+
+
+PRESETS: dict[str, EfficiencyPreset] = {
+    # Two CPU cores: 64-px crops, an f=4 VQ projector (16x16x4 latents, 64 tokens of patch 2), LMD "small" ViT.
+    "cpu": EfficiencyPreset(
+        name="cpu",
+        resolution=64,
+        budget_s=75.0,
+        train_batch_size=32,
+        learning_rate=1e-3,
+        num_evals=30,
+        lmd_preset="small",
+        projector_args=(
+            "--block_out_channels", "64", "128", "128", "--latent_channels", "4", "--max_train_steps", "600",
+            "--train_batch_size", "16", "--learning_rate", "2e-4", "--disc_start", "400", "--validation_steps", "200",
+        ),
+        unet_latent=_unet((64, 128, 128), (False, True, True), 1),
+        unet_pixel=_unet((32, 64, 128, 128), (False, False, False, True), 1),
+    ),
+    # One H200: the paper's scale. 224-px crops, f=8 projector (28x28x4 latents, patch 2 = 196 tokens), ViT-B
+    # (12 + 8 blocks) against transformers' ViTMAE-B/16 (also 196 tokens), U-Nets of SPEC §6's size class.
+    "gpu": EfficiencyPreset(
+        name="gpu",
+        resolution=224,
+        budget_s=40.0,
+        train_batch_size=128,
+        learning_rate=1.5e-4 * 128 / 256 * 4,
+        num_evals=20,
+        lmd_preset="base",
+        projector_args=(
+            "--block_out_channels", "128", "128", "256", "256", "--latent_channels", "4", "--max_train_steps", "1500",
+            "--train_batch_size", "32", "--learning_rate", "2e-4", "--disc_start", "1000", "--validation_steps", "500",
+            "--mixed_precision", "bf16",
+        ),
+        unet_latent=_unet((256, 512, 768), (False, True, True), 2),
+        unet_pixel=_unet((128, 128, 256, 256, 512, 512), (False, False, False, False, True, False), 2),
+        mit_warmup_steps=10,
+        mixed_precision="bf16",
+    ),
+}  # fmt: skip
+
+
+def get_preset(name: str) -> EfficiencyPreset:
+    """The named preset, or a ``ValueError`` listing the names."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown efficiency preset {name!r}; choose one of {sorted(PRESETS)}.")
+    return PRESETS[name]

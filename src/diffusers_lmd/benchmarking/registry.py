@@ -1,0 +1,80 @@
+"""The benchmark's method keys and how each is built for a preset and a projector."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DModel
+
+from ..evaluation import EVAL_MASK_RATIO
+from ..models import LMDModel
+from ..projector import Projector, downsample_factor, latent_channels
+from ..schedulers import LMDMaskScheduler
+from .methods import EfficiencyMethod, LMDMethod, ViTMAEMethod
+from .presets import EfficiencyPreset
+from .unet_methods import DDPMMethod, MaskedUNetMethod
+
+LMD_SCHEDULES = {"lmd-cs": "cosine", "lmd-ps": "piecewise", "lmd-uniform": "uniform", "lmd-constant": "constant"}
+METHODS = (*LMD_SCHEDULES, "lmd-pixel", "lmd-unet", "mae-pixel", "ddpm-pixel", "ldm-latent")
+# The masked-autoencoder rows: the target PSNR is the best every one of them reaches within the budget.
+MAE_FAMILY = (*LMD_SCHEDULES, "lmd-pixel", "mae-pixel")
+
+
+def check_methods(names: list[str] | tuple[str, ...]) -> None:
+    """Raise a ``ValueError`` naming unknown method keys."""
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
+
+
+def vitmae_like(model: LMDModel, image_size: int, patch_size: int, num_channels: int = 3):
+    """transformers' ``ViTMAEForPreTraining`` with ``model``'s widths, depths, heads and MLP ratio, mask 0.75."""
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    c = model.config
+    config = ViTMAEConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_channels=num_channels,
+        hidden_size=c.hidden_size,
+        num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_attention_heads,
+        intermediate_size=int(c.mlp_ratio * c.hidden_size),
+        decoder_hidden_size=c.decoder_hidden_size,
+        decoder_num_hidden_layers=c.decoder_num_layers,
+        decoder_num_attention_heads=c.decoder_num_attention_heads,
+        decoder_intermediate_size=int(c.mlp_ratio * c.decoder_hidden_size),
+        layer_norm_eps=c.norm_eps,
+        mask_ratio=EVAL_MASK_RATIO,
+        norm_pix_loss=False,  # predict pixels themselves, so reconstructions can be scored
+        attn_implementation="sdpa",
+    )
+    return ViTMAEForPreTraining(config)
+
+
+def build_method(name: str, preset: EfficiencyPreset, vae: Projector, seed: int = 0) -> EfficiencyMethod:
+    """The method ``name`` at the preset's size, for ``vae``'s latents; weights seeded by ``seed``."""
+    check_methods([name])
+    torch.manual_seed(seed)
+    f, channels, p = downsample_factor(vae), latent_channels(vae), preset.patch_size
+    latent_size, image_size = preset.resolution // f, preset.resolution
+    cosine = LMDMaskScheduler("cosine", mask_ratio_max=EVAL_MASK_RATIO)
+    if name in LMD_SCHEDULES:
+        model = LMDModel.from_preset(preset.lmd_preset, sample_size=latent_size, in_channels=channels, patch_size=p)
+        scheduler = LMDMaskScheduler(LMD_SCHEDULES[name], mask_ratio_max=EVAL_MASK_RATIO)
+        return LMDMethod(name, model, scheduler, vae, downsample=f)
+    if name == "lmd-pixel":
+        model = LMDModel.from_preset(preset.lmd_preset, sample_size=image_size, in_channels=3, patch_size=f * p)
+        return LMDMethod(name, model, cosine, vae=None)
+    if name == "mae-pixel":
+        reference = LMDModel.from_preset(preset.lmd_preset, sample_size=image_size, in_channels=3, patch_size=f * p)
+        return ViTMAEMethod(name, vitmae_like(reference, image_size, f * p))
+    if name == "lmd-unet":
+        unet = UNet2DModel(
+            sample_size=latent_size, in_channels=channels + 1, out_channels=channels, **preset.unet_latent
+        )
+        return MaskedUNetMethod(name, unet, cosine, vae, patch_size=p, downsample=f)
+    if name == "ldm-latent":
+        unet = UNet2DModel(sample_size=latent_size, in_channels=channels, out_channels=channels, **preset.unet_latent)
+        return DDPMMethod(name, unet, space="latent")
+    unet = UNet2DModel(sample_size=image_size, in_channels=3, out_channels=3, **preset.unet_pixel)
+    return DDPMMethod(name, unet, space="pixel")

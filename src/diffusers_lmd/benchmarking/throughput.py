@@ -1,0 +1,119 @@
+"""End-to-end cost per training image with online projector encoding vs the latent cache, and MFU.
+
+SPEC §6 measured that encoding with the frozen projector costs ~4.6x an LMD step at mask 0.75 on an H200, the
+reason latents are cached. This measures the same trade on the benchmark's own models and hardware, and
+relates the step's arithmetic (counted by ``torch.utils.flop_counter``) to a measured matmul ceiling.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..models import LMDModel
+from ..projector import Projector, encode_images
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, warmup: int = 2, iters: int = 5) -> float:
+    """Median wall-clock seconds of ``fn`` after ``warmup`` calls, synchronising the device around each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_ceiling_tflops(device: torch.device, dtype: torch.dtype, n: int, iters: int = 5) -> float:
+    """Measured TFLOP/s of an ``n x n x n`` matmul: the practical peak MFU is taken against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = median_seconds(lambda: a @ b, device, warmup=2, iters=iters)
+    return 2 * n**3 / seconds / 1e12
+
+
+def step_flops(step: Callable[[], object]) -> int:
+    """FLOPs of one call of ``step`` (forward and backward), as ``FlopCounterMode`` counts them."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def lmd_cost_per_image(
+    model: LMDModel,
+    vae: Projector,
+    images: torch.Tensor,
+    mask_ratios: tuple[float, ...] = (0.15, 0.45, 0.75),
+    mixed_precision: str | None = None,
+    ceiling_tflops: float | None = None,
+    iters: int = 5,
+) -> list[dict]:
+    """Milliseconds per image of an LMD training step on cached latents, of encoding, and of both (online).
+
+    ``images`` is one training batch in ``[-1, 1]`` on the model's device. Returns one row per mask ratio with
+    ``cached_ms``, ``encode_ms``, ``online_ms`` (per image), ``encode_over_step`` and, given the ceiling, ``mfu``.
+    """
+    device = images.device
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if mixed_precision == "bf16" and device.type == "cuda"
+        else nullcontext()
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    batch = images.shape[0]
+
+    def encode():
+        with autocast:
+            return encode_images(vae, images)
+
+    latents = encode().float()
+    encode_s = median_seconds(encode, device, iters=iters)
+    rows = []
+    for ratio in mask_ratios:
+        step_s, flops = _train_step_cost(model, optimizer, latents, ratio, autocast, iters)
+        row = {
+            "mask_ratio": ratio,
+            "batch": batch,
+            "cached_ms": 1e3 * step_s / batch,
+            "encode_ms": 1e3 * encode_s / batch,
+            "online_ms": 1e3 * (step_s + encode_s) / batch,
+            "encode_over_step": encode_s / step_s,
+            "step_tflops": flops / step_s / 1e12,
+        }
+        if ceiling_tflops:
+            row["mfu"] = row["step_tflops"] / ceiling_tflops
+        rows.append(row)
+    return rows
+
+
+def _train_step_cost(model, optimizer, latents, ratio: float, autocast, iters: int) -> tuple[float, int]:
+    """Median seconds of one optimiser step at ``ratio``, and the FLOPs of its forward and backward."""
+
+    def loss() -> torch.Tensor:
+        with autocast:
+            return model(latents, mask_ratio=ratio).loss
+
+    def step() -> None:
+        loss().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seconds = median_seconds(step, latents.device, iters=iters)
+    flops = step_flops(lambda: loss().backward())
+    optimizer.zero_grad(set_to_none=True)
+    return seconds, flops

@@ -1,0 +1,220 @@
+"""The efficiency benchmark's loop, methods and headline arithmetic, on tiny models and a tiny time budget.
+
+No timing is asserted: speed is what the benchmark measures, not what tests check.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from diffusers_lmd.benchmarking import (
+    METHODS,
+    BenchmarkData,
+    EpochSampler,
+    add_time_to_target,
+    build_benchmark_data,
+    build_method,
+    evaluate_psnr,
+    first_reach,
+    get_preset,
+    mask_ratio_at,
+    target_psnr,
+    train_for_budget,
+)
+from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image
+from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.schedulers import LMDMaskScheduler
+from diffusers_lmd.training.lmd_setup import load_projector
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROW_FIELDS = {"method", "steps", "mit_s", "mli", "mlt_s", "final_psnr", "time_to_target_s", "peak_mem_mb"}
+TINY_UNET = dict(
+    block_out_channels=(8, 16),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    layers_per_block=1,
+    norm_num_groups=4,
+)
+
+
+def tiny_preset(**changes):
+    """16-px images, the 'tiny' ViT, tiny U-Nets, a one-second budget."""
+    base = get_preset("cpu").with_overrides(
+        resolution=16,
+        budget_s=1.0,
+        train_batch_size=4,
+        num_evals=2,
+        mit_warmup_steps=0,
+        lr_warmup_steps=1,
+        lmd_preset="tiny",
+        unet_latent=TINY_UNET,
+        unet_pixel=TINY_UNET,
+        demo_crops_per_photo=4,
+        demo_eval_crops=2,
+    )
+    return base.with_overrides(**changes)
+
+
+def tiny_data_args():
+    flags = ["--resolution", "16", "--random_flip", "--demo_crops_per_photo", "4", "--demo_eval_crops", "2"]
+    return add_data_args(argparse.ArgumentParser()).parse_args(flags)
+
+
+@pytest.fixture(scope="module")
+def bench_data(tiny_projector_path, tmp_path_factory):
+    vae = load_projector(tiny_projector_path)
+    args = tiny_data_args()
+    train, evaluation = build_datasets(args)
+    cache_dir = str(tmp_path_factory.mktemp("latents"))
+    data, cost = build_benchmark_data(args, train, evaluation, vae, cache_dir, Accelerator(cpu=True))
+    return vae, data, cost
+
+
+def test_data_holds_both_views_and_pixel_and_latent_batches_flip_alike(bench_data):
+    vae, data, cost = bench_data
+    assert data.train_latents.shape == (len(data), 4, 8, 8) and cost["cache_reused"] is False
+    indices = torch.arange(len(data))
+    pixels = data.batch("pixel", indices, torch.Generator().manual_seed(3))
+    latents = data.batch("latent", indices, torch.Generator().manual_seed(3))
+    flipped = (pixels != data.train_images).flatten(1).any(1)
+    assert 0 < int(flipped.sum()) < len(data)  # some flipped, some not
+    expected = torch.where(flipped[:, None, None, None], data.train_latents_flipped, data.train_latents)
+    torch.testing.assert_close(latents, expected)
+    with pytest.raises(ValueError, match="space"):
+        data.batch("voxels", indices, torch.Generator())
+
+
+def test_epoch_sampler_covers_every_image_once_per_epoch_and_is_seeded():
+    sampler = EpochSampler(10, 5, torch.Generator().manual_seed(0))
+    epoch = torch.cat([next(sampler), next(sampler)])
+    assert sorted(epoch.tolist()) == list(range(10))
+    again = EpochSampler(10, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(next(again), epoch[:5])
+    with pytest.raises(ValueError, match="batch_size"):
+        EpochSampler(3, 4, torch.Generator())
+
+
+def test_schedule_spans_the_whole_budget():
+    cosine = LMDMaskScheduler("cosine")
+    assert mask_ratio_at(cosine, 0.0) == pytest.approx(0.15)
+    assert mask_ratio_at(cosine, 0.5) < 0.75 <= mask_ratio_at(cosine, 2 / 3)
+    assert mask_ratio_at(LMDMaskScheduler("uniform"), 0.5) == pytest.approx(0.45)
+    assert mask_ratio_at(LMDMaskScheduler("uniform"), 1.7) == pytest.approx(0.75)  # clamped to the end
+
+
+@pytest.mark.parametrize("name", ["lmd-pixel", "mae-pixel", "lmd-unet", "lmd-cs"])
+def test_reconstructions_keep_visible_pixels_or_latents(bench_data, name):
+    vae, data, _ = bench_data
+    method = build_method(name, tiny_preset(), vae)
+    images = data.eval_images[:2]
+    num_tokens = (16 // method.token_pixels) ** 2
+    assert num_tokens == 16  # every method tokenises the image into the same 4x4 grid
+    mask = torch.zeros(2, num_tokens)
+    mask[:, :12] = 1.0  # 12 of 16 = ratio 0.75
+    out = method.reconstruct(images, mask)
+    assert out.shape == images.shape and out.min() >= -1 and out.max() <= 1
+    if method.space == "pixel":  # visible patches come back exactly
+        side = method.token_pixels
+        torch.testing.assert_close(out[:, :, -side:, -side:], images[:, :, -side:, -side:])
+    assert math.isfinite(evaluate_psnr(method, data.eval_images))
+
+
+def test_vitmae_rejects_an_evaluation_mask_of_another_ratio(bench_data):
+    vae, data, _ = bench_data
+    method = build_method("mae-pixel", tiny_preset(), vae)
+    with pytest.raises(ValueError, match="evaluation mask"):
+        method.reconstruct(data.eval_images[:1], torch.zeros(1, 16))
+
+
+def test_smoke_run_rows_and_headline(bench_data):
+    vae, data, _ = bench_data
+    preset = tiny_preset()
+    rows = [train_for_budget(build_method(name, preset, vae), data, preset) for name in ("lmd-cs", "ddpm-pixel")]
+    target = target_psnr(rows)
+    add_time_to_target(rows, target)
+    lmd, ddpm = rows
+    assert ROW_FIELDS <= set(lmd) and ROW_FIELDS <= set(ddpm)
+    assert lmd["steps"] >= 1 and lmd["peak_mem_mb"] > 0
+    assert math.isfinite(lmd["final_psnr"]) and lmd["curve"][0][:2] == [0.0, 0]
+    assert target == max(point[2] for point in lmd["curve"])  # the only MAE-family row sets the target
+    assert lmd["time_to_target_s"] is not None
+    assert ddpm["final_psnr"] is None and ddpm["time_to_target_s"] is None and ddpm["curve"] == []
+    assert all(len(point) == 4 for point in lmd["losses"])  # step, seconds, loss, mask ratio
+    json.dumps(rows)  # the rows are plain JSON
+
+
+def test_target_is_the_best_psnr_every_masked_autoencoder_reaches():
+    rows = [
+        {"method": "lmd-cs", "curve": [[0.0, 0, 10.0], [1.0, 5, 14.0], [2.0, 9, 16.0]]},
+        {"method": "mae-pixel", "curve": [[0.0, 0, 10.0], [1.0, 3, 12.0], [2.0, 6, 15.0]]},
+        {"method": "lmd-unet", "curve": [[0.0, 0, 9.0], [2.0, 4, 11.0]]},  # not a masked autoencoder
+        {"method": "ddpm-pixel", "curve": []},
+    ]
+    assert target_psnr(rows) == 15.0
+    add_time_to_target(rows, 15.0)
+    assert [(r["time_to_target_s"], r["steps_to_target"]) for r in rows] == [
+        (2.0, 9),
+        (2.0, 6),
+        (None, None),
+        (None, None),
+    ]
+    assert first_reach(rows[0]["curve"], 13.0) == (1.0, 5)
+    assert target_psnr([{"method": "ddpm-pixel", "curve": []}]) is None
+
+
+def test_every_method_key_builds(tiny_projector_path):
+    vae = load_projector(tiny_projector_path)
+    for name in METHODS:
+        method = build_method(name, tiny_preset(), vae)
+        assert method.name == name and method.space in ("pixel", "latent")
+    with pytest.raises(ValueError, match="Unknown methods"):
+        build_method("vq-gan", tiny_preset(), vae)
+
+
+def test_cost_per_image_online_encoding_adds_the_encoder(bench_data):
+    vae, data, _ = bench_data
+    model = build_method("lmd-cs", tiny_preset(), vae).model
+    rows = lmd_cost_per_image(model, vae, data.train_images[:4], mask_ratios=(0.15, 0.75), ceiling_tflops=1.0, iters=1)
+    assert [row["mask_ratio"] for row in rows] == [0.15, 0.75]
+    for row in rows:
+        assert row["online_ms"] == pytest.approx(row["cached_ms"] + row["encode_ms"])
+        assert row["step_tflops"] > 0 and row["mfu"] == pytest.approx(row["step_tflops"])
+
+
+def test_data_round_trips_through_safetensors(bench_data, tmp_path):
+    _, data, _ = bench_data
+    data.save(str(tmp_path / "data.safetensors"))
+    loaded = BenchmarkData.load(str(tmp_path / "data.safetensors"))
+    torch.testing.assert_close(loaded.train_latents_flipped, data.train_latents_flipped)
+
+
+@pytest.mark.slow
+def test_script_end_to_end_with_a_given_projector(tiny_projector_path, tmp_path):
+    """The command line: a method in its own process, the JSON schema, tables and plots."""
+    output = tmp_path / "efficiency.json"
+    flags = ["--preset", "cpu", "--output", str(output), "--methods", "lmd-cs"]
+    flags += ["--projector_path", tiny_projector_path, "--budget_s", "0.5", "--resolution", "16"]
+    flags += ["--train_batch_size", "4", "--lmd_preset", "tiny", "--num_evals", "1", "--demo_crops_per_photo", "4"]
+    flags += ["--work_dir", str(tmp_path / "work"), "--plots_dir", str(tmp_path / "plots")]
+    flags += ["--markdown", str(tmp_path / "tables.md"), "--no-throughput"]
+    script = os.path.join(REPO, "benchmarks", "bench_efficiency.py")
+    subprocess.run([sys.executable, script, *flags], check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(output.read_text())
+    assert {"target_psnr", "budget_s", "hardware", "projector", "rows"} <= set(result)
+    assert [row["method"] for row in result["rows"]] == ["lmd-cs"]
+    for row in result["rows"]:
+        assert ROW_FIELDS <= set(row) and math.isfinite(row["final_psnr"])
+    assert result["projector"]["trained_here"] is False
+    assert sorted(os.listdir(tmp_path / "plots")) == [
+        "efficiency_cpu_loss_curves.png",
+        "efficiency_cpu_psnr_vs_time.png",
+        "mask_schedules.png",
+    ]
+    assert "Table 1" in (tmp_path / "tables.md").read_text()
