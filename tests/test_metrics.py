@@ -138,3 +138,14 @@ def test_tracker_summary_omits_undefined_metrics_and_stops_on_nan():
         tracker.update(float("nan"))
     with pytest.raises(ValueError, match="Unknown"):
         tracker.load_state_dict({"bogus": 1})
+
+
+def test_restart_clock_excludes_non_training_time(monkeypatch):
+    clock = iter([0.0, 1.0, 11.0, 12.5])  # perf_counter at: restart, update, restart (after 10 s of eval), update
+    monkeypatch.setattr("diffusers_lmd.metrics.time.perf_counter", lambda: next(clock))
+    tracker = EfficiencyTracker(warmup_steps=0)
+    tracker.restart_clock()
+    tracker.update(1.0)  # 1.0 s step
+    tracker.restart_clock()
+    tracker.update(0.5)  # 1.5 s step; the 10 s in between are not counted
+    assert tracker.mit == pytest.approx(1.25)

@@ -163,7 +163,16 @@ class EfficiencyTracker:
     """Streaming MIT / MLI / MLT for a training loop: call :meth:`update` once per optimiser step.
 
     Gives the same numbers as the functions above on the same curve, in O(1) memory, and survives a resume
-    through :meth:`state_dict` / :meth:`load_state_dict` (store it in the checkpoint).
+    through :meth:`state_dict` / :meth:`load_state_dict` (store it in the checkpoint). In a training loop::
+
+        tracker = EfficiencyTracker()
+        tracker.restart_clock()
+        for batch in loader:
+            loss = train_step(batch)
+            tracker.update(loss.item())  # times the step since the last restart_clock()/update()
+            logger.log({"loss": loss.item(), **tracker.summary()})  # mit_s, mli, mlt_s, loss_events
+            maybe_validate_and_checkpoint()
+            tracker.restart_clock()  # validation and checkpoints are not step time
 
     Args:
         ema_decay: smoothing of the loss before event detection.
@@ -220,6 +229,11 @@ class EfficiencyTracker:
             self.num_events += 1
             return True
         return False
+
+    def restart_clock(self) -> None:
+        """Start timing the next step now: call after work that is not a training step (validation, checkpoints,
+        logging), so that the next :meth:`update` without ``step_time`` measures the step alone."""
+        self._last_update = time.perf_counter()
 
     @property
     def mit(self) -> float | None:
