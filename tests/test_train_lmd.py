@@ -238,3 +238,18 @@ def test_a_bad_projector_path_fails_before_training(tiny_projector_path, tmp_pat
     with pytest.raises(ValueError, match=message):
         train_lmd(args)
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_tensorboard_gets_scalars_and_reconstruction_grids(tiny_projector_path, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, args = train(tiny_projector_path, tmp_path, "--max_train_steps", 4, "--report_to", "tensorboard",
+                    "--validation_steps", 2, "--checkpointing_steps", 1000)  # fmt: skip
+    runs = [p.parent for p in (tmp_path / "out" / "logs").rglob("events.out.tfevents.*")]
+    tags = {"scalars": set(), "images": set()}
+    for run in runs:
+        events = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0}).Reload()
+        for kind in tags:
+            tags[kind] |= set(events.Tags()[kind])
+    assert {"loss", "mask_ratio", "lr", "img_s", "eval_psnr"} <= tags["scalars"]
+    assert "reconstructions" in tags["images"]

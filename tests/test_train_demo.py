@@ -1,0 +1,34 @@
+"""training/demo.py: the built-in demo's outputs, on a tiny projector and a few steps."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from diffusers_lmd import LMDPipeline
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("lmd_demo", REPO / "training" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_saves_a_pipeline_and_reconstructions_and_prints_psnr(tiny_projector_path, tmp_path, capsys):
+    out = tmp_path / "demo-output"
+    load_demo().main(["--projector_path", tiny_projector_path, "--output_dir", str(out), "--preset", "tiny",
+                      "--max_train_steps", "3", "--demo_crops_per_photo", "4", "--demo_eval_crops", "2",
+                      "--train_batch_size", "4"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert re.search(r"held-out PSNR: \d+\.\d\d dB", printed), printed
+    assert (out / "model_index.json").is_file()
+    grid = Image.open(out / "reconstructions.png")
+    assert grid.size == (3 * 16, 3 * 16)  # the 16 px projector's resolution; 3 held-out images, 3 rows
+    assert (out / "latent_cache").is_dir()  # the demo keeps its cache beside its outputs
+    assert LMDPipeline.from_pretrained(out).transformer.config.sample_size == 8
