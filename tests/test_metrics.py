@@ -17,6 +17,9 @@ from diffusers_lmd.metrics import (
     overall_mean,
     psnr,
 )
+from diffusers_lmd.training import read_jsonl, read_training_state
+from diffusers_lmd.training.lmd_args import parse_lmd_args
+from diffusers_lmd.training.lmd_trainer import train_lmd
 
 
 def test_ema_starts_at_first_value():
@@ -149,3 +152,28 @@ def test_restart_clock_excludes_non_training_time(monkeypatch):
     tracker.restart_clock()
     tracker.update(0.5)  # 1.5 s step; the 10 s in between are not counted
     assert tracker.mit == pytest.approx(1.25)
+
+
+def _train_tiny_lmd(projector, tmp_path, *extra):
+    argv = ["--projector_path", projector, "--output_dir", str(tmp_path / "run"), "--resolution", "16"]
+    argv += ["--latent_cache_dir", str(tmp_path / "cache"), "--preset", "tiny", "--train_batch_size", "8"]
+    argv += ["--learning_rate", "1e-3", "--demo_crops_per_photo", "8", "--demo_eval_crops", "3"]
+    argv += ["--report_to", "none", "--validation_steps", "1000", "--max_train_steps", "12"]
+    argv += ["--checkpointing_steps", "6", *extra]
+    train_lmd(parse_lmd_args(argv))
+    return [r for r in read_jsonl(str(tmp_path / "run" / "train_log.jsonl")) if "loss" in r]
+
+
+def test_train_lmd_logs_mit_mli_mlt_and_resumes_them(tiny_projector_path, tmp_path, one_thread):
+    records = _train_tiny_lmd(tiny_projector_path, tmp_path)
+    last, losses = records[-1], [r["loss"] for r in records]
+    assert last["mit_s"] > 0
+    assert last["loss_events"] == len(loss_decrease_events(losses)) - 1 > 0  # the tiny run's loss falls
+    assert last["mli"] == pytest.approx(mean_loss_decrease_iterations(losses))
+    assert last["mlt_s"] == pytest.approx(last["mit_s"] * last["mli"])
+    assert read_training_state(str(tmp_path / "run" / "checkpoint-6"))["efficiency"]["steps"] == 6
+
+    resumed = _train_tiny_lmd(tiny_projector_path, tmp_path, "--resume_from_checkpoint", "checkpoint-6")
+    assert [r["step"] for r in resumed] == list(range(1, 13))
+    assert resumed[-1]["loss_events"] == last["loss_events"]  # the event count continued, not restarted
+    assert resumed[-1]["mli"] == pytest.approx(last["mli"], rel=1e-3)

@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 
 from ..data import build_datasets
 from ..evaluation import ReconstructionMetrics, evaluate_reconstruction, reconstruction_grid
+from ..metrics import EfficiencyTracker
 from ..schedulers import LMDMaskScheduler
 from .args import effective_learning_rate, total_batch_size
 from .checkpointing import list_checkpoints, load_checkpoint, resolve_resume_path, save_checkpoint
@@ -158,9 +159,13 @@ def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
         accelerator.init_trackers(args.tracker_project_name or "train_lmd", config=_tracker_config(args))
 
     global_step = 0
+    efficiency = EfficiencyTracker()  # MIT / MLI / MLT (SPEC §5), logged every step
     resume = resolve_resume_path(args.output_dir, args.resume_from_checkpoint)
     if resume is not None:
-        global_step = load_checkpoint(accelerator, resume)["global_step"]
+        state = load_checkpoint(accelerator, resume)
+        global_step = state["global_step"]
+        if "efficiency" in state:
+            efficiency.load_state_dict(state["efficiency"])
         logger.info("Resumed from %s at step %d", resume, global_step)
     log = JsonlLogger(
         os.path.join(args.output_dir, LOG_FILE),
@@ -178,6 +183,7 @@ def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
         result.cache_seconds, result.cache_reused = cache.seconds, cache.reused
     start = time.perf_counter() - log.time_offset
     loop_start = time.perf_counter()
+    efficiency.restart_clock()
     try:
         for epoch in range(global_step // steps_per_epoch, num_epochs):
             if global_step >= max_train_steps:
@@ -210,19 +216,22 @@ def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
                 if ema is not None:
                     ema.step(model.parameters())
                 step_loss = sum(losses) / len(losses)
+                efficiency.update(step_loss)
                 img_s = progress.update(step_loss, mask_ratio, step_lr, images)
                 record = {"step": global_step, "loss": step_loss, "mask_ratio": mask_ratio, "lr": step_lr}
+                record.update(efficiency.summary())
                 if accelerator.num_processes > 1:
                     record["rank_mask_ratios"] = rank_ratios
                 log.log({**record, "time": round(time.perf_counter() - start, 4), "epoch": epoch, "img_s": img_s})
-                accelerator.log(
-                    {"loss": step_loss, "mask_ratio": mask_ratio, "lr": step_lr, "img_s": img_s}, step=global_step
-                )
+                scalars = {"loss": step_loss, "mask_ratio": mask_ratio, "lr": step_lr, "img_s": img_s}
+                accelerator.log({**scalars, **efficiency.summary()}, step=global_step)
                 result.final_loss, micro, losses, images = step_loss, 0, [], 0
                 if global_step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                    extra = {"efficiency": efficiency.state_dict()}
+                    save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, extra)
                 if global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     result.eval = _validate(accelerator, args, model, vae, eval_dataset, global_step, log)
+                efficiency.restart_clock()  # logging, checkpoints and validation are not step time
                 if global_step >= max_train_steps:
                     break
             if global_step - epoch_steps == steps_per_epoch:
@@ -239,6 +248,7 @@ def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
             )
             log.log({"step": global_step, "eval_psnr": result.eval.psnr})
         metrics = {"optimiser steps": global_step, "final training loss": result.final_loss}
+        metrics.update({f"{k} (SPEC §5)": v for k, v in efficiency.summary().items() if k != "loss_events"})
         finish_run(args, vae, final_model, mask_scheduler, eval_dataset, result.eval, metrics)
     accelerator.wait_for_everyone()
     accelerator.end_training()
