@@ -199,7 +199,8 @@ def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
                 generator = step_generator(args.seed, global_step, micro, accelerator.process_index)
                 with accelerator.accumulate(model):
                     latents = latents_for_batch(batch, None if cache else vae, args.random_flip, generator)
-                    loss = model(latents, mask_ratio=mask_ratio, generator=generator).loss
+                    # A tuple: Accelerate's fp32 output conversion cannot rebuild LMDModelOutput.
+                    _, _, loss = model(latents, mask_ratio=mask_ratio, generator=generator, return_dict=False)
                     mean_loss, rank_ratios = _gather_step_stats(accelerator, loss, mask_ratio)
                     _check_finite(mean_loss, global_step, mask_ratio, step_lr, args.output_dir)
                     accelerator.backward(loss)
@@ -241,7 +242,7 @@ def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
     result.global_step, result.train_seconds = global_step, time.perf_counter() - loop_start
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final_model = _final_weights(accelerator.unwrap_model(model), ema)
+        final_model = _final_weights(accelerator.unwrap_model(model, keep_fp32_wrapper=False), ema)
         if ema is not None or global_step % args.validation_steps:  # else just measured at this step
             result.eval = evaluate_reconstruction(
                 final_model, vae, eval_dataset, batch_size=args.eval_batch_size, max_images=args.max_eval_samples
