@@ -18,7 +18,7 @@ from diffusers_lmd import decode_latents, encode_images
 from diffusers_lmd.data import build_demo_datasets
 from diffusers_lmd.training.projector_discriminator import PatchDiscriminator
 from diffusers_lmd.training.projector_losses import adaptive_weight, discriminator_loss, generator_loss
-from diffusers_lmd.training.projector_model import AutoencoderWithLoss
+from diffusers_lmd.training.projector_model import AutoencoderWithLoss, init_codebook_from_data
 from diffusers_lmd.training.projector_step import ProjectorLossConfig, ProjectorTrainer, evaluate_projector
 from diffusers_lmd.training.projector_training import train_projector
 
@@ -128,6 +128,21 @@ def test_vq_regulariser_weights_codebook_by_one_and_commitment_by_beta():
     flat_z, flat_codes = z.detach().permute(0, 2, 3, 1).reshape(-1, 4), codes.permute(0, 2, 3, 1).reshape(-1, 4)
     expected.index_add_(0, indices.flatten(), 2 * (flat_codes - flat_z) / z.numel())  # weight 1 on the codebook term
     assert torch.allclose(codebook_grad[used], expected[used], atol=1e-7)
+
+
+def test_codebook_starts_from_encoder_outputs():
+    vq = tiny_vq()
+    images = demo_images(4)
+    before = evaluate_projector(vq, [images])["codebook_usage"]
+    init_codebook_from_data(vq, images, torch.Generator().manual_seed(0))
+    vectors = vq.encode(images).latents.permute(0, 2, 3, 1).reshape(-1, 4)
+    distances = torch.cdist(vq.quantize.embedding.weight, vectors, compute_mode="donot_use_mm_for_euclid_dist")
+    distances = distances.min(dim=1).values
+    assert distances.max() < 1e-5  # every code is one of the encoder's outputs
+    assert evaluate_projector(vq, [images])["codebook_usage"] > 2 * before
+    few = demo_images(1)[:, :, :8, :8]  # 4 latent vectors for 32 codes: repeated with jitter, all distinct
+    init_codebook_from_data(vq, few, torch.Generator().manual_seed(0))
+    assert len(torch.unique(vq.quantize.embedding.weight, dim=0)) == 32
 
 
 def test_kl_wrapper_returns_a_scaled_kl():

@@ -18,17 +18,24 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import VQModel
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import build_datasets, check_data_args, random_flip_batch
-from ..projector import estimate_latent_stats, set_latent_stats
+from ..projector import downsample_factor, estimate_latent_stats, set_latent_stats
 from .args import check_training_args, effective_learning_rate
 from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from .hub import hub_repo_id, push_to_hub, save_model_card
 from .logging import JsonlLogger, log_images, plot_loss_curve, read_jsonl
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
-from .projector_model import AutoencoderWithLoss, build_discriminator, build_projector, check_projector_args
+from .projector_model import (
+    AutoencoderWithLoss,
+    build_discriminator,
+    build_projector,
+    check_projector_args,
+    init_codebook_from_data,
+)
 from .projector_step import ProjectorLossConfig, ProjectorTrainer, evaluate_projector
 
 logger = logging.getLogger(__name__)
@@ -46,6 +53,14 @@ def _dataloaders(args: argparse.Namespace, accelerator: Accelerator):
     evaluation = torch.utils.data.DataLoader(eval_dataset, shuffle=False, **loader)
     stats = torch.utils.data.DataLoader(train_dataset, shuffle=False, **loader)  # unflipped, for the latent stats
     return train, evaluation, stats
+
+
+def _codebook_init_images(args: argparse.Namespace, vq: VQModel, dataset) -> torch.Tensor:
+    """Seeded training images giving about two encoder outputs per code (the same on every process)."""
+    positions = (args.resolution // downsample_factor(vq)) ** 2
+    count = min(len(dataset), max(1, math.ceil(2 * vq.config.num_vq_embeddings / positions)))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count]
+    return torch.stack([dataset[int(i)]["pixel_values"] for i in order])
 
 
 def _flip_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -94,6 +109,8 @@ def train_projector(args: argparse.Namespace) -> dict:
 
     train_loader, eval_loader, stats_loader = _dataloaders(args, accelerator)
     vae = build_projector(args)
+    if isinstance(vae, VQModel) and args.codebook_init == "data":
+        init_codebook_from_data(vae, _codebook_init_images(args, vae, train_loader.dataset))
     autoencoder = AutoencoderWithLoss(vae, args.commitment_beta, args.kl_weight)
     discriminator = build_discriminator(args)
     lr = effective_learning_rate(args, accelerator.num_processes)
