@@ -273,6 +273,22 @@ def test_script_end_to_end_with_accelerate_launch_and_resume(tmp_path):
     assert decode_latents(vq, latents).shape == images.shape
 
 
+@pytest.mark.slow
+def test_script_runs_data_parallel_on_two_processes(tmp_path):
+    """Two gloo processes: the discriminator frozen inside the autoencoder's DDP step, losses reduced, one log."""
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(SCRIPT), *TINY,
+         "--output_dir", str(tmp_path), "--max_train_steps", "2", "--disc_start", "1", "--validation_steps", "2"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]  # written once, by the main process
+    assert "disc_loss" in records[1] and "eval_psnr" in records[1]
+    assert run.stdout.count("held-out PSNR:") == 1
+    VQModel.from_pretrained(tmp_path)
+
+
 def test_parser_defaults_are_the_projector_recipe():
     args = load_script().parse_args([])
     assert (args.adam_beta1, args.adam_beta2, args.adam_weight_decay) == (0.5, 0.9, 0.0)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from diffusers import VQModel
 from PIL import Image
 from tqdm.auto import tqdm
@@ -27,6 +27,7 @@ from ..projector import downsample_factor, estimate_latent_stats, set_latent_sta
 from .args import check_training_args, effective_learning_rate
 from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from .hub import hub_repo_id, push_to_hub, save_model_card
+from .lmd_setup import build_accelerator
 from .logging import JsonlLogger, log_images, plot_loss_curve, read_jsonl
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
 from .projector_model import (
@@ -93,16 +94,9 @@ def train_projector(args: argparse.Namespace) -> dict:
     check_data_args(args)
     check_training_args(args)
     check_projector_args(args)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-    )
-    if args.allow_tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
+    # The LMD run's Accelerator (CPU gloo under torchrun, seedable data order); no torch.compile here, since the
+    # adaptive weight differentiates the decoder's last layer outside the compiled forward.
+    accelerator = build_accelerator(argparse.Namespace(**vars(args), compile=False))
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
