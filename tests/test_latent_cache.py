@@ -23,7 +23,7 @@ from diffusers_lmd.training.lmd_args import parse_lmd_args
 from diffusers_lmd.training.lmd_setup import load_projector
 from diffusers_lmd.training.lmd_trainer import train_lmd
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
 def data_args(*argv):

@@ -10,7 +10,7 @@ from PIL import Image
 from diffusers_lmd import LMDPipeline
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
 def load_demo():

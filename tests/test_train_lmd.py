@@ -24,7 +24,7 @@ SCRIPT = str(REPO / "training" / "train_lmd.py")
 BIN = Path(sys.executable).parent
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
 def tiny_argv(projector: str, output_dir, cache_dir, *extra) -> list[str]:

@@ -104,19 +104,207 @@ def _check_finite(loss: float, step: int, mask_ratio: float, lr: float, output_d
     )
 
 
-def _validate(accelerator, args, model, vae, eval_dataset, step: int, log: JsonlLogger | None) -> ReconstructionMetrics:
-    """Held-out PSNR and a reconstruction grid for the trackers (main process)."""
-    unwrapped = accelerator.unwrap_model(model)
-    metrics = evaluate_reconstruction(
-        unwrapped, vae, eval_dataset, batch_size=args.eval_batch_size, max_images=args.max_eval_samples
-    )
-    accelerator.log({"eval_psnr": metrics.psnr}, step=step)
-    if accelerator.trackers:
-        log_images(accelerator, "reconstructions", reconstruction_grid(unwrapped, vae, eval_dataset), step)
-    if log is not None:
-        log.log({"step": step, "eval_psnr": metrics.psnr})
-    logger.info("step %d: held-out PSNR %.2f dB", step, metrics.psnr)
-    return metrics
+class LMDTrainer:
+    """One LMD training run: built from the flags in ``__init__`` (failing early on bad input), run by :meth:`train`.
+
+    Args:
+        args: flags from :func:`~diffusers_lmd.training.lmd_args.parse_lmd_args`.
+    """
+
+    def __init__(self, args: argparse.Namespace):
+        check_lmd_args(args)
+        self.args = args
+        self.vae = load_projector(args.projector_path, args.projector_subfolder)
+        self.accelerator = accelerator = build_accelerator(args)
+        set_seed(args.seed)
+        model = build_lmd_model(args, self.vae)
+        if args.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        if accelerator.is_main_process:
+            os.makedirs(args.output_dir, exist_ok=True)
+
+        train_dataset, self.eval_dataset = build_datasets(args)
+        maybe_estimate_latent_stats(args, self.vae, train_dataset)
+        place_projector(self.vae, accelerator)
+        train_loader, self.cache = build_train_dataloader(args, accelerator, self.vae, train_dataset)
+
+        batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
+        self.steps_per_epoch = math.ceil(batches_per_process / args.gradient_accumulation_steps)
+        self.max_train_steps = args.max_train_steps or args.num_train_epochs * self.steps_per_epoch
+        self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
+        self.learning_rate = effective_learning_rate(args, accelerator.num_processes)
+        optimizer = build_optimizer(model, args, self.learning_rate)
+        lr_scheduler = build_lr_scheduler(optimizer, args, self.max_train_steps, accelerator.num_processes)
+        self.mask_scheduler = LMDMaskScheduler(
+            args.mask_schedule, args.mask_ratio_min, args.mask_ratio_max, self.max_train_steps
+        )
+        self.ema = build_ema(model, args) if args.use_ema else None
+        if self.ema is not None:
+            register_ema_hooks(accelerator, self.ema)
+        self.model, self.optimizer, self.train_loader, self.lr_scheduler = accelerator.prepare(
+            model, optimizer, train_loader, lr_scheduler
+        )
+        if self.ema is not None:
+            self.ema.to(accelerator.device)
+
+        self.global_step = 0
+        self.efficiency = EfficiencyTracker()  # MIT / MLI / MLT (SPEC §5), logged every step
+        self.result = LMDTrainingResult(args.output_dir, 0, None, None, 0.0)
+        if self.cache is not None:
+            self.result.cache_seconds, self.result.cache_reused = self.cache.seconds, self.cache.reused
+
+    # ------------------------------------------------------------------------------------------------ run
+    def train(self) -> LMDTrainingResult:
+        """Resume if asked, train to ``max_train_steps``, then save and evaluate the final model."""
+        args, accelerator = self.args, self.accelerator
+        if accelerator.is_main_process and accelerator.log_with:
+            accelerator.init_trackers(args.tracker_project_name or "train_lmd", config=_tracker_config(args))
+        resumed = self._resume()
+        self.log = JsonlLogger(
+            os.path.join(args.output_dir, LOG_FILE),
+            resume_step=self.global_step if resumed else None,
+            enabled=accelerator.is_main_process,
+        )
+        self._log_plan()
+        self.progress = ProgressBar(
+            self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process
+        )
+        self.clock_start = time.perf_counter() - self.log.time_offset
+        loop_start = time.perf_counter()
+        self.efficiency.restart_clock()
+        try:
+            for epoch in range(self.global_step // self.steps_per_epoch, self.num_epochs):
+                if self.global_step >= self.max_train_steps:
+                    break
+                self._train_epoch(epoch)
+        finally:
+            self.progress.close()
+        self.result.global_step, self.result.train_seconds = self.global_step, time.perf_counter() - loop_start
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            self._finish()
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return self.result
+
+    def _resume(self) -> bool:
+        """Restore the newest or given checkpoint: weights, optimiser, LR, RNG, EMA, step count."""
+        path = resolve_resume_path(self.args.output_dir, self.args.resume_from_checkpoint)
+        if path is None:
+            return False
+        state = load_checkpoint(self.accelerator, path)
+        self.global_step = state["global_step"]
+        if "efficiency" in state:
+            self.efficiency.load_state_dict(state["efficiency"])
+        logger.info("Resumed from %s at step %d", path, self.global_step)
+        return True
+
+    def _log_plan(self) -> None:
+        images = total_batch_size(self.args, self.accelerator.num_processes)
+        source = "cached latents" if self.cache else "online encoding"
+        logger.info(
+            "Training %d steps (%d epochs of %d), %d images per step, lr %.3g, %s",
+            self.max_train_steps, self.num_epochs, self.steps_per_epoch, images, self.learning_rate, source,
+        )  # fmt: skip
+
+    def _train_epoch(self, epoch: int) -> None:
+        """Run the rest of ``epoch``: skip the batches a resumed run already used, then step."""
+        epoch_start, first_step = time.perf_counter(), self.global_step
+        self.train_loader.set_epoch(epoch)
+        skip = (self.global_step - epoch * self.steps_per_epoch) * self.args.gradient_accumulation_steps
+        batches = self.accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+        micro, losses, images = 0, [], 0
+        for batch in batches:
+            loss, num_images, rank_ratios = self._micro_step(batch, micro)
+            micro, losses, images = micro + 1, losses + [loss], images + num_images
+            if not self.accelerator.sync_gradients:
+                continue
+            self._end_step(epoch, sum(losses) / len(losses), images, rank_ratios)
+            micro, losses, images = 0, [], 0
+            if self.global_step >= self.max_train_steps:
+                break
+        if self.global_step - first_step == self.steps_per_epoch:
+            self.result.epoch_seconds.append(time.perf_counter() - epoch_start)
+
+    def _micro_step(self, batch: dict, micro: int) -> tuple[float, int, list[float]]:
+        """Forward and backward on one micro-batch (the update happens on the last of an accumulation)."""
+        args, accelerator, model = self.args, self.accelerator, self.model
+        mask_ratio = self.mask_scheduler.get_mask_ratio(self.global_step)
+        generator = step_generator(args.seed, self.global_step, micro, accelerator.process_index)
+        with accelerator.accumulate(model):
+            latents = latents_for_batch(batch, None if self.cache else self.vae, args.random_flip, generator)
+            # A tuple: Accelerate's fp32 output conversion cannot rebuild LMDModelOutput.
+            _, _, loss = model(latents, mask_ratio=mask_ratio, generator=generator, return_dict=False)
+            mean_loss, rank_ratios = _gather_step_stats(accelerator, loss, mask_ratio)
+            self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate of this step's update
+            _check_finite(mean_loss, self.global_step, mask_ratio, self.step_lr, args.output_dir)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return mean_loss, latents.shape[0] * accelerator.num_processes, rank_ratios
+
+    def _end_step(self, epoch: int, loss: float, images: int, rank_ratios: list[float]) -> None:
+        """After an update: EMA, logs, checkpoint and validation at their intervals."""
+        args, accelerator = self.args, self.accelerator
+        mask_ratio = self.mask_scheduler.get_mask_ratio(self.global_step)
+        lr = self.step_lr
+        self.global_step += 1
+        if self.ema is not None:
+            self.ema.step(self.model.parameters())
+        self.efficiency.update(loss)
+        img_s = self.progress.update(loss, mask_ratio, lr, images)
+        scalars = {"loss": loss, "mask_ratio": mask_ratio, "lr": lr, "img_s": img_s, **self.efficiency.summary()}
+        record = {"step": self.global_step, **scalars, "time": round(time.perf_counter() - self.clock_start, 4)}
+        if accelerator.num_processes > 1:
+            record["rank_mask_ratios"] = rank_ratios
+        self.log.log({**record, "epoch": epoch})
+        accelerator.log(scalars, step=self.global_step)
+        self.result.final_loss = loss
+        if self.global_step % args.checkpointing_steps == 0:
+            extra = {"efficiency": self.efficiency.state_dict()}
+            save_checkpoint(accelerator, args.output_dir, self.global_step, args.checkpoints_total_limit, extra)
+        if self.global_step % args.validation_steps == 0 and accelerator.is_main_process:
+            self.result.eval = self._validate()
+        self.efficiency.restart_clock()  # logging, checkpoints and validation are not step time
+
+    def _validate(self) -> ReconstructionMetrics:
+        """Held-out PSNR, and a reconstruction grid for the trackers (main process)."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        metrics = evaluate_reconstruction(
+            unwrapped,
+            self.vae,
+            self.eval_dataset,
+            batch_size=self.args.eval_batch_size,
+            max_images=self.args.max_eval_samples,
+        )
+        self.accelerator.log({"eval_psnr": metrics.psnr}, step=self.global_step)
+        if self.accelerator.trackers:
+            grid = reconstruction_grid(unwrapped, self.vae, self.eval_dataset)
+            log_images(self.accelerator, "reconstructions", grid, self.global_step)
+        self.log.log({"step": self.global_step, "eval_psnr": metrics.psnr})
+        logger.info("step %d: held-out PSNR %.2f dB", self.global_step, metrics.psnr)
+        return metrics
+
+    def _finish(self) -> None:
+        """Main process: evaluate the final weights (EMA if kept) and write the pipeline folder."""
+        args = self.args
+        final_model = _final_weights(self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False), self.ema)
+        if self.ema is not None or self.global_step % args.validation_steps:  # else just measured at this step
+            self.result.eval = evaluate_reconstruction(
+                final_model,
+                self.vae,
+                self.eval_dataset,
+                batch_size=args.eval_batch_size,
+                max_images=args.max_eval_samples,
+            )
+            self.log.log({"step": self.global_step, "eval_psnr": self.result.eval.psnr})
+        metrics = {"optimiser steps": self.global_step, "final training loss": self.result.final_loss}
+        summary = self.efficiency.summary()
+        metrics.update({f"{k} (SPEC §5)": v for k, v in summary.items() if k != "loss_events"})
+        finish_run(args, self.vae, final_model, self.mask_scheduler, self.eval_dataset, self.result.eval, metrics)
 
 
 def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
@@ -125,135 +313,7 @@ def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
     ``args`` comes from :func:`~diffusers_lmd.training.lmd_args.parse_lmd_args`. Raises ``ValueError`` before any
     training for bad flags or a projector that does not load, and :class:`NonFiniteLossError` on a NaN loss.
     """
-    check_lmd_args(args)
-    vae = load_projector(args.projector_path, args.projector_subfolder)
-    accelerator = build_accelerator(args)
-    set_seed(args.seed)
-    model = build_lmd_model(args, vae)
-    if args.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-
-    train_dataset, eval_dataset = build_datasets(args)
-    maybe_estimate_latent_stats(args, vae, train_dataset)
-    place_projector(vae, accelerator)
-    train_loader, cache = build_train_dataloader(args, accelerator, vae, train_dataset)
-
-    steps_per_epoch = math.ceil(
-        math.ceil(len(train_loader) / accelerator.num_processes) / args.gradient_accumulation_steps
-    )
-    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
-    lr = effective_learning_rate(args, accelerator.num_processes)
-    optimizer = build_optimizer(model, args, lr)
-    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps, accelerator.num_processes)
-    mask_scheduler = LMDMaskScheduler(args.mask_schedule, args.mask_ratio_min, args.mask_ratio_max, max_train_steps)
-    ema = build_ema(model, args) if args.use_ema else None
-    if ema is not None:
-        register_ema_hooks(accelerator, ema)
-    model, optimizer, train_loader, lr_scheduler = accelerator.prepare(model, optimizer, train_loader, lr_scheduler)
-    if ema is not None:
-        ema.to(accelerator.device)
-    if accelerator.is_main_process and accelerator.log_with:
-        accelerator.init_trackers(args.tracker_project_name or "train_lmd", config=_tracker_config(args))
-
-    global_step = 0
-    efficiency = EfficiencyTracker()  # MIT / MLI / MLT (SPEC §5), logged every step
-    resume = resolve_resume_path(args.output_dir, args.resume_from_checkpoint)
-    if resume is not None:
-        state = load_checkpoint(accelerator, resume)
-        global_step = state["global_step"]
-        if "efficiency" in state:
-            efficiency.load_state_dict(state["efficiency"])
-        logger.info("Resumed from %s at step %d", resume, global_step)
-    log = JsonlLogger(
-        os.path.join(args.output_dir, LOG_FILE),
-        resume_step=global_step if resume else None,
-        enabled=accelerator.is_main_process,
-    )
-    logger.info(
-        "Training %d steps (%d epochs of %d), %d images per step, lr %.3g, %s",
-        max_train_steps, num_epochs, steps_per_epoch, total_batch_size(args, accelerator.num_processes), lr,
-        "cached latents" if cache else "online encoding",
-    )  # fmt: skip
-    progress = ProgressBar(max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process)
-    result = LMDTrainingResult(args.output_dir, global_step, None, None, 0.0)
-    if cache is not None:
-        result.cache_seconds, result.cache_reused = cache.seconds, cache.reused
-    start = time.perf_counter() - log.time_offset
-    loop_start = time.perf_counter()
-    efficiency.restart_clock()
-    try:
-        for epoch in range(global_step // steps_per_epoch, num_epochs):
-            if global_step >= max_train_steps:
-                break
-            epoch_start, epoch_steps = time.perf_counter(), global_step
-            train_loader.set_epoch(epoch)
-            skip = (global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
-            batches = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-            micro, losses, images = 0, [], 0
-            for batch in batches:
-                mask_ratio = mask_scheduler.get_mask_ratio(global_step)
-                step_lr = optimizer.param_groups[0]["lr"]  # the rate this step's update uses
-                generator = step_generator(args.seed, global_step, micro, accelerator.process_index)
-                with accelerator.accumulate(model):
-                    latents = latents_for_batch(batch, None if cache else vae, args.random_flip, generator)
-                    # A tuple: Accelerate's fp32 output conversion cannot rebuild LMDModelOutput.
-                    _, _, loss = model(latents, mask_ratio=mask_ratio, generator=generator, return_dict=False)
-                    mean_loss, rank_ratios = _gather_step_stats(accelerator, loss, mask_ratio)
-                    _check_finite(mean_loss, global_step, mask_ratio, step_lr, args.output_dir)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and args.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    lr_scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                micro, images = micro + 1, images + latents.shape[0] * accelerator.num_processes
-                losses.append(mean_loss)
-                if not accelerator.sync_gradients:
-                    continue
-                global_step += 1
-                if ema is not None:
-                    ema.step(model.parameters())
-                step_loss = sum(losses) / len(losses)
-                efficiency.update(step_loss)
-                img_s = progress.update(step_loss, mask_ratio, step_lr, images)
-                record = {"step": global_step, "loss": step_loss, "mask_ratio": mask_ratio, "lr": step_lr}
-                record.update(efficiency.summary())
-                if accelerator.num_processes > 1:
-                    record["rank_mask_ratios"] = rank_ratios
-                log.log({**record, "time": round(time.perf_counter() - start, 4), "epoch": epoch, "img_s": img_s})
-                scalars = {"loss": step_loss, "mask_ratio": mask_ratio, "lr": step_lr, "img_s": img_s}
-                accelerator.log({**scalars, **efficiency.summary()}, step=global_step)
-                result.final_loss, micro, losses, images = step_loss, 0, [], 0
-                if global_step % args.checkpointing_steps == 0:
-                    extra = {"efficiency": efficiency.state_dict()}
-                    save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, extra)
-                if global_step % args.validation_steps == 0 and accelerator.is_main_process:
-                    result.eval = _validate(accelerator, args, model, vae, eval_dataset, global_step, log)
-                efficiency.restart_clock()  # logging, checkpoints and validation are not step time
-                if global_step >= max_train_steps:
-                    break
-            if global_step - epoch_steps == steps_per_epoch:
-                result.epoch_seconds.append(time.perf_counter() - epoch_start)
-    finally:
-        progress.close()
-    result.global_step, result.train_seconds = global_step, time.perf_counter() - loop_start
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final_model = _final_weights(accelerator.unwrap_model(model, keep_fp32_wrapper=False), ema)
-        if ema is not None or global_step % args.validation_steps:  # else just measured at this step
-            result.eval = evaluate_reconstruction(
-                final_model, vae, eval_dataset, batch_size=args.eval_batch_size, max_images=args.max_eval_samples
-            )
-            log.log({"step": global_step, "eval_psnr": result.eval.psnr})
-        metrics = {"optimiser steps": global_step, "final training loss": result.final_loss}
-        metrics.update({f"{k} (SPEC §5)": v for k, v in efficiency.summary().items() if k != "loss_events"})
-        finish_run(args, vae, final_model, mask_scheduler, eval_dataset, result.eval, metrics)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return result
+    return LMDTrainer(args).train()
 
 
 def _final_weights(model: torch.nn.Module, ema) -> torch.nn.Module:
