@@ -1,0 +1,317 @@
+"""Training-step throughput: ``LMDModel`` against transformers' ``ViTMAEForPreTraining`` at the same shape.
+
+One step is forward, backward and AdamW (bf16 autocast and fused AdamW on GPU, fp32 on CPU). Both models see
+the same latent grid (ViTMAE gets it as ``pixel_values`` with ``num_channels`` = latent channels), the same
+token count, widths, depths, heads and mask ratio, so the rows compare implementations, not architectures.
+Throughput is the median over timed steps after warm-up (CUDA events on GPU); TFLOP/s divides the FLOPs that
+``torch.utils.flop_counter.FlopCounterMode`` counts on one step by that median.
+
+    python benchmarks/bench_step.py --preset cpu --output benchmarks/results/bench_step_cpu.json
+    python benchmarks/bench_step.py --preset gpu --output benchmarks/results/bench_step_gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from diffusers_lmd import LMDModel
+
+PRESETS: dict[str, dict] = {
+    # Small enough that the whole run (12 measurements, 6 compilations) fits in about three minutes on 2 cores.
+    "cpu": dict(latent_channels=4, latent_size=16, patch_size=2, hidden_size=128, num_layers=4,
+                num_attention_heads=4, decoder_hidden_size=64, decoder_num_layers=2, decoder_num_attention_heads=4,
+                batch_size=16, warmup=3, iters=20, bf16=False),
+    # ViT-B, 12 + 8 blocks, over SD-style 4x28x28 latents with patch 2 (196 tokens), as in SPEC §6.
+    "gpu": dict(latent_channels=4, latent_size=28, patch_size=2, hidden_size=768, num_layers=12,
+                num_attention_heads=12, decoder_hidden_size=512, decoder_num_layers=8, decoder_num_attention_heads=16,
+                batch_size=256, warmup=5, iters=20, bf16=True),
+}  # fmt: skip
+MASK_RATIOS = (0.15, 0.45, 0.75)
+IMPLS = ("lmd", "vitmae")
+
+
+def build_lmd(cfg: dict) -> torch.nn.Module:
+    """The LMD model of a preset."""
+    return LMDModel(
+        sample_size=cfg["latent_size"],
+        in_channels=cfg["latent_channels"],
+        patch_size=cfg["patch_size"],
+        hidden_size=cfg["hidden_size"],
+        num_layers=cfg["num_layers"],
+        num_attention_heads=cfg["num_attention_heads"],
+        decoder_hidden_size=cfg["decoder_hidden_size"],
+        decoder_num_layers=cfg["decoder_num_layers"],
+        decoder_num_attention_heads=cfg["decoder_num_attention_heads"],
+    )
+
+
+def build_vitmae(cfg: dict, mask_ratio: float) -> torch.nn.Module:
+    """transformers' ViTMAE with the same grid, widths, depths, heads and MLP ratio (4) as :func:`build_lmd`."""
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    config = ViTMAEConfig(
+        image_size=cfg["latent_size"],
+        patch_size=cfg["patch_size"],
+        num_channels=cfg["latent_channels"],
+        hidden_size=cfg["hidden_size"],
+        num_hidden_layers=cfg["num_layers"],
+        num_attention_heads=cfg["num_attention_heads"],
+        intermediate_size=4 * cfg["hidden_size"],
+        decoder_hidden_size=cfg["decoder_hidden_size"],
+        decoder_num_hidden_layers=cfg["decoder_num_layers"],
+        decoder_num_attention_heads=cfg["decoder_num_attention_heads"],
+        decoder_intermediate_size=4 * cfg["decoder_hidden_size"],
+        mask_ratio=mask_ratio,
+        attn_implementation="sdpa",
+    )
+    return ViTMAEForPreTraining(config)
+
+
+def loss_fn(impl: str, model: torch.nn.Module, latents: torch.Tensor, mask_ratio: float) -> Callable[[], torch.Tensor]:
+    """A closure computing the training loss of one batch for either implementation."""
+    if impl == "lmd":
+        return lambda: model(latents, mask_ratio=mask_ratio).loss
+    return lambda: model(pixel_values=latents).loss
+
+
+def make_train_step(
+    model: torch.nn.Module, compute_loss: Callable[[], torch.Tensor], device: torch.device, bf16: bool
+) -> Callable[[], None]:
+    """Forward, backward and an AdamW update (MAE's betas and weight decay; fused on CUDA)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=device.type == "cuda")
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = compute_loss()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def count_step_flops(compute_loss: Callable[[], torch.Tensor], bf16: bool, device: torch.device) -> int:
+    """FLOPs of one forward + backward, counted by ``FlopCounterMode`` (the optimiser update is negligible)."""
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = compute_loss()
+        loss.backward()
+    return counter.get_total_flops()
+
+
+@dataclass
+class StepCase:
+    """A ready-to-time training step of one implementation at one mask ratio."""
+
+    impl: str
+    compiled: bool
+    mask_ratio: float
+    batch_size: int
+    step: Callable[[], None]
+    flops: int
+
+
+def build_case(impl: str, compiled: bool, mask_ratio: float, cfg: dict, device: torch.device) -> StepCase:
+    """Build the model, its optimiser and a batch of latents, and count the FLOPs of one step."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}.")
+    torch.manual_seed(0)
+    model = (build_lmd(cfg) if impl == "lmd" else build_vitmae(cfg, mask_ratio)).to(device).train()
+    size = cfg["latent_size"]
+    latents = torch.randn(cfg["batch_size"], cfg["latent_channels"], size, size, device=device)
+    flops = count_step_flops(loss_fn(impl, model, latents, mask_ratio), cfg["bf16"], device)
+    model.zero_grad(set_to_none=True)
+    runner = torch.compile(model, dynamic=False) if compiled else model
+    step = make_train_step(model, loss_fn(impl, runner, latents, mask_ratio), device, cfg["bf16"])
+    return StepCase(impl, compiled, mask_ratio, cfg["batch_size"], step, flops)
+
+
+def _seconds(step: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def time_steps(steps: list[Callable[[], None]], warmup: int, iters: int, device: torch.device) -> list[list[float]]:
+    """Seconds of each of ``iters`` calls of every step, after ``warmup`` untimed calls (CUDA events on GPU).
+
+    The steps are timed in turn, one call each per round, so a noisy neighbour on a shared machine slows
+    every implementation alike instead of whichever happened to run at the time.
+    """
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(iters):
+        for step, record in zip(steps, times):
+            record.append(_seconds(step, device))
+    return times
+
+
+def case_row(case: StepCase, times: list[float]) -> dict:
+    """A row of the results table: median throughput (and the best step's, a noise-free bound) and TFLOP/s."""
+    seconds = statistics.median(times)
+    return {
+        "impl": case.impl,
+        "compiled": case.compiled,
+        "mask_ratio": case.mask_ratio,
+        "img_per_s": case.batch_size / seconds,
+        "tflops": case.flops / seconds / 1e12,
+        "img_per_s_best": case.batch_size / min(times),
+        "step_s": seconds,
+        "flops_per_step": case.flops,
+        "step_times_s": times,
+    }
+
+
+def paired_speedup(lmd_times: list[float], other_times: list[float]) -> float:
+    """Median over rounds of ``other / lmd`` step time: LMD's speed-up, robust to load that drifts between rounds."""
+    return statistics.median(o / t for t, o in zip(lmd_times, other_times))
+
+
+def measure_step(impl: str, compiled: bool, mask_ratio: float, cfg: dict, device: torch.device) -> dict:
+    """Train-step throughput of one implementation at one mask ratio, timed on its own."""
+    case = build_case(impl, compiled, mask_ratio, cfg, device)
+    (times,) = time_steps([case.step], cfg["warmup"], cfg["iters"], device)
+    return case_row(case, times)
+
+
+def run(
+    cfg: dict,
+    device: torch.device,
+    impls: tuple[str, ...] = IMPLS,
+    mask_ratios: tuple[float, ...] = MASK_RATIOS,
+    compile_modes: tuple[bool, ...] = (False, True),
+) -> list[dict]:
+    """Every (implementation, compiled, mask ratio) row; the implementations of a setting are timed interleaved.
+
+    The LMD row also gets ``speedup_vs_vitmae_paired`` (see :func:`paired_speedup`) when ViTMAE is measured.
+    """
+    rows = []
+    for compiled in compile_modes:
+        for mask_ratio in mask_ratios:
+            if compiled:
+                torch._dynamo.reset()  # each setting compiles its own static-shape graphs
+            cases = [build_case(impl, compiled, mask_ratio, cfg, device) for impl in impls]
+            times = time_steps([c.step for c in cases], cfg["warmup"], cfg["iters"], device)
+            setting_rows = {case.impl: case_row(case, t) for case, t in zip(cases, times)}
+            if "lmd" in setting_rows and "vitmae" in setting_rows:
+                setting_rows["lmd"]["speedup_vs_vitmae_paired"] = paired_speedup(
+                    setting_rows["lmd"]["step_times_s"], setting_rows["vitmae"]["step_times_s"]
+                )
+            for row in setting_rows.values():
+                print(
+                    f"  {row['impl']:7s} compiled={compiled!s:5s} mask={mask_ratio:.2f} {row['img_per_s']:10.1f} img/s",
+                    flush=True,
+                )
+                rows.append(row)
+            del cases
+    return rows
+
+
+def hardware(device: torch.device) -> str:
+    """A one-line description of the device the run used."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"CPU {name}, {torch.get_num_threads()} threads"
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows side by side: each mode and ratio with LMD, ViTMAE and LMD's speed-up (ratio of medians, and paired)."""
+    header = ["compiled", "mask ratio", "LMD img/s", "ViTMAE img/s", "LMD / ViTMAE", "paired", "LMD TFLOP/s",
+              "ViTMAE TFLOP/s"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    keyed = {(r["impl"], r["compiled"], r["mask_ratio"]): r for r in rows}
+    for compiled, ratio in sorted({(r["compiled"], r["mask_ratio"]) for r in rows}):
+        lmd, mae = keyed.get(("lmd", compiled, ratio)), keyed.get(("vitmae", compiled, ratio))
+        if lmd is None or mae is None:
+            continue
+        lines.append(
+            f"| {'yes' if compiled else 'no'} | {ratio:.2f} | {lmd['img_per_s']:.1f} | {mae['img_per_s']:.1f} | "
+            f"{lmd['img_per_s'] / mae['img_per_s']:.2f}x | {lmd['speedup_vs_vitmae_paired']:.2f}x | "
+            f"{lmd['tflops']:.3g} | {mae['tflops']:.3g} |"
+        )
+    return "\n".join(lines)
+
+
+def git_commit() -> str | None:
+    """The checked-out commit of this repository, recorded with the results (None outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--output", type=Path, default=None, help="Write the rows and settings to this JSON file.")
+    parser.add_argument("--batch_size", type=int, default=None, help="Override the preset's batch size.")
+    parser.add_argument("--iters", type=int, default=None, help="Override the preset's number of timed steps.")
+    parser.add_argument("--mask_ratios", type=float, nargs="+", default=list(MASK_RATIOS))
+    parser.add_argument("--impls", choices=IMPLS, nargs="+", default=list(IMPLS))
+    parser.add_argument("--no_compile", action="store_true", help="Measure eager steps only.")
+    args = parser.parse_args()
+
+    cfg = dict(PRESETS[args.preset])
+    for key in ("batch_size", "iters"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.preset == "gpu" else "cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif args.preset == "gpu":
+        print("warning: no CUDA device; running the gpu preset on the CPU (slow, and not the recorded setting)")
+    print(f"bench_step preset={args.preset} on {hardware(device)}, torch {torch.__version__}", flush=True)
+    start = time.perf_counter()
+    compile_modes = (False,) if args.no_compile else (False, True)
+    rows = run(cfg, device, tuple(args.impls), tuple(args.mask_ratios), compile_modes)
+    result = {
+        "rows": rows,
+        "preset": args.preset,
+        "hardware": hardware(device),
+        "torch": torch.__version__,
+        "commit": git_commit(),
+        "config": cfg,
+        "wall_s": time.perf_counter() - start,
+    }
+    print(format_table(rows))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
