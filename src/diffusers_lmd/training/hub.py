@@ -22,6 +22,8 @@ def hub_repo_id(args: argparse.Namespace) -> str:
 def _format_value(value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return f"`{value}`" if value is not None else "—"
 
 
