@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import tempfile
@@ -81,6 +82,7 @@ def main() -> None:
     cfg = PRESETS[args.preset]
     if args.preset == "gpu" and not torch.cuda.is_available():
         raise SystemExit("--preset gpu needs a CUDA device; use --preset cpu here.")
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         projector = save_projector(cfg, workdir / "projector")
@@ -96,6 +98,8 @@ def main() -> None:
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
             "cpu_threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            # Other work on the machine slows both runs; the 1-minute load average says how busy it was.
+            "load_average_before_after": [load_before, os.getloadavg()[0]],
         },
         "num_train_images": num_images,
         "mask_ratio": 0.75,
