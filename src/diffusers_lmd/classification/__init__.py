@@ -2,27 +2,28 @@
 
 from .data import (
     LabelledImageDataset,
-    LatentLabelDataset,
+    TensorDictDataset,
     add_label_args,
     build_labelled_datasets,
+    cache_labelled_latents,
     check_label_column,
-    encode_labelled_dataset,
     encode_labels,
     export_mnist_imagefolder,
 )
 from .finetune import TOP_K, TrainingClock, apply_layer_decay, evaluate_accuracy, finetune
 from .report import format_seconds, plot_accuracy_curves, summarize_accuracy, time_to_accuracy
+from .vit_baseline import vit_classifier_from_mae, vit_layer_id
 
 __all__ = [
     "TOP_K",
     "LabelledImageDataset",
-    "LatentLabelDataset",
+    "TensorDictDataset",
     "TrainingClock",
     "add_label_args",
     "apply_layer_decay",
     "build_labelled_datasets",
     "check_label_column",
-    "encode_labelled_dataset",
+    "cache_labelled_latents",
     "encode_labels",
     "evaluate_accuracy",
     "export_mnist_imagefolder",
@@ -31,4 +32,6 @@ __all__ = [
     "plot_accuracy_curves",
     "summarize_accuracy",
     "time_to_accuracy",
+    "vit_classifier_from_mae",
+    "vit_layer_id",
 ]

@@ -21,7 +21,14 @@ from PIL import Image
 
 from ..data import ImageDataset, check_data_args, uses_demo_data
 from ..data.image_dataset import drop_unreadable, find_image_column, load_dataset_dict, split_train_eval
-from ..projector import encode_images
+from ..training.latent_cache import (
+    CachedLatentDataset,
+    LatentCacheInfo,
+    build_latent_cache,
+    cache_fingerprint,
+    data_identity,
+    projector_fingerprint,
+)
 
 MNIST_MANIFEST = "mnist_export.json"
 DEFAULT_MNIST_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "diffusers_lmd", "mnist-imagefolder")
@@ -156,6 +163,7 @@ class LabelledImageDataset(torch.utils.data.Dataset):
         dataset = dataset.select_columns([image_column, label_column])
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
         dataset = drop_unreadable(dataset, image_column, num_proc)
+        self.dataset = dataset  # the table, whose fingerprint identifies the images in a latent cache
         self.images = ImageDataset(dataset, image_column, resolution, center_crop, seed, check_images=False)
         self.labels = torch.tensor(dataset[label_column], dtype=torch.long)
 
@@ -200,34 +208,40 @@ def build_labelled_datasets(
     return train_dataset, eval_dataset, names
 
 
-class LatentLabelDataset(torch.utils.data.Dataset):
-    """Cached projector latents with their labels, as ``{"latents": C x h x w, "labels": int}`` items."""
+class TensorDictDataset(torch.utils.data.Dataset):
+    """In-memory rows as dicts, e.g. ``{"latents": C x h x w, "labels": int}`` or ``{"pixel_values", "labels"}``."""
 
-    def __init__(self, latents: torch.Tensor, labels: torch.Tensor):
-        if latents.shape[0] != labels.shape[0]:
-            raise ValueError(f"{latents.shape[0]} latents but {labels.shape[0]} labels.")
-        self.latents, self.labels = latents, labels
+    def __init__(self, **tensors: torch.Tensor):
+        lengths = {name: t.shape[0] for name, t in tensors.items()}
+        if not tensors or len(set(lengths.values())) != 1:
+            raise ValueError(f"TensorDictDataset needs tensors with the same number of rows, got {lengths}.")
+        self.tensors = tensors
 
     def __len__(self) -> int:
-        return self.labels.shape[0]
+        return next(iter(self.tensors.values())).shape[0]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"latents": self.latents[index], "labels": self.labels[index]}
+        return {name: t[index] for name, t in self.tensors.items()}
 
 
-@torch.no_grad()
-def encode_labelled_dataset(
-    vae, dataset: torch.utils.data.Dataset, batch_size: int = 64, num_workers: int = 0
-) -> LatentLabelDataset:
-    """Encode every image of a labelled dataset once with the frozen projector (on its device), kept on the CPU.
+def cache_labelled_latents(
+    accelerator,
+    vae,
+    dataset: LabelledImageDataset,
+    data_args: argparse.Namespace,
+    split: str,
+    cache_dir: str | None = None,
+    batch_size: int = 64,
+) -> tuple[TensorDictDataset, LatentCacheInfo]:
+    """``{"latents", "labels"}`` rows for a labelled split, encoded once through the shared latent cache.
 
-    Fine-tuning then reads latents, not pixels: the projector's encoder costs several training steps per image.
+    Fine-tuning reads latents, not pixels: the projector's encoder costs several training steps per image. The
+    cache key covers the projector, the data flags, the split's table and ``split``; no flipped views are stored.
+    Call on every process (each encodes a shard); the latents are then held in memory.
     """
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    latents, labels = [], []
-    for batch in loader:
-        latents.append(encode_images(vae, batch["pixel_values"]).float().cpu())
-        labels.append(batch["labels"])
-    if not latents:
-        raise ValueError("Cannot encode an empty dataset.")
-    return LatentLabelDataset(torch.cat(latents), torch.cat(labels))
+    identity = {**data_identity(data_args, dataset), "split": split}
+    key = cache_fingerprint(projector_fingerprint(vae), identity, flips=False)
+    info = build_latent_cache(accelerator, vae, dataset, key, cache_dir=cache_dir, batch_size=batch_size, flips=False)
+    cached = CachedLatentDataset(info.path)
+    latents = cached.__getitems__(list(range(len(cached))))["latents"]
+    return TensorDictDataset(latents=latents, labels=dataset.labels), info

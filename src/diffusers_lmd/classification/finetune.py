@@ -146,9 +146,8 @@ def finetune(
 
     if not records:
         evaluate()
-    progress = tqdm(
-        total=max_train_steps, initial=step, disable=not (show_progress and accelerator.is_local_main_process)
-    )
+    shown = show_progress and accelerator.is_local_main_process
+    progress = tqdm(total=max_train_steps, initial=step, disable=None if shown else True)  # None: hidden off a TTY
     model.train()
     clock.start()
     batches = _batches(accelerator, train_dataloader, start_step)

