@@ -34,6 +34,7 @@ from diffusers_lmd.benchmarking import (
     build_method,
     check_methods,
     get_preset,
+    speedup,
     target_psnr,
     train_for_budget,
 )
@@ -66,7 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_evals", type=int, default=None, help="PSNR evaluations per run (preset's).")
     parser.add_argument("--demo_crops_per_photo", type=int, default=None, help="Demo training crops per photo.")
     parser.add_argument(
-        "--projector_path", default=None, help="Reuse a trained projector folder instead of training one."
+        "--projector_path",
+        default="auto",
+        help='A trained projector folder to use; "train" trains one now with the preset\'s flags; "auto" (default) '
+        "uses the preset's committed projector when the repository has it, else trains one.",
     )
     parser.add_argument("--projector_steps", type=int, default=None, help="Projector training steps (preset's).")
     parser.add_argument("--work_dir", default=None, help="Projector, latent cache and per-method rows (temp dir).")
@@ -119,6 +123,16 @@ def train_projector(preset: EfficiencyPreset, data: argparse.Namespace, out_dir:
     start = time.perf_counter()
     subprocess.run([sys.executable, os.path.join(REPO, "training", "train_projector.py"), *flags], check=True)
     return {"wall_s": round(time.perf_counter() - start, 1), **read_projector_metrics(out_dir)}
+
+
+def resolve_projector(choice: str, preset: EfficiencyPreset) -> str | None:
+    """The projector folder to use, or ``None`` to train one (see ``--projector_path``)."""
+    if choice == "train":
+        return None
+    if choice != "auto":
+        return choice
+    committed = preset.default_projector and os.path.join(REPO, preset.default_projector)
+    return committed if committed and os.path.isdir(committed) else None
 
 
 def read_projector_metrics(path: str) -> dict:
@@ -191,6 +205,13 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
     parts = [results_table(result), table_1(result), table_3(result), table_5(result), throughput_table(result)]
     tables = "\n\n".join(part for part in parts if part)
     print(tables)
+    headline = result["speedup_lmd_cs_vs_mae"]
+    if headline:
+        print(
+            f"\nlmd-cs reaches the target PSNR ({result['target_psnr']:.2f} dB) in {headline['time_ratio']:.2f}x "
+            f"mae-pixel's time = {headline['steps_ratio']:.2f}x the steps x {headline['step_cost_ratio']:.2f}x "
+            f"the cost per step (paper's claim: <= 0.33x)."
+        )
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(tables + "\n")
@@ -215,11 +236,12 @@ def main() -> None:
         json.dump(dataclasses.asdict(preset), f)
     data_flags = data_args(preset, args.seed)
 
+    args.projector_path = resolve_projector(args.projector_path, preset)
     if args.projector_path is None:
         args.projector_path = os.path.join(args.work_dir, "projector")
         projector = {"trained_here": True, **train_projector(preset, data_flags, args.projector_path, args.seed)}
     else:
-        projector = {"trained_here": False, **read_projector_metrics(args.projector_path)}
+        projector = {"trained_here": False, "path": args.projector_path, **read_projector_metrics(args.projector_path)}
     vae = load_projector(args.projector_path).to(args.device)
 
     from accelerate import Accelerator
@@ -248,6 +270,7 @@ def main() -> None:
         "num_eval_images": int(data.eval_images.shape[0]),
         "config": dataclasses.asdict(preset),
         "rows": rows,
+        "speedup_lmd_cs_vs_mae": speedup(rows),
         "throughput": throughput,
     }
     write_outputs(result, args)

@@ -25,6 +25,7 @@ from diffusers_lmd.benchmarking import (
     first_reach,
     get_preset,
     mask_ratio_at,
+    speedup,
     target_psnr,
     train_for_budget,
 )
@@ -166,6 +167,11 @@ def test_target_is_the_best_psnr_every_masked_autoencoder_reaches():
         (None, None),
     ]
     assert first_reach(rows[0]["curve"], 13.0) == (1.0, 5)
+    # lmd-cs: 9 steps in 2 s, mae-pixel: 6 steps in 2 s -> same time = 1.5x the steps x (2/9)/(2/6) = 2/3 the cost
+    ratio = speedup(rows)
+    assert ratio["time_ratio"] == pytest.approx(1.0) and ratio["steps_ratio"] == pytest.approx(1.5)
+    assert ratio["step_cost_ratio"] == pytest.approx(2 / 3) and ratio["meets_one_third"] is False
+    assert speedup(rows, method="lmd-unet") is None  # never reached the target
     assert target_psnr([{"method": "ddpm-pixel", "curve": []}]) is None
 
 

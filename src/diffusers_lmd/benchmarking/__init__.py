@@ -8,7 +8,7 @@ from .loop import evaluate_psnr, train_for_budget
 from .methods import EfficiencyMethod, LMDMethod, ViTMAEMethod, mask_ratio_at
 from .presets import PRESETS, EfficiencyPreset, get_preset
 from .registry import LMD_SCHEDULES, MAE_FAMILY, METHODS, build_method, check_methods, vitmae_like
-from .results import add_time_to_target, best_psnr, first_reach, target_psnr
+from .results import add_time_to_target, best_psnr, first_reach, speedup, target_psnr
 from .unet_methods import DDPMMethod, MaskedUNetMethod
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "first_reach",
     "get_preset",
     "mask_ratio_at",
+    "speedup",
     "stack_images",
     "target_psnr",
     "train_for_budget",

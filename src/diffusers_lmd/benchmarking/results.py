@@ -30,3 +30,28 @@ def add_time_to_target(rows: list[dict], target: float | None) -> None:
     for row in rows:
         seconds, step = (None, None) if target is None else first_reach(row.get("curve", []), target)
         row["time_to_target_s"], row["steps_to_target"] = seconds, step
+
+
+def speedup(rows: list[dict], method: str = "lmd-cs", reference: str = "mae-pixel") -> dict | None:
+    """How ``method``'s time to the target compares with ``reference``'s, split into steps x seconds per step.
+
+    ``time_ratio = steps_ratio * step_cost_ratio`` exactly, where the step cost is the mean seconds per step up
+    to the target; the paper's claim is ``time_ratio <= 1/3`` for LMD-CS against MAE. ``None`` unless both rows
+    reached the target at a step after the first.
+    """
+    found = {r["method"]: r for r in rows}
+    if method not in found or reference not in found:
+        return None
+    a, b = found[method], found[reference]
+    if not a.get("steps_to_target") or not b.get("steps_to_target"):
+        return None
+    steps_ratio = a["steps_to_target"] / b["steps_to_target"]
+    time_ratio = a["time_to_target_s"] / b["time_to_target_s"]
+    return {
+        "method": method,
+        "reference": reference,
+        "time_ratio": time_ratio,
+        "steps_ratio": steps_ratio,
+        "step_cost_ratio": time_ratio / steps_ratio,
+        "meets_one_third": time_ratio <= 1 / 3,
+    }
