@@ -57,6 +57,7 @@ class LMDTrainingResult:
         eval: the held-out evaluation of the saved model.
         train_seconds: wall-clock seconds of this process's training loop.
         epoch_seconds: wall-clock seconds of each complete epoch run in this process.
+        epoch_cpu_seconds: CPU seconds this process spent on each of those epochs (less sensitive to other load).
         cache_seconds / cache_reused: time spent building or opening the latent cache, and whether it existed.
     """
 
@@ -66,6 +67,7 @@ class LMDTrainingResult:
     eval: ReconstructionMetrics | None
     train_seconds: float
     epoch_seconds: list[float] = field(default_factory=list)
+    epoch_cpu_seconds: list[float] = field(default_factory=list)
     cache_seconds: float | None = None
     cache_reused: bool | None = None
 
@@ -209,7 +211,7 @@ class LMDTrainer:
 
     def _train_epoch(self, epoch: int) -> None:
         """Run the rest of ``epoch``: skip the batches a resumed run already used, then step."""
-        epoch_start, first_step = time.perf_counter(), self.global_step
+        epoch_start, epoch_cpu, first_step = time.perf_counter(), time.process_time(), self.global_step
         self.train_loader.set_epoch(epoch)
         skip = (self.global_step - epoch * self.steps_per_epoch) * self.args.gradient_accumulation_steps
         batches = self.accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
@@ -225,6 +227,7 @@ class LMDTrainer:
                 break
         if self.global_step - first_step == self.steps_per_epoch:
             self.result.epoch_seconds.append(time.perf_counter() - epoch_start)
+            self.result.epoch_cpu_seconds.append(time.process_time() - epoch_cpu)
 
     def _micro_step(self, batch: dict, micro: int) -> tuple[float, int, list[float]]:
         """Forward and backward on one micro-batch (the update happens on the last of an accumulation)."""
