@@ -166,8 +166,11 @@ def test_finetune_loop_stops_clearly_on_nan_loss():
     optimizer = torch.optim.AdamW(model.parameters())
     loader = torch.utils.data.DataLoader(learnable_latents(64, 0), batch_size=16)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    with pytest.raises(FloatingPointError, match="loss is nan at step 1"):
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with pytest.raises(FloatingPointError, match="loss is nan at step 1, before the update"):
         finetune(Accelerator(cpu=True), model, optimizer, scheduler, loader, loader, max_train_steps=5, eval_steps=5)
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]) or name == "classifier.bias", name  # the NaN bias was set above
 
 
 @pytest.fixture
@@ -207,3 +210,20 @@ def test_finetune_script_beats_chance_on_held_out_digits_and_resumes(pretrained_
     assert result.returncode == 0, result.stderr[-3000:]
     after = read_jsonl(str(out / "eval_log.jsonl"))
     assert after[:3] == records and after[3]["step"] == 250 and after[3]["time"] > records[2]["time"]
+
+
+def test_benchmark_rows_share_the_target_both_runs_reach():
+    from diffusers_lmd.classification.benchmark import comparison_rows
+
+    def curve(top1s):
+        return [{"step": 10 * i, "time": 2.0 * i, "top1": a, "top5": min(1.0, a + 0.3)} for i, a in enumerate(top1s)]
+
+    curves = {"lmd-cs": curve([0.1, 0.5, 0.7, 0.8]), "mae": curve([0.1, 0.2, 0.2, 0.6])}
+    pretrain = {name: {"steps": 100, "mit_s": 0.1, "final_psnr": 12.0} for name in curves}
+    rows, target = comparison_rows(curves, pretrain)
+    assert target == 0.6  # the best top-1 that both runs reach
+    by_name = {row["method"]: row for row in rows}
+    assert by_name["lmd-cs"]["time_to_target_s"] == 4.0 and by_name["mae"]["time_to_target_s"] == 6.0
+    assert by_name["lmd-cs"]["mat_at_1"] == pytest.approx(2.0) and by_name["mae"]["mat_at_1"] == pytest.approx(3.0)
+    flat = comparison_rows({"lmd-cs": curve([0.3, 0.3]), "mae": curve([0.3, 0.2])}, pretrain)[0]
+    assert flat[0]["mat_at_1"] is None  # never improved: no MAT, and the JSON stays standard

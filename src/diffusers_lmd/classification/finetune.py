@@ -125,7 +125,7 @@ def finetune(
     "top1", "top5", "eval_loss", "train_loss", "lr"}`` appended to ``records`` and passed to ``log``. A resumed
     run passes the ``records`` so far, its ``start_step`` and ``start_seconds`` (from the checkpoint) so the
     curve continues; ``save_checkpoint(step, train_seconds)`` is called every ``checkpointing_steps``.
-    A non-finite loss stops training with a ``FloatingPointError`` naming the step.
+    A non-finite loss stops training with a ``FloatingPointError`` naming the step, before the weights change.
     """
     if eval_steps < 1:
         raise ValueError(f"eval_steps must be at least 1, got {eval_steps}.")
@@ -152,16 +152,9 @@ def finetune(
     clock.start()
     batches = _batches(accelerator, train_dataloader, start_step)
     while step < max_train_steps:
-        loss = _optimizer_step(accelerator, model, optimizer, lr_scheduler, batches, max_grad_norm)
+        mean_loss = _optimizer_step(accelerator, model, optimizer, lr_scheduler, batches, max_grad_norm, step)
         step += 1
-        over_time = max_train_seconds is not None and clock.elapsed >= max_train_seconds
-        synced = accelerator.reduce(torch.tensor([loss, float(over_time)], device=accelerator.device), "sum")
-        mean_loss, over_time = synced[0].item() / accelerator.num_processes, bool(synced[1].item())
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"The training loss is {mean_loss} at step {step}: lower --learning_rate or check the data. "
-                "Resume from the last checkpoint with --resume_from_checkpoint latest."
-            )
+        over_time = max_train_seconds is not None and _all_over_time(accelerator, clock, max_train_seconds)
         losses.append(mean_loss)
         progress.update(1)
         progress.set_postfix(loss=f"{mean_loss:.4f}", top1=f"{records[-1]['top1']:.3f}")
@@ -189,18 +182,33 @@ def _batches(accelerator: Accelerator, dataloader, start_step: int):
         skip = 0
 
 
-def _optimizer_step(accelerator, model, optimizer, lr_scheduler, batches, max_grad_norm: float) -> float:
-    """One optimiser step: micro-batches until Accelerate syncs the gradients; returns their mean loss."""
+def _all_over_time(accelerator: Accelerator, clock: TrainingClock, max_train_seconds: float) -> bool:
+    """Whether any process has used up the time budget, so that every process stops at the same step."""
+    over = torch.tensor(float(clock.elapsed >= max_train_seconds), device=accelerator.device)
+    return bool(accelerator.reduce(over, "sum").item())
+
+
+def _optimizer_step(accelerator, model, optimizer, lr_scheduler, batches, max_grad_norm: float, step: int) -> float:
+    """One optimiser step: micro-batches until Accelerate syncs the gradients; returns their mean loss over ranks.
+
+    A non-finite loss raises ``FloatingPointError`` on every rank before it reaches the weights.
+    """
     total, count = 0.0, 0
     while True:
         with accelerator.accumulate(model):
             loss = model(**next(batches)).loss
+            value = accelerator.reduce(loss.detach().float(), "mean").item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"The training loss is {value} at step {step + 1}, before the update: lower --learning_rate or "
+                    "check the data, then resume from the last checkpoint with --resume_from_checkpoint latest."
+                )
             accelerator.backward(loss)
             if accelerator.sync_gradients and max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        total, count = total + loss.detach().float().item(), count + 1
+        total, count = total + value, count + 1
         if accelerator.sync_gradients:
             return total / count

