@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from diffusers_lmd.classification import (
     encode_labels,
     export_mnist_imagefolder,
     finetune,
+    pad_label_names,
     summarize_accuracy,
     time_to_accuracy,
 )
@@ -74,10 +76,11 @@ def test_bad_label_column_names_it_and_the_available_ones(mnist_dir):
         build_labelled_datasets(args)
 
 
-def test_too_few_num_labels_is_rejected(mnist_dir):
-    args = data_args("--train_data_dir", mnist_dir, "--num_labels", "5", "--max_train_samples", "8")
-    with pytest.raises(ValueError, match="--num_labels 5 is fewer than the 10 classes"):
-        build_labelled_datasets(args)
+def test_num_labels_can_add_classes_but_not_drop_them():
+    assert pad_label_names(["cat", "dog"], None) == ["cat", "dog"]
+    assert pad_label_names(["0", "1"], 4) == ["0", "1", "2", "3"]
+    with pytest.raises(ValueError, match="--num_labels 1 is fewer than the 2 classes"):
+        pad_label_names(["cat", "dog"], 1)
 
 
 def test_string_and_integer_labels_share_one_class_mapping():
@@ -133,7 +136,7 @@ def run_loop(max_train_steps: int, **kwargs) -> list[dict]:
     )
 
 
-def test_finetune_loop_evaluates_on_schedule_and_learns():
+def test_finetune_loop_evaluates_on_schedule_and_learns(fresh_accelerate_state, one_thread):
     logged = []
     records = run_loop(30, eval_steps=10, log=logged.append, show_progress=False)
     assert [r["step"] for r in records] == [0, 10, 20, 30] and logged == records
@@ -143,7 +146,7 @@ def test_finetune_loop_evaluates_on_schedule_and_learns():
     assert records[-1]["top5"] == 1.0  # only 4 classes
 
 
-def test_finetune_loop_stops_on_the_time_budget_and_checkpoints():
+def test_finetune_loop_stops_on_the_time_budget_and_checkpoints(fresh_accelerate_state):
     saved = []
     records = run_loop(
         10_000,
@@ -159,7 +162,7 @@ def test_finetune_loop_stops_on_the_time_budget_and_checkpoints():
     assert all(b > a for (_, a), (_, b) in zip(saved, saved[1:]))  # the clock the checkpoints store keeps running
 
 
-def test_finetune_loop_stops_clearly_on_nan_loss():
+def test_finetune_loop_stops_clearly_on_nan_loss(fresh_accelerate_state):
     model = LMDForImageClassification.from_lmd_model(LMDModel.from_preset("tiny", sample_size=8), num_labels=4)
     with torch.no_grad():
         model.classifier.bias.fill_(float("nan"))
@@ -182,17 +185,29 @@ def pretrained_pipeline(make_pipeline_components, tmp_path) -> str:
     return str(tmp_path / "pipeline")
 
 
+def load_script():
+    """``training/finetune_classifier.py`` as a module, to resume a run in this process."""
+    spec = importlib.util.spec_from_file_location("finetune_classifier", REPO / "training" / "finetune_classifier.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
-def test_finetune_script_beats_chance_on_held_out_digits_and_resumes(pretrained_pipeline, mnist_dir, tmp_path):
+def test_finetune_script_beats_chance_on_held_out_digits_and_resumes(
+    pretrained_pipeline, mnist_dir, tmp_path, fresh_accelerate_state, one_thread
+):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1"]
-    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "finetune_classifier.py")]
-    cmd += ["--pretrained_path", pretrained_pipeline, "--train_data_dir", mnist_dir, "--output_dir", str(out)]
-    cmd += ["--resolution", "16", "--max_train_samples", "1024", "--max_eval_samples", "200", "--report_to", "none"]
-    cmd += ["--train_batch_size", "32", "--eval_steps", "100", "--lr_scheduler", "constant", "--seed", "0"]
-    cmd += ["--checkpointing_steps", "100", "--checkpoints_total_limit", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    result = subprocess.run([*cmd, "--max_train_steps", "200"], capture_output=True, text=True, env=env, timeout=600)
+    flags = ["--pretrained_path", pretrained_pipeline, "--train_data_dir", mnist_dir, "--output_dir", str(out)]
+    flags += ["--resolution", "16", "--max_train_samples", "1024", "--max_eval_samples", "200", "--report_to", "none"]
+    flags += ["--train_batch_size", "32", "--eval_steps", "100", "--lr_scheduler", "constant", "--seed", "0"]
+    flags += ["--checkpointing_steps", "100", "--checkpoints_total_limit", "1"]
+    flags += ["--latent_cache_dir", str(tmp_path / "latents")]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command = [*launch, str(REPO / "training" / "finetune_classifier.py"), *flags, "--max_train_steps", "200"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
     records = read_jsonl(str(out / "eval_log.jsonl"))
@@ -205,11 +220,11 @@ def test_finetune_script_beats_chance_on_held_out_digits_and_resumes(pretrained_
     model = LMDForImageClassification.from_pretrained(out)
     assert model.config.num_labels == 10 and model.config.label_names[3] == "3" and model.projector is not None
 
-    resumed = [*cmd, "--max_train_steps", "250", "--resume_from_checkpoint", "latest"]
-    result = subprocess.run(resumed, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    script = load_script()
+    resumed = script.main(script.parse_args([*flags, "--max_train_steps", "220", "--resume_from_checkpoint", "latest"]))
     after = read_jsonl(str(out / "eval_log.jsonl"))
-    assert after[:3] == records and after[3]["step"] == 250 and after[3]["time"] > records[2]["time"]
+    assert after[:3] == records and after[3]["step"] == 220 and after[3]["time"] > records[2]["time"]
+    assert resumed["steps"] == 220 and resumed["final_top1"] == after[3]["top1"]
 
 
 def test_benchmark_rows_share_the_target_both_runs_reach():

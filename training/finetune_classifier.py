@@ -19,8 +19,8 @@ import math
 import os
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
 
 from diffusers_lmd import LMDForImageClassification
 from diffusers_lmd.classification import (
@@ -47,8 +47,9 @@ from diffusers_lmd.training import (
     save_checkpoint,
     save_model_card,
 )
+from diffusers_lmd.training.lmd_setup import build_accelerator
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # logs on the main process only
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         learning_rate=1e-3,
         adam_beta2=0.999,
         validation_steps=50,
+        compile=False,  # the shared Accelerator builder reads it; fine-tuning runs eagerly
     )
     args = parser.parse_args(argv)
     check_training_args(args)
@@ -141,16 +143,9 @@ def load_classifier(args: argparse.Namespace, label_names: list[str]) -> LMDForI
 
 
 def main(args: argparse.Namespace) -> dict:
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(args.output_dir, os.path.join(args.output_dir, args.logging_dir)),
-    )
+    accelerator = build_accelerator(args)  # torchrun on a CPU-only host gives real gloo data parallelism
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(args.seed)
-    if args.allow_tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
 
     train_images, eval_images, label_names = build_labelled_datasets(args)
     model = load_classifier(args, label_names).to(accelerator.device)

@@ -9,6 +9,7 @@ from .data import (
     check_label_column,
     encode_labels,
     export_mnist_imagefolder,
+    pad_label_names,
 )
 from .finetune import TOP_K, TrainingClock, apply_layer_decay, evaluate_accuracy, finetune
 from .report import format_seconds, plot_accuracy_curves, summarize_accuracy, time_to_accuracy
@@ -29,6 +30,7 @@ __all__ = [
     "export_mnist_imagefolder",
     "finetune",
     "format_seconds",
+    "pad_label_names",
     "plot_accuracy_curves",
     "summarize_accuracy",
     "time_to_accuracy",

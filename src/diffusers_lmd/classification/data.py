@@ -145,6 +145,16 @@ def encode_labels(
     return train.cast_column(label_column, class_label), evaluation.cast_column(label_column, class_label), names
 
 
+def pad_label_names(names: list[str], num_labels: int | None) -> list[str]:
+    """The dataset's class names, extended with ``"K".."num_labels-1"`` when ``--num_labels`` asks for more classes
+    (e.g. a subset that lacks some); fewer than the dataset holds is a ``ValueError``."""
+    if num_labels is None:
+        return list(names)
+    if num_labels < len(names):
+        raise ValueError(f"--num_labels {num_labels} is fewer than the {len(names)} classes in the dataset.")
+    return [*names, *(str(i) for i in range(len(names), num_labels))]
+
+
 class LabelledImageDataset(torch.utils.data.Dataset):
     """``{"pixel_values": 3 x R x R in [-1, 1], "labels": int}`` items: :class:`~diffusers_lmd.data.ImageDataset`
     plus the label column (unreadable images are dropped with their labels, with a warning naming each file)."""
@@ -188,9 +198,7 @@ def build_labelled_datasets(
     dataset_dict = load_dataset_dict(args.dataset_name, args.dataset_config_name, train_data_dir)
     train, evaluation = split_train_eval(dataset_dict, args.eval_split_ratio, args.max_eval_samples, args.data_seed)
     train, evaluation, names = encode_labels(train, evaluation, args.label_column)
-    if args.num_labels is not None and args.num_labels < len(names):
-        raise ValueError(f"--num_labels {args.num_labels} is fewer than the {len(names)} classes in the dataset.")
-    names += [str(i) for i in range(len(names), args.num_labels or 0)]
+    names = pad_label_names(names, args.num_labels)
     column = find_image_column(train, args.image_column)
     if args.max_train_samples is not None and args.max_train_samples < len(train):
         train = train.shuffle(seed=args.data_seed).select(range(args.max_train_samples))
