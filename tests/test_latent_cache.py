@@ -2,10 +2,13 @@
 
 import argparse
 import os
+import time
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from PIL import Image
 
 from diffusers_lmd import encode_images
 from diffusers_lmd.data import add_data_args, build_datasets
@@ -123,3 +126,21 @@ def test_training_reuses_the_cache_and_matches_online_encoding(tiny_projector_pa
     assert (first.cache_reused, second.cache_reused, online.cache_reused) == (False, True, None)
     assert len(os.listdir(tmp_path / "cache")) == 1
     assert cached_losses == pytest.approx(online_losses, rel=1e-4)
+
+
+def test_changing_an_image_folder_changes_the_fingerprint(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+    def identity():
+        args = data_args("--train_data_dir", str(folder))
+        return data_identity(args, build_datasets(args)[0])
+
+    before = identity()
+    assert identity() == before  # the same files: the same key, so the cache is reused
+    time.sleep(0.01)
+    Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / "2.png")
+    assert identity() != before
