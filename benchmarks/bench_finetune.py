@@ -58,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--finetune_s", type=float, default=None, help="Fine-tuning seconds per method (preset's).")
     parser.add_argument("--lmd_preset", default=None, help="Encoder size of both methods (preset's).")
     parser.add_argument("--eval_steps", type=int, default=None, help="Fine-tuning steps between evaluations.")
+    parser.add_argument(
+        "--train_batch_size", type=int, default=None, help="Batch of both pre-training and fine-tuning (preset's)."
+    )
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Held-out digits (preset's).")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Use only this many training digits.")
     parser.add_argument(
@@ -80,6 +83,8 @@ def build_preset(args: argparse.Namespace) -> FinetunePreset:
         "lmd_preset": args.lmd_preset,
         "eval_steps": args.eval_steps,
         "max_eval_samples": args.max_eval_samples,
+        "pretrain_batch_size": args.train_batch_size,
+        "finetune_batch_size": args.train_batch_size,
     }
     preset = dataclasses.replace(get_preset(args.preset), **{k: v for k, v in changes.items() if v is not None})
     if args.projector_steps is not None:

@@ -193,7 +193,8 @@ def finetune_for_budget(
     seed: int = 0,
 ) -> list[dict]:
     """Fine-tune ``model`` for ``preset.finetune_s`` training seconds; return its evaluation records."""
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=preset.mixed_precision or "no")
+    precision = preset.mixed_precision if device.startswith("cuda") and preset.mixed_precision else "no"
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)  # bf16 on CUDA, as pre-training
     args = finetune_args(preset)
     optimizer = build_optimizer(model, args, args.learning_rate)
     apply_layer_decay(optimizer, model, preset.layer_decay, layer_id, num_layers)
