@@ -83,6 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="Also measure the cost per image with online encoding vs cached latents, and MFU.",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--num_threads", type=int, default=None, help="CPU threads per process (torch's default).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one method
     args = parser.parse_args(argv)
@@ -193,6 +194,8 @@ def run_worker(args: argparse.Namespace) -> None:
 def run_method_process(args: argparse.Namespace, method: str) -> dict:
     flags = ["--worker", method, "--work_dir", args.work_dir, "--projector_path", args.projector_path]
     flags += ["--output", args.output, "--device", args.device, "--seed", str(args.seed), "--preset", args.preset]
+    if args.num_threads:
+        flags += ["--num_threads", str(args.num_threads)]
     subprocess.run([sys.executable, os.path.abspath(__file__), *flags], check=True)
     with open(os.path.join(args.work_dir, "rows", f"{method}.json")) as f:
         return json.load(f)
@@ -226,6 +229,8 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     if args.worker:
         run_worker(args)
         return
