@@ -182,3 +182,16 @@ def test_vit_baseline_takes_the_mae_encoder_and_layer_ids():
     assert layer_id("vit.embeddings.cls_token") == 0
     assert layer_id("vit.encoder.layer.1.attention.attention.query.weight") == 2
     assert layer_id("classifier.weight") == layer_id("vit.layernorm.bias") == 3
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(classifier):
+    latents, labels = torch.randn(3, 4, 8, 8), torch.tensor([0, 1, 2])
+    classifier.train()
+    classifier(latents=latents, labels=labels).loss.backward()
+    expected = {n: p.grad.clone() for n, p in classifier.named_parameters() if p.grad is not None}
+    classifier.zero_grad()
+    classifier.enable_gradient_checkpointing()
+    assert classifier.encoder.gradient_checkpointing
+    classifier(latents=latents, labels=labels).loss.backward()
+    for name, grad in expected.items():
+        torch.testing.assert_close(dict(classifier.named_parameters())[name].grad, grad, msg=name)
