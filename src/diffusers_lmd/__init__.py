@@ -1,5 +1,6 @@
 """diffusers-lmd: Latent Masking Diffusion (arXiv 2312.07971) as a HuggingFace diffusers plug-in."""
 
+from .evaluation import ReconstructionMetrics, evaluate_reconstruction
 from .masking import keep_visible, patchify, pixel_mask_to_token_mask, random_mask, unpatchify
 from .metrics import EfficiencyTracker, psnr
 from .models import LMD_PRESETS, LMDModel, LMDModelOutput
@@ -31,11 +32,13 @@ __all__ = [
     "LMDForImageClassification",
     "LMDImageClassifierOutput",
     "EfficiencyTracker",
+    "ReconstructionMetrics",
     "check_compatible",
     "decode_latents",
     "downsample_factor",
     "encode_images",
     "estimate_latent_stats",
+    "evaluate_reconstruction",
     "keep_visible",
     "latent_channels",
     "patchify",
