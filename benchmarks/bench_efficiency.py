@@ -115,14 +115,18 @@ def data_args(preset: EfficiencyPreset, seed: int) -> argparse.Namespace:
     return add_data_args(argparse.ArgumentParser()).parse_args(flags)
 
 
-def train_projector(preset: EfficiencyPreset, data: argparse.Namespace, out_dir: str, seed: int) -> dict:
+def train_projector(
+    preset: EfficiencyPreset, data: argparse.Namespace, out_dir: str, seed: int, num_threads: int | None
+) -> dict:
     """Run ``training/train_projector.py`` once; return its metrics and the wall-clock it took."""
     flags = [*preset.projector_args, "--output_dir", out_dir, "--report_to", "none", "--seed", str(seed)]
     flags += ["--resolution", str(data.resolution), "--random_flip", "--data_seed", str(data.data_seed)]
     flags += ["--demo_crops_per_photo", str(data.demo_crops_per_photo), "--checkpointing_steps", "1000000"]
     flags += ["--demo_eval_crops", str(data.demo_eval_crops)]
     start = time.perf_counter()
-    subprocess.run([sys.executable, os.path.join(REPO, "training", "train_projector.py"), *flags], check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(num_threads)} if num_threads else None
+    script = os.path.join(REPO, "training", "train_projector.py")
+    subprocess.run([sys.executable, script, *flags], check=True, env=env)
     return {"wall_s": round(time.perf_counter() - start, 1), **read_projector_metrics(out_dir)}
 
 
@@ -244,7 +248,10 @@ def main() -> None:
     args.projector_path = resolve_projector(args.projector_path, preset)
     if args.projector_path is None:
         args.projector_path = os.path.join(args.work_dir, "projector")
-        projector = {"trained_here": True, **train_projector(preset, data_flags, args.projector_path, args.seed)}
+        projector = {
+            "trained_here": True,
+            **train_projector(preset, data_flags, args.projector_path, args.seed, args.num_threads),
+        }
     else:
         projector = {"trained_here": False, "path": args.projector_path, **read_projector_metrics(args.projector_path)}
     vae = load_projector(args.projector_path).to(args.device)

@@ -34,6 +34,7 @@ from diffusers_lmd.data import add_data_args, build_datasets
 from diffusers_lmd.schedulers import LMDMaskScheduler
 from diffusers_lmd.training.lmd_setup import load_projector
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and fights no one
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW_FIELDS = {"method", "steps", "mit_s", "mli", "mlt_s", "final_psnr", "time_to_target_s", "peak_mem_mb"}
 TINY_UNET = dict(
@@ -209,7 +210,7 @@ def test_script_end_to_end_with_a_given_projector(tiny_projector_path, tmp_path)
     flags += ["--projector_path", tiny_projector_path, "--budget_s", "0.5", "--resolution", "16"]
     flags += ["--train_batch_size", "4", "--lmd_preset", "tiny", "--num_evals", "1", "--demo_crops_per_photo", "4"]
     flags += ["--work_dir", str(tmp_path / "work"), "--plots_dir", str(tmp_path / "plots")]
-    flags += ["--markdown", str(tmp_path / "tables.md"), "--no-throughput"]
+    flags += ["--markdown", str(tmp_path / "tables.md"), "--no-throughput", "--num_threads", "1"]
     script = os.path.join(REPO, "benchmarks", "bench_efficiency.py")
     subprocess.run([sys.executable, script, *flags], check=True, capture_output=True, text=True, timeout=300)
     result = json.loads(output.read_text())
