@@ -138,7 +138,10 @@ def build_case(impl: str, compiled: bool, mask_ratio: float, cfg: dict, device: 
     return StepCase(impl, compiled, mask_ratio, cfg["batch_size"], step, flops)
 
 
-def _seconds(step: Callable[[], None], device: torch.device) -> float:
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _seconds(step: Callable[[], None], device: torch.device, clock: str) -> float:
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
@@ -147,16 +150,21 @@ def _seconds(step: Callable[[], None], device: torch.device) -> float:
         end.record()
         torch.cuda.synchronize()
         return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
+    tick = CLOCKS[clock]
+    t0 = tick()
     step()
-    return time.perf_counter() - t0
+    return tick() - t0
 
 
-def time_steps(steps: list[Callable[[], None]], warmup: int, iters: int, device: torch.device) -> list[list[float]]:
-    """Seconds of each of ``iters`` calls of every step, after ``warmup`` untimed calls (CUDA events on GPU).
+def time_steps(
+    steps: list[Callable[[], None]], warmup: int, iters: int, device: torch.device, clock: str = "wall"
+) -> list[list[float]]:
+    """Seconds of each of ``iters`` calls of every step, after ``warmup`` untimed calls.
 
-    The steps are timed in turn, one call each per round, so a noisy neighbour on a shared machine slows
-    every implementation alike instead of whichever happened to run at the time.
+    CUDA steps are timed with CUDA events. On CPU, ``clock="wall"`` is elapsed time and ``clock="cpu"`` the
+    process's CPU time, which a busy shared machine barely inflates (use it with one thread: spinning
+    OpenMP workers would count). The steps are timed in turn, one call each per round, so a noisy
+    neighbour slows every implementation alike instead of whichever happened to run at the time.
     """
     for step in steps:
         for _ in range(warmup):
@@ -164,7 +172,7 @@ def time_steps(steps: list[Callable[[], None]], warmup: int, iters: int, device:
     times: list[list[float]] = [[] for _ in steps]
     for _ in range(iters):
         for step, record in zip(steps, times):
-            record.append(_seconds(step, device))
+            record.append(_seconds(step, device, clock))
     return times
 
 
@@ -192,7 +200,7 @@ def paired_speedup(lmd_times: list[float], other_times: list[float]) -> float:
 def measure_step(impl: str, compiled: bool, mask_ratio: float, cfg: dict, device: torch.device) -> dict:
     """Train-step throughput of one implementation at one mask ratio, timed on its own."""
     case = build_case(impl, compiled, mask_ratio, cfg, device)
-    (times,) = time_steps([case.step], cfg["warmup"], cfg["iters"], device)
+    (times,) = time_steps([case.step], cfg["warmup"], cfg["iters"], device, cfg.get("clock", "wall"))
     return case_row(case, times)
 
 
@@ -213,7 +221,7 @@ def run(
             if compiled:
                 torch._dynamo.reset()  # each setting compiles its own static-shape graphs
             cases = [build_case(impl, compiled, mask_ratio, cfg, device) for impl in impls]
-            times = time_steps([c.step for c in cases], cfg["warmup"], cfg["iters"], device)
+            times = time_steps([c.step for c in cases], cfg["warmup"], cfg["iters"], device, cfg.get("clock", "wall"))
             setting_rows = {case.impl: case_row(case, t) for case, t in zip(cases, times)}
             if "lmd" in setting_rows and "vitmae" in setting_rows:
                 setting_rows["lmd"]["speedup_vs_vitmae_paired"] = paired_speedup(
@@ -281,9 +289,19 @@ def main() -> None:
     parser.add_argument("--mask_ratios", type=float, nargs="+", default=list(MASK_RATIOS))
     parser.add_argument("--impls", choices=IMPLS, nargs="+", default=list(IMPLS))
     parser.add_argument("--no_compile", action="store_true", help="Measure eager steps only.")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="CPU only: elapsed time (default) or process CPU time, steadier on a shared machine with --threads 1.",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU only: torch.set_num_threads.")
     args = parser.parse_args()
 
     cfg = dict(PRESETS[args.preset])
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cfg["clock"] = args.clock
     for key in ("batch_size", "iters"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
