@@ -67,8 +67,8 @@ class LMDForImageClassification(ModelMixin, ConfigMixin):
     Args:
         num_labels: number of classes.
         sample_size / in_channels / patch_size / hidden_size / num_layers / num_attention_heads / mlp_ratio /
-            norm_eps: the encoder's architecture, as in :class:`LMDModel` (copied from it by
-            :meth:`from_lmd_pretrained`).
+            norm_eps: the encoder's architecture, as in :class:`LMDModel` (copied from the pre-trained model by
+            :meth:`from_lmd_model` / :meth:`from_lmd_pretrained`).
         pooling: ``"mean"`` (mean of the patch tokens, MAE's fine-tuning default) or ``"cls"`` (the CLS token).
         classifier_dropout: dropout before the linear head.
         label_names: optional class names, ``label_names[i]`` for class ``i``.
@@ -114,7 +114,7 @@ class LMDForImageClassification(ModelMixin, ConfigMixin):
             mlp_ratio=mlp_ratio,
             norm_eps=norm_eps,
         )
-        for name in DECODER_ATTRIBUTES:
+        for name in DECODER_ATTRIBUTES:  # only forward_decoder reads them: the encoder is complete without
             setattr(self.encoder, name, None)
         self.fc_norm = nn.LayerNorm(hidden_size, eps=norm_eps)
         self.dropout = nn.Dropout(classifier_dropout)
