@@ -16,6 +16,7 @@ from diffusers import AutoencoderKL, VQModel
 
 from diffusers_lmd import decode_latents, encode_images
 from diffusers_lmd.data import build_demo_datasets
+from diffusers_lmd.training.lmd_trainer import NonFiniteLossError
 from diffusers_lmd.training.projector_discriminator import PatchDiscriminator
 from diffusers_lmd.training.projector_losses import adaptive_weight, discriminator_loss, generator_loss
 from diffusers_lmd.training.projector_model import AutoencoderWithLoss, init_codebook_from_data
@@ -199,7 +200,7 @@ def test_non_finite_loss_stops_before_any_update():
     weights = [p.detach().clone() for p in vae.parameters()]
     images = demo_images(2)
     images[0, 0, 0, 0] = float("nan")
-    with pytest.raises(FloatingPointError, match="autoencoder loss is nan"):
+    with pytest.raises(NonFiniteLossError, match="autoencoder loss is nan"):
         trainer.step(images, 0)
     assert all(torch.equal(a, b) for a, b in zip(weights, vae.parameters()))
 

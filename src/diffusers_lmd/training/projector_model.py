@@ -53,7 +53,10 @@ def add_projector_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     loss.add_argument("--commitment_beta", type=float, default=0.25, help="Weight of the VQ commitment term.")
     loss.add_argument("--kl_weight", type=float, default=1e-6, help="KL weight for --projector_type kl.")
     loss.add_argument(
-        "--disc_start", type=int, default=0, help="Optimiser step at which the discriminator and its loss start."
+        "--disc_start",
+        type=int,
+        default=1000,
+        help="Optimiser step at which the discriminator and its loss start (a warm-up of plain reconstruction).",
     )
     loss.add_argument(
         "--disc_weight", type=float, default=0.5, help="Factor on the adaptive adversarial weight; 0 disables the GAN."

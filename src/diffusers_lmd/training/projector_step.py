@@ -13,6 +13,7 @@ from diffusers import VQModel
 from torch import nn
 
 from ..metrics import psnr
+from .lmd_trainer import NonFiniteLossError
 from .projector_losses import adaptive_weight, discriminator_loss, generator_loss, reconstruction_loss
 
 
@@ -77,7 +78,7 @@ class ProjectorTrainer:
         """One micro-batch of ``images`` in ``[-1, 1]``; returns the losses as floats.
 
         ``global_step`` is the optimiser step being taken: it decides whether the discriminator is active.
-        Raises ``FloatingPointError`` on a non-finite loss, before any weight changes.
+        Raises ``NonFiniteLossError`` (a ``FloatingPointError``) on a non-finite loss, before any weight changes.
         """
         use_disc = self.uses_discriminator(global_step)
         with self.accelerator.accumulate(self.autoencoder, self.discriminator):
@@ -129,7 +130,7 @@ class ProjectorTrainer:
 
 def _check_finite(loss: torch.Tensor, what: str) -> None:
     if not math.isfinite(loss.item()):
-        raise FloatingPointError(
+        raise NonFiniteLossError(
             f"The {what} loss is {loss.item()}: training stopped before updating the weights. Lower the learning "
             "rate, check the data, or resume from the last checkpoint."
         )
