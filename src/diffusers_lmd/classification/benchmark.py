@@ -5,12 +5,14 @@ Both encoders are pre-trained for the same wall-clock budget by the efficiency b
 projector latents with the cosine mask schedule, transformers' ``ViTMAEForPreTraining`` on pixels at mask 0.75,
 with the same number of tokens per image). Each is then fine-tuned for the same wall-clock budget by
 :func:`~diffusers_lmd.classification.finetune` with the same recipe, and scored by MAT@1/MAT@5 (SPEC §5), final
-top-1 and the time to the best top-1 that both reach.
+top-1 and the time to the best top-1 that both reach. A control fine-tunes the LMD encoder from its initialisation
+(no pre-training), to show what pre-training adds.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -18,6 +20,7 @@ import torch
 from accelerate import Accelerator
 
 from ..benchmarking import BenchmarkData, EfficiencyPreset, build_method, train_for_budget
+from ..models import LMDModel
 from ..models.lmd_classifier import LMDForImageClassification
 from ..projector import Projector, encode_images
 from ..training.args import add_training_args
@@ -45,6 +48,8 @@ class FinetunePreset:
         finetune_batch_size / finetune_learning_rate / layer_decay / lr_warmup_steps: the fine-tuning recipe
             (AdamW 0.9/0.999, weight decay 0.05, constant rate after warm-up, layer-wise LR decay).
         eval_steps: fine-tuning steps between top-1/top-5 evaluations (the resolution of MAT@k).
+        num_pretrain_evals / pretrain_eval_images: held-out PSNR points of pre-training (besides the one at time
+            0) and the images they use; context only, so kept cheap.
         max_eval_samples: held-out digits evaluated.
         projector_path: the projector to use, relative to the repository (``None``: train one on the digits).
         projector_args: ``training/train_projector.py`` flags used when the projector has to be trained.
@@ -65,7 +70,8 @@ class FinetunePreset:
     layer_decay: float = 0.75
     lr_warmup_steps: int = 20
     max_eval_samples: int = 1000
-    num_pretrain_evals: int = 2
+    num_pretrain_evals: int = 1
+    pretrain_eval_images: int = 200
     projector_path: str | None = None
     projector_args: tuple[str, ...] = field(default_factory=tuple)
     mixed_precision: str | None = None
@@ -145,6 +151,7 @@ def get_preset(name: str) -> FinetunePreset:
 def pretrain(preset: FinetunePreset, vae: Projector, data: BenchmarkData, device: str, seed: int = 0):
     """Pre-train LMD-CS and MAE for ``preset.pretrain_s`` seconds each; return ``{row: (method, loop row)}``."""
     efficiency = preset.efficiency_preset()
+    data = dataclasses.replace(data, eval_images=data.eval_images[: preset.pretrain_eval_images])
     trained = {}
     for row, method_name in PRETRAIN_METHODS.items():
         method = build_method(method_name, efficiency, vae, seed=seed)
@@ -152,28 +159,34 @@ def pretrain(preset: FinetunePreset, vae: Projector, data: BenchmarkData, device
     return trained
 
 
-def classifiers(trained: dict, vae: Projector, num_labels: int, pooling: str = "cls") -> dict[str, torch.nn.Module]:
-    """The two pre-trained encoders with fresh heads: ``LMDForImageClassification`` (latents) and transformers'
-    ``ViTForImageClassification`` (pixels). Both read the CLS token after the encoder's final LayerNorm."""
-    lmd = LMDForImageClassification.from_lmd_model(trained["lmd-cs"][0].model, num_labels, pooling=pooling)
-    return {"lmd-cs": lmd, "mae": vit_classifier_from_mae(trained["mae"][0].model, num_labels)}
+def classifiers(trained: dict, num_labels: int, pooling: str = "cls", seed: int = 0) -> dict[str, torch.nn.Module]:
+    """Fresh heads on the pre-trained encoders (``LMDForImageClassification`` on latents, transformers'
+    ``ViTForImageClassification`` on pixels; both read the CLS token after the final LayerNorm), and the control
+    ``lmd-scratch``: the LMD encoder at its initialisation, before pre-training (the same seed)."""
+    pretrained = trained["lmd-cs"][0].model
+    torch.manual_seed(seed)
+    scratch = LMDModel.from_config(pretrained.config)
+    return {
+        "lmd-cs": LMDForImageClassification.from_lmd_model(pretrained, num_labels, pooling=pooling),
+        "mae": vit_classifier_from_mae(trained["mae"][0].model, num_labels),
+        "lmd-scratch": LMDForImageClassification.from_lmd_model(scratch, num_labels, pooling=pooling),
+    }
 
 
 def finetune_datasets(
     data: BenchmarkData, vae: Projector, train_labels: torch.Tensor, eval_labels: torch.Tensor, batch_size: int = 256
 ) -> dict[str, tuple[TensorDictDataset, TensorDictDataset]]:
-    """The same digits for both: cached latents for LMD, pixels for the ViT; no augmentation."""
+    """The same digits for every run: cached latents for the LMD encoders, pixels for the ViT; no augmentation."""
     eval_latents = torch.cat([encode_images(vae, chunk).float().cpu() for chunk in data.eval_images.split(batch_size)])
-    return {
-        "lmd-cs": (
-            TensorDictDataset(latents=data.train_latents.cpu(), labels=train_labels),
-            TensorDictDataset(latents=eval_latents, labels=eval_labels),
-        ),
-        "mae": (
-            TensorDictDataset(pixel_values=data.train_images.cpu(), labels=train_labels),
-            TensorDictDataset(pixel_values=data.eval_images.cpu(), labels=eval_labels),
-        ),
-    }
+    latents = (
+        TensorDictDataset(latents=data.train_latents.cpu(), labels=train_labels),
+        TensorDictDataset(latents=eval_latents, labels=eval_labels),
+    )
+    pixels = (
+        TensorDictDataset(pixel_values=data.train_images.cpu(), labels=train_labels),
+        TensorDictDataset(pixel_values=data.eval_images.cpu(), labels=eval_labels),
+    )
+    return {"lmd-cs": latents, "mae": pixels, "lmd-scratch": latents}
 
 
 def finetune_args(preset: FinetunePreset) -> argparse.Namespace:
@@ -223,15 +236,20 @@ def finetune_for_budget(
     )
 
 
-def finetune_both(
+def layer_ids(model: torch.nn.Module):
+    """``(layer_id, num_layers)`` of either classifier, for layer-wise learning-rate decay."""
+    if isinstance(model, LMDForImageClassification):
+        return model.layer_id, model.num_layers
+    return vit_layer_id(model.config.num_hidden_layers), model.config.num_hidden_layers
+
+
+def finetune_all(
     models: dict[str, torch.nn.Module], datasets: dict, preset: FinetunePreset, device: str = "cpu", seed: int = 0
 ) -> dict[str, list[dict]]:
     """Fine-tune each classifier with the same recipe, data order and budget."""
-    lmd, vit = models["lmd-cs"], models["mae"]
-    vit_layers = vit.config.num_hidden_layers
-    depth = {"lmd-cs": (lmd.layer_id, lmd.num_layers), "mae": (vit_layer_id(vit_layers), vit_layers)}
     return {
-        name: finetune_for_budget(models[name], *depth[name], datasets[name], preset, device, seed) for name in models
+        name: finetune_for_budget(model, *layer_ids(model), datasets[name], preset, device, seed)
+        for name, model in models.items()
     }
 
 
@@ -241,15 +259,16 @@ def _finite(value: float) -> float | None:
 
 
 def comparison_rows(curves: dict[str, list[dict]], pretrain_rows: dict[str, dict]) -> tuple[list[dict], float]:
-    """One row per method (MAT@1, MAT@5, final/best top-1, time to the common target) and the target top-1.
+    """One row per run (MAT@1, MAT@5, final/best top-1, time to the common target) and the target top-1.
 
-    The target is the best top-1 that *both* runs reach (the lower of their bests), so both have a time to it.
+    The target is the best top-1 that both pre-trained runs reach (the lower of their bests), so both have a time
+    to it; a run without pre-training (no entry in ``pretrain_rows``) is timed to the same target.
     """
-    target = min(max(r["top1"] for r in records) for records in curves.values())
+    target = min(max(r["top1"] for r in curves[name]) for name in PRETRAIN_METHODS)
     rows = []
     for name, records in curves.items():
         summary = summarize_accuracy(records)
-        pre = pretrain_rows[name]
+        pre = pretrain_rows.get(name, {"steps": 0, "mit_s": None, "final_psnr": None})
         rows.append(
             {
                 "method": name,
