@@ -97,7 +97,8 @@ PRESETS: dict[str, FinetunePreset] = {
     # Two shared CPU cores: 32-px digits through the committed demo projector (f=4, trained on photos, not
     # digits: 8x8x4 latents, 16 tokens of patch 2; the ViT has 16 tokens of 8x8 pixels). The encoders are the
     # "tiny" preset (2 blocks of width 32): the "small" one gets only ~20 steps per minute on two busy cores,
-    # too few for an accuracy curve. Without the demo projector, a small one is trained on the digits.
+    # too few for an accuracy curve. Without the demo projector, a small one is trained on the digits (200 steps,
+    # reconstruction losses only: the latents need to carry the digit, not look sharp).
     "cpu": FinetunePreset(
         name="cpu",
         resolution=32,
@@ -112,9 +113,9 @@ PRESETS: dict[str, FinetunePreset] = {
         projector_path="assets/demo-projector",
         projector_args=(
             "--block_out_channels", "16", "32", "64", "--norm_num_groups", "16", "--no_mid_block_attention",
-            "--latent_channels", "4", "--num_vq_embeddings", "256",
-            "--max_train_steps", "300", "--train_batch_size", "32", "--learning_rate", "1e-3", "--disc_start", "200",
-            "--validation_steps", "300",
+            "--latent_channels", "4", "--num_vq_embeddings", "256", "--max_train_steps", "200",
+            "--train_batch_size", "16", "--learning_rate", "1e-3", "--disc_start", "1000000",
+            "--validation_steps", "200",
         ),
     ),
     # One H200: 64-px digits, 16x16x4 latents (64 tokens) against a ViT with 8-px patches (64 tokens), ViT-B
