@@ -34,6 +34,7 @@ from diffusers_lmd.benchmarking import (
     build_method,
     check_methods,
     get_preset,
+    latent_reference_psnr,
     speedup,
     target_psnr,
     train_for_budget,
@@ -263,6 +264,7 @@ def main() -> None:
         data_flags, train_dataset, eval_dataset, vae, os.path.join(args.work_dir, "latents"), Accelerator()
     )
     data.save(os.path.join(args.work_dir, "data.safetensors"))
+    references = latent_reference_psnr(vae, data.eval_images, preset.patch_size)
     del vae
 
     rows = [run_method_process(args, method) for method in args.methods]
@@ -277,6 +279,7 @@ def main() -> None:
         "commit": git_commit(),
         "torch": torch.__version__,
         "projector": projector,
+        "latent_reference_psnr": references,
         "latent_cache": {k: v for k, v in cache.items() if k != "cache_path"},
         "num_train_images": len(data),
         "num_eval_images": int(data.eval_images.shape[0]),

@@ -14,6 +14,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from diffusers_lmd import decode_latents, encode_images, psnr
 from diffusers_lmd.benchmarking import (
     METHODS,
     BenchmarkData,
@@ -24,6 +25,7 @@ from diffusers_lmd.benchmarking import (
     evaluate_psnr,
     first_reach,
     get_preset,
+    latent_reference_psnr,
     mask_ratio_at,
     speedup,
     target_psnr,
@@ -128,6 +130,14 @@ def test_reconstructions_keep_visible_pixels_or_latents(bench_data, name):
     assert math.isfinite(evaluate_psnr(method, data.eval_images))
 
 
+def test_latent_reference_points(bench_data):
+    vae, data, _ = bench_data
+    references = latent_reference_psnr(vae, data.eval_images, patch_size=2)
+    decoded = decode_latents(vae, encode_images(vae, data.eval_images)).clamp(-1, 1)
+    assert references["projector"] == pytest.approx(psnr(decoded, data.eval_images).mean().item())
+    assert math.isfinite(references["mean_latent"]) and references["mean_latent"] != references["projector"]
+
+
 def test_vitmae_rejects_an_evaluation_mask_of_another_ratio(bench_data):
     vae, data, _ = bench_data
     method = build_method("mae-pixel", tiny_preset(), vae)
@@ -214,7 +224,7 @@ def test_script_end_to_end_with_a_given_projector(tiny_projector_path, tmp_path)
     script = os.path.join(REPO, "benchmarks", "bench_efficiency.py")
     subprocess.run([sys.executable, script, *flags], check=True, capture_output=True, text=True, timeout=300)
     result = json.loads(output.read_text())
-    assert {"target_psnr", "budget_s", "hardware", "projector", "rows"} <= set(result)
+    assert {"target_psnr", "budget_s", "hardware", "projector", "latent_reference_psnr", "rows"} <= set(result)
     assert [row["method"] for row in result["rows"]] == ["lmd-cs"]
     for row in result["rows"]:
         assert ROW_FIELDS <= set(row) and math.isfinite(row["final_psnr"])

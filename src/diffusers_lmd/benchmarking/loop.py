@@ -18,7 +18,9 @@ from contextlib import nullcontext
 import torch
 
 from ..evaluation import EVAL_MASK_RATIO, EVAL_SEED, eval_masks
+from ..masking import keep_visible
 from ..metrics import EfficiencyTracker, psnr
+from ..projector import Projector, decode_latents, downsample_factor, encode_images
 from ..training.args import add_training_args
 from ..training.optim import build_lr_scheduler, build_optimizer
 from .data import BenchmarkData, EpochSampler
@@ -55,6 +57,28 @@ def evaluate_psnr(method: EfficiencyMethod, images: torch.Tensor, batch_size: in
     finally:
         method.model.train(was_training)
     return float(torch.cat(scores).mean())
+
+
+@torch.no_grad()
+def latent_reference_psnr(vae: Projector, images: torch.Tensor, patch_size: int, batch_size: int = 32) -> dict:
+    """PSNR of two fixed points of the latent path under the evaluation masks, to read latent methods against.
+
+    ``projector``: every latent as encoded (a perfect latent predictor: the projector's own ceiling).
+    ``mean_latent``: masked tokens set to the mean latent, 0 after normalisation (a predictor that learned nothing).
+    """
+    f = downsample_factor(vae)
+    side = f * patch_size
+    num_tokens = (images.shape[2] // side) * (images.shape[3] // side)
+    scores = {"projector": [], "mean_latent": []}
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size].to(vae.device)
+        mask = eval_masks(range(start, start + batch.shape[0]), num_tokens, EVAL_MASK_RATIO, EVAL_SEED)
+        latents = encode_images(vae, batch)
+        mean_fill = keep_visible(latents, torch.zeros_like(latents), mask.to(latents.device), patch_size)
+        for key, completed in (("projector", latents), ("mean_latent", mean_fill)):
+            decoded = decode_latents(vae, completed).float().clamp(-1.0, 1.0)
+            scores[key].append(psnr(decoded, batch.float()).cpu())
+    return {key: float(torch.cat(values).mean()) for key, values in scores.items()}
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -75,10 +75,10 @@ PRESETS: dict[str, EfficiencyPreset] = {
     "cpu": EfficiencyPreset(
         name="cpu",
         resolution=64,
-        budget_s=75.0,
+        budget_s=60.0,
         train_batch_size=32,
         learning_rate=1e-3,
-        num_evals=30,
+        num_evals=24,
         lmd_preset="small",
         projector_args=(
             "--block_out_channels", "16", "32", "64", "--norm_num_groups", "16", "--latent_channels", "4",

@@ -130,6 +130,11 @@ def plot_psnr_vs_time(result: dict, path: str) -> str:
             ax.plot(seconds, values, style, marker=".", linewidth=1.4, label=row["method"])
     if result.get("target_psnr") is not None:
         ax.axhline(result["target_psnr"], color="black", linewidth=0.8, linestyle=":", label="target PSNR")
+    references = result.get("latent_reference_psnr") or {}
+    labels = {"projector": "projector alone (latent ceiling)", "mean_latent": "mean-latent fill (latent floor)"}
+    for key, color in (("projector", "tab:gray"), ("mean_latent", "tab:brown")):
+        if key in references:
+            ax.axhline(references[key], color=color, linewidth=0.8, linestyle="-.", label=labels[key])
     ax.set_xlabel("training wall-clock (s)")
     ax.set_ylabel("held-out PSNR, mask 0.75 (dB)")
     ax.set_title(f"Time to quality ({result['hardware']})", fontsize=9)
