@@ -128,15 +128,16 @@ def table(result: dict) -> str:
         f"and fine-tuning {result['config']['finetune_s']:.0f} s per method; target top-1 {result['target_top1']:.3f}",
         "",
         "| method | pre-train steps | fine-tune steps | MAT@1 (s) | MAT@5 (s) | final top-1 | best top-1 | "
-        "time to target (s) | paper MAT@1 | paper MAT@5 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"time to target (s) | top-1 at step {result['common_step']} | paper MAT@1 | paper MAT@5 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         paper = PAPER_TABLE_2.get(row["method"], ("—", "—"))
         lines.append(
             f"| {row['method']} | {row['pretrain_steps']} | {row['finetune_steps']} | "
             f"{format_seconds(row['mat_at_1'])} | {format_seconds(row['mat_at_5'])} | {row['final_top1']:.3f} | "
-            f"{row['best_top1']:.3f} | {format_seconds(row['time_to_target_s'])} | {paper[0]} | {paper[1]} |"
+            f"{row['best_top1']:.3f} | {format_seconds(row['time_to_target_s'])} | {row['top1_at_common_step']:.3f} | "
+            f"{paper[0]} | {paper[1]} |"
         )
     return "\n".join(lines)
 
@@ -164,7 +165,9 @@ def main() -> None:
     models = classifiers(trained, len(names), seed=args.seed)
     datasets = finetune_datasets(data, vae, train_dataset.labels, eval_dataset.labels)
     curves = finetune_all(models, datasets, preset, args.device, args.seed)
-    rows, target = comparison_rows(curves, {name: row for name, (_, row) in trained.items()})
+    rows, target, common_step = comparison_rows(
+        curves, {name: row for name, (_, row) in trained.items()}, preset.eval_steps
+    )
 
     result = {
         "preset": preset.name,
@@ -175,6 +178,8 @@ def main() -> None:
         "projector": projector,
         "latent_cache": {k: v for k, v in cache.items() if k != "cache_path"},
         "target_top1": target,
+        "common_step": common_step,
+        "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
         "rows": rows,
         "paper_table_2": PAPER_TABLE_2,
     }

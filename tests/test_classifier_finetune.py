@@ -236,11 +236,14 @@ def test_benchmark_rows_share_the_target_both_runs_reach():
     curves = {"lmd-cs": curve([0.1, 0.5, 0.7, 0.8]), "mae": curve([0.1, 0.2, 0.2, 0.6])}
     pretrain = {name: {"steps": 100, "mit_s": 0.1, "final_psnr": 12.0} for name in curves}
     curves["lmd-scratch"] = curve([0.1, 0.2, 0.3, 0.4])  # the control without pre-training
-    rows, target = comparison_rows(curves, pretrain)
+    curves["mae"] = curves["mae"][:3] + [{**curves["mae"][3], "step": 25}]  # stopped by the clock after step 25
+    rows, target, common_step = comparison_rows(curves, pretrain, eval_steps=10)
     assert target == 0.6  # the best top-1 that both pre-trained runs reach
+    assert common_step == 20  # the last evaluation step every run reached
     by_name = {row["method"]: row for row in rows}
     assert by_name["lmd-cs"]["time_to_target_s"] == 4.0 and by_name["mae"]["time_to_target_s"] == 6.0
     assert by_name["lmd-scratch"]["time_to_target_s"] is None and by_name["lmd-scratch"]["pretrain_steps"] == 0
+    assert [by_name[n]["top1_at_common_step"] for n in ("lmd-cs", "mae", "lmd-scratch")] == [0.7, 0.2, 0.3]
     assert by_name["lmd-cs"]["mat_at_1"] == pytest.approx(2.0) and by_name["mae"]["mat_at_1"] == pytest.approx(3.0)
-    flat = comparison_rows({"lmd-cs": curve([0.3, 0.3]), "mae": curve([0.3, 0.2])}, pretrain)[0]
+    flat = comparison_rows({"lmd-cs": curve([0.3, 0.3]), "mae": curve([0.3, 0.2])}, pretrain, eval_steps=10)[0]
     assert flat[0]["mat_at_1"] is None  # never improved: no MAT, and the JSON stays standard

@@ -259,13 +259,23 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def comparison_rows(curves: dict[str, list[dict]], pretrain_rows: dict[str, dict]) -> tuple[list[dict], float]:
+def top1_at_step(records: list[dict], step: int) -> float:
+    """Top-1 accuracy of the last evaluation at or before ``step``: a comparison that machine load cannot skew."""
+    return [r["top1"] for r in records if r["step"] <= step][-1]
+
+
+def comparison_rows(
+    curves: dict[str, list[dict]], pretrain_rows: dict[str, dict], eval_steps: int
+) -> tuple[list[dict], float, int]:
     """One row per run (MAT@1, MAT@5, final/best top-1, time to the common target) and the target top-1.
 
     The target is the best top-1 that both pre-trained runs reach (the lower of their bests), so both have a time
-    to it; a run without pre-training (no entry in ``pretrain_rows``) is timed to the same target.
+    to it; a run without pre-training (no entry in ``pretrain_rows``) is timed to the same target. Each row also
+    has its top-1 after ``common_step`` optimiser steps, the last evaluation step that every run reached (returned
+    third): on a shared machine the load changes the steps per second, not the accuracy per step.
     """
     target = min(max(r["top1"] for r in curves[name]) for name in PRETRAIN_METHODS)
+    common_step = min(records[-1]["step"] // eval_steps * eval_steps for records in curves.values())
     rows = []
     for name, records in curves.items():
         summary = summarize_accuracy(records)
@@ -284,7 +294,8 @@ def comparison_rows(curves: dict[str, list[dict]], pretrain_rows: dict[str, dict
                 "final_top5": summary["final_top5"],
                 "best_top1": summary["best_top1"],
                 "time_to_target_s": time_to_accuracy(records, target),
+                "top1_at_common_step": top1_at_step(records, common_step),
                 "curve": records,
             }
         )
-    return rows, target
+    return rows, target, common_step
