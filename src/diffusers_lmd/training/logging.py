@@ -112,11 +112,13 @@ def plot_loss_curve(records: Sequence[dict], path: str, title: str = "Training l
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.set_title(title)
+    handles = ax.get_legend_handles_labels()[0]
     if evals:
         ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in evals], [r["eval_psnr"] for r in evals], "o-", color="tab:red", label="PSNR")
+        steps_eval, psnrs = [r["step"] for r in evals], [r["eval_psnr"] for r in evals]
+        handles += ax2.plot(steps_eval, psnrs, "o-", color="tab:red", label="held-out PSNR")
         ax2.set_ylabel("held-out PSNR (dB)", color="tab:red")
-    ax.legend(loc="upper right")
+    ax.legend(handles=handles, loc="center right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
