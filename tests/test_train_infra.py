@@ -28,6 +28,8 @@ from diffusers_lmd.training import (
     save_model_card,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
+
 
 def parse(*argv):
     return add_training_args(argparse.ArgumentParser()).parse_args(list(argv))
