@@ -48,8 +48,8 @@ class LMDModelOutput(BaseOutput):
     """
 
     sample: torch.Tensor
-    mask: torch.Tensor
-    loss: torch.Tensor
+    mask: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
 
 
 class LMDModel(ModelMixin, ConfigMixin):
