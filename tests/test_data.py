@@ -19,6 +19,7 @@ from diffusers_lmd.data import (
     random_flip_mask,
     to_rgb,
 )
+from diffusers_lmd.data.transforms import random_color_batch
 
 
 def parse(*argv):
@@ -182,3 +183,26 @@ def test_random_flip_batch_flips_some_samples_exactly():
     assert torch.equal(random_flip_batch(pixels, p=1.0), pixels.flip(-1))
     with pytest.raises(ValueError, match="B x C x H x W"):
         random_flip_batch(pixels[0])
+
+
+def test_random_color_batch_permutes_channels_and_scales_saturation():
+    pixels = torch.rand(60, 3, 4, 4) * 1.6 - 0.8
+    shuffled = random_color_batch(pixels, torch.Generator().manual_seed(0))
+    orders = set()
+    for original, image in zip(pixels, shuffled):
+        order = tuple(next(c for c in range(3) if torch.equal(image[k], original[c])) for k in range(3))
+        assert sorted(order) == [0, 1, 2]  # the same three channels, reordered
+        orders.add(order)
+    assert len(orders) == 6
+    assert torch.equal(random_color_batch(pixels, torch.Generator().manual_seed(0)), shuffled)  # seeded
+    gray = pixels[:, :1].expand(-1, 3, -1, -1)
+    assert torch.allclose(random_color_batch(gray, permute_channels=False, saturation=0.5), gray)  # no chroma
+    small = pixels * 0.3  # far enough from +-1 that no value is clamped
+    scaled = random_color_batch(small, torch.Generator().manual_seed(1), permute_channels=False, saturation=0.5)
+    chroma = lambda x: (x - x.mean(1, keepdim=True)).flatten(1).norm(dim=1)  # noqa: E731
+    ratio = chroma(scaled) / chroma(small)
+    assert ratio.min() >= 0.5 - 1e-5 and ratio.max() <= 1.5 + 1e-5 and ratio.std() > 0.1
+    with pytest.raises(ValueError, match="saturation"):
+        random_color_batch(pixels, saturation=2.0)
+    with pytest.raises(ValueError, match="B x 3 x H x W"):
+        random_color_batch(pixels[:, :2])

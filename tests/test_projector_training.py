@@ -212,6 +212,7 @@ def test_non_finite_loss_stops_before_any_update():
         (["--block_out_channels", "24", "64"], "not divisible by --norm_num_groups"),
         (["--resolution", "16", "--disc_layers", "3"], "too small for a 3-layer"),
         (["--disc_start", "-1"], "--disc_start"),
+        (["--saturation_jitter", "1.5"], "--saturation_jitter"),
     ],
 )
 def test_bad_projector_flags_fail_before_training(argv, message, tmp_path):
@@ -232,17 +233,10 @@ def test_kl_projector_trains_and_stores_shift(tmp_path):
 @pytest.mark.slow
 def test_script_end_to_end_with_accelerate_launch_and_resume(tmp_path):
     out = tmp_path / "projector"
-    common = [*TINY, "--output_dir", str(out), "--checkpointing_steps", "2", "--validation_steps", "2", "--random_flip"]
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "1",
-        "--mixed_precision",
-        "no",
-    ]
+    common = [*TINY, "--output_dir", str(out), "--checkpointing_steps", "2", "--validation_steps", "2"]
+    common += ["--random_flip", "--color_augment", "--saturation_jitter", "0.2"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]
+    launch += ["--mixed_precision", "no"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     first = subprocess.run(
         [*launch, str(SCRIPT), *common, "--max_train_steps", "3", "--disc_start", "1"],

@@ -68,6 +68,18 @@ def add_projector_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "--disc_learning_rate", type=float, default=None, help="Discriminator learning rate (default: the same)."
     )
     loss.add_argument(
+        "--color_augment",
+        action="store_true",
+        help="Shuffle each training image's RGB channels at random: teaches a projector trained on few photos to "
+        "keep colours it has not seen.",
+    )
+    loss.add_argument(
+        "--saturation_jitter",
+        type=float,
+        default=0.0,
+        help="Scale each training image's saturation by a random factor in [1 - s, 1 + s].",
+    )
+    loss.add_argument(
         "--stats_max_batches",
         type=int,
         default=64,
@@ -96,6 +108,8 @@ def check_projector_args(args: argparse.Namespace) -> None:
     for name in ("commitment_beta", "kl_weight", "disc_weight"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be non-negative, got {getattr(args, name)}.")
+    if not 0.0 <= args.saturation_jitter <= 1.0:
+        raise ValueError(f"--saturation_jitter must be in [0, 1], got {args.saturation_jitter}.")
     if args.disc_start < 0:
         raise ValueError(f"--disc_start must be a step >= 0, got {args.disc_start}.")
     if args.disc_weight > 0 and args.resolution < 3 * 2**args.disc_layers:

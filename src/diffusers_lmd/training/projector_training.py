@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import build_datasets, check_data_args, random_flip_batch
+from ..data.transforms import random_color_batch
 from ..projector import downsample_factor, estimate_latent_stats, set_latent_stats
 from .args import check_training_args, effective_learning_rate
 from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
@@ -64,9 +65,14 @@ def _codebook_init_images(args: argparse.Namespace, vq: VQModel, dataset) -> tor
     return torch.stack([dataset[int(i)]["pixel_values"] for i in order])
 
 
-def _flip_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """The flips of a step depend only on (seed, step, rank), so a resumed run flips exactly as the original."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 257 + rank)
+def _augment(args: argparse.Namespace, images: torch.Tensor, step: int, rank: int) -> torch.Tensor:
+    """Flips and colour augmentation drawn from (seed, step, rank) only, so a resumed run sees the same views."""
+    generator = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * 257 + rank)
+    if args.random_flip:
+        images = random_flip_batch(images, generator)
+    if args.color_augment or args.saturation_jitter > 0:
+        images = random_color_batch(images, generator, args.color_augment, args.saturation_jitter)
+    return images
 
 
 def _reconstruction_grid(vae, images: torch.Tensor, max_images: int = 8) -> np.ndarray:
@@ -162,9 +168,7 @@ def train_projector(args: argparse.Namespace) -> dict:
         if epoch == first_epoch and skip_batches:
             loader = accelerator.skip_first_batches(train_loader, skip_batches)
         for batch in loader:
-            images = batch["pixel_values"]
-            if args.random_flip:
-                images = random_flip_batch(images, _flip_generator(args.seed, global_step, accelerator.process_index))
+            images = _augment(args, batch["pixel_values"], global_step, accelerator.process_index)
             logs = trainer.step(images, global_step)
             if not accelerator.sync_gradients:
                 continue
