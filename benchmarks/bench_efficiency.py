@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -255,6 +256,10 @@ def main() -> None:
         }
     else:
         projector = {"trained_here": False, "path": args.projector_path, **read_projector_metrics(args.projector_path)}
+        # Every process reads one frozen snapshot, even if the source folder is rewritten during the run.
+        args.projector_path = shutil.copytree(
+            args.projector_path, os.path.join(args.work_dir, "projector"), dirs_exist_ok=True
+        )
     vae = load_projector(args.projector_path).to(args.device)
 
     from accelerate import Accelerator
