@@ -86,6 +86,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--num_threads", type=int, default=None, help="CPU threads per process (torch's default).")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="Budget and times in elapsed seconds, or in the process's CPU seconds (CPU only: with --num_threads 1 "
+        "it measures each method's work, not how much of a shared machine it got).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one method
     args = parser.parse_args(argv)
@@ -191,7 +198,7 @@ def run_worker(args: argparse.Namespace) -> None:
         row = measure_throughput(preset, vae, data, args.device, args.seed)
     else:
         method = build_method(args.worker, preset, vae, seed=args.seed)
-        row = train_for_budget(method, data, preset, device=args.device, seed=args.seed)
+        row = train_for_budget(method, data, preset, device=args.device, seed=args.seed, clock=args.clock)
     with open(os.path.join(args.work_dir, "rows", f"{args.worker}.json"), "w") as f:
         json.dump(row, f)
     print(f"{args.worker} done", flush=True)
@@ -202,6 +209,7 @@ def run_method_process(args: argparse.Namespace, method: str) -> dict:
     flags += ["--output", args.output, "--device", args.device, "--seed", str(args.seed), "--preset", args.preset]
     if args.num_threads:
         flags += ["--num_threads", str(args.num_threads)]
+    flags += ["--clock", args.clock]
     subprocess.run([sys.executable, os.path.abspath(__file__), *flags], check=True)
     with open(os.path.join(args.work_dir, "rows", f"{method}.json")) as f:
         return json.load(f)
@@ -279,6 +287,7 @@ def main() -> None:
     result = {
         "preset": preset.name,
         "budget_s": preset.budget_s,
+        "clock": args.clock,
         "target_psnr": target,
         "hardware": hardware(args.device),
         "commit": git_commit(),

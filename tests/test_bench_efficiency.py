@@ -162,6 +162,15 @@ def test_smoke_run_rows_and_headline(bench_data):
     json.dumps(rows)  # the rows are plain JSON
 
 
+def test_cpu_clock_budgets_process_time(bench_data):
+    vae, data, _ = bench_data
+    row = train_for_budget(build_method("mae-pixel", tiny_preset(budget_s=0.3), vae), data, tiny_preset(budget_s=0.3),
+                           clock="cpu")  # fmt: skip
+    assert row["clock"] == "cpu" and row["train_s"] >= 0.3 and row["steps"] >= 1
+    with pytest.raises(ValueError, match="clock"):
+        train_for_budget(build_method("mae-pixel", tiny_preset(), vae), data, tiny_preset(), clock="sundial")
+
+
 def test_target_is_the_best_psnr_every_masked_autoencoder_reaches():
     rows = [
         {"method": "lmd-cs", "curve": [[0.0, 0, 10.0], [1.0, 5, 14.0], [2.0, 9, 16.0]]},
@@ -220,7 +229,7 @@ def test_script_end_to_end_with_a_given_projector(tiny_projector_path, tmp_path)
     flags += ["--projector_path", tiny_projector_path, "--budget_s", "0.5", "--resolution", "16"]
     flags += ["--train_batch_size", "4", "--lmd_preset", "tiny", "--num_evals", "1", "--demo_crops_per_photo", "4"]
     flags += ["--work_dir", str(tmp_path / "work"), "--plots_dir", str(tmp_path / "plots")]
-    flags += ["--markdown", str(tmp_path / "tables.md"), "--no-throughput", "--num_threads", "1"]
+    flags += ["--markdown", str(tmp_path / "tables.md"), "--no-throughput", "--num_threads", "1", "--clock", "cpu"]
     script = os.path.join(REPO, "benchmarks", "bench_efficiency.py")
     subprocess.run([sys.executable, script, *flags], check=True, capture_output=True, text=True, timeout=300)
     result = json.loads(output.read_text())
@@ -228,7 +237,7 @@ def test_script_end_to_end_with_a_given_projector(tiny_projector_path, tmp_path)
     assert [row["method"] for row in result["rows"]] == ["lmd-cs"]
     for row in result["rows"]:
         assert ROW_FIELDS <= set(row) and math.isfinite(row["final_psnr"])
-    assert result["projector"]["trained_here"] is False
+    assert result["projector"]["trained_here"] is False and result["clock"] == "cpu"
     assert sorted(os.listdir(tmp_path / "plots")) == [
         "efficiency_cpu_loss_curves.png",
         "efficiency_cpu_psnr_vs_time.png",

@@ -135,7 +135,7 @@ def plot_psnr_vs_time(result: dict, path: str) -> str:
     for key, color in (("projector", "tab:gray"), ("mean_latent", "tab:brown")):
         if key in references:
             ax.axhline(references[key], color=color, linewidth=0.8, linestyle="-.", label=labels[key])
-    ax.set_xlabel("training wall-clock (s)")
+    ax.set_xlabel("training CPU time (s)" if result.get("clock") == "cpu" else "training wall-clock (s)")
     ax.set_ylabel("held-out PSNR, mask 0.75 (dB)")
     ax.set_title(f"Time to quality ({result['hardware']})", fontsize=9)
     ax.grid(alpha=0.3)
