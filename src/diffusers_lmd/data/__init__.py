@@ -3,7 +3,14 @@
 from .builder import add_data_args, build_datasets, check_data_args, uses_demo_data
 from .demo import DEFAULT_EVAL_PHOTO, DEMO_PHOTO_NAMES, DemoCropDataset, build_demo_datasets, demo_photos
 from .image_dataset import ImageDataset, UnreadableImageWarning
-from .transforms import image_to_tensor, open_image, random_flip_batch, random_flip_mask, to_rgb
+from .transforms import (
+    image_to_tensor,
+    open_image,
+    random_color_batch,
+    random_flip_batch,
+    random_flip_mask,
+    to_rgb,
+)
 
 __all__ = [
     "DEFAULT_EVAL_PHOTO",
@@ -18,6 +25,7 @@ __all__ = [
     "demo_photos",
     "image_to_tensor",
     "open_image",
+    "random_color_batch",
     "random_flip_batch",
     "random_flip_mask",
     "to_rgb",

@@ -65,9 +65,10 @@ def _codebook_init_images(args: argparse.Namespace, vq: VQModel, dataset) -> tor
     return torch.stack([dataset[int(i)]["pixel_values"] for i in order])
 
 
-def _augment(args: argparse.Namespace, images: torch.Tensor, step: int, rank: int) -> torch.Tensor:
-    """Flips and colour augmentation drawn from (seed, step, rank) only, so a resumed run sees the same views."""
-    generator = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * 257 + rank)
+def _augment(args: argparse.Namespace, images: torch.Tensor, step: int, micro_step: int, rank: int) -> torch.Tensor:
+    """Flips and colour augmentation drawn from (seed, step, micro-batch, rank) only, so a resumed run sees the
+    same views."""
+    generator = torch.Generator().manual_seed(((args.seed * 1_000_003 + step) * 64 + micro_step) * 257 + rank)
     if args.random_flip:
         images = random_flip_batch(images, generator)
     if args.color_augment or args.saturation_jitter > 0:
@@ -118,7 +119,9 @@ def train_projector(args: argparse.Namespace) -> dict:
     optimizer = build_optimizer(autoencoder, args, lr)
     disc_optimizer = build_optimizer(discriminator, args, disc_lr)
 
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
+    steps_per_epoch = max(
+        1, math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
+    )
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
     num_epochs = math.ceil(max_train_steps / steps_per_epoch)
     lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps, accelerator.num_processes)
@@ -167,11 +170,14 @@ def train_projector(args: argparse.Namespace) -> dict:
         loader = train_loader
         if epoch == first_epoch and skip_batches:
             loader = accelerator.skip_first_batches(train_loader, skip_batches)
+        micro_step = 0
         for batch in loader:
-            images = _augment(args, batch["pixel_values"], global_step, accelerator.process_index)
+            images = _augment(args, batch["pixel_values"], global_step, micro_step, accelerator.process_index)
             logs = trainer.step(images, global_step)
+            micro_step += 1
             if not accelerator.sync_gradients:
                 continue
+            micro_step = 0
             global_step += 1
             if ema is not None:
                 ema.step(unwrapped.parameters())
