@@ -40,6 +40,7 @@ from diffusers_lmd.benchmarking import (
     target_psnr,
     train_for_budget,
 )
+from diffusers_lmd.benchmarking.loop import CLOCKS
 from diffusers_lmd.benchmarking.report import (
     plot_loss_curves,
     plot_mask_schedules,
@@ -177,15 +178,19 @@ def git_commit() -> str | None:
         return None
 
 
-def measure_throughput(preset: EfficiencyPreset, vae, data: BenchmarkData, device: str, seed: int) -> dict:
+def measure_throughput(preset: EfficiencyPreset, vae, data: BenchmarkData, args: argparse.Namespace) -> dict:
     """Cost per image of an LMD step with online encoding vs cached latents, and MFU vs a measured matmul."""
-    device = torch.device(device)
+    device = torch.device(args.device)
     on_gpu = device.type == "cuda"
-    ceiling = matmul_ceiling_tflops(device, torch.bfloat16 if on_gpu else torch.float32, 8192 if on_gpu else 2048)
-    model = build_method("lmd-cs", preset, vae, seed=seed).model.to(device)
+    timer = CLOCKS[args.clock]
+    dtype, n = (torch.bfloat16, 8192) if on_gpu else (torch.float32, 2048)
+    ceiling = matmul_ceiling_tflops(device, dtype, n, timer=timer)
+    model = build_method("lmd-cs", preset, vae, seed=args.seed).model.to(device)
     images = data.train_images[: preset.train_batch_size].to(device)
-    rows = lmd_cost_per_image(model, vae, images, mixed_precision=preset.mixed_precision, ceiling_tflops=ceiling)
-    return {"method": "throughput", "matmul_ceiling_tflops": ceiling, "rows": rows}
+    rows = lmd_cost_per_image(
+        model, vae, images, mixed_precision=preset.mixed_precision, ceiling_tflops=ceiling, timer=timer
+    )
+    return {"method": "throughput", "matmul_ceiling_tflops": ceiling, "clock": args.clock, "rows": rows}
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -195,7 +200,7 @@ def run_worker(args: argparse.Namespace) -> None:
     vae = load_projector(args.projector_path).to(args.device)
     data = BenchmarkData.load(os.path.join(args.work_dir, "data.safetensors"))
     if args.worker == "throughput":
-        row = measure_throughput(preset, vae, data, args.device, args.seed)
+        row = measure_throughput(preset, vae, data, args)
     else:
         method = build_method(args.worker, preset, vae, seed=args.seed)
         row = train_for_budget(method, data, preset, device=args.device, seed=args.seed, clock=args.clock)

@@ -197,7 +197,8 @@ def throughput_table(result: dict) -> str:
         return ""
     lines = [
         f"**Cost per training image** (LMD-CS model, batch {throughput['rows'][0]['batch']}; matmul ceiling "
-        f"{throughput['matmul_ceiling_tflops']:.3g} TFLOP/s measured on this device)",
+        f"{throughput['matmul_ceiling_tflops']:.3g} TFLOP/s measured on this device"
+        f"{', times in CPU seconds' if throughput.get('clock') == 'cpu' else ''})",
         "",
         "| mask ratio | cached latents (ms/img) | encode (ms/img) | online encoding (ms/img) | encode / step | "
         "step TFLOP/s | MFU vs matmul |",

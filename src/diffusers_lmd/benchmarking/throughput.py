@@ -24,25 +24,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable[[], object], device: torch.device, warmup: int = 2, iters: int = 5) -> float:
-    """Median wall-clock seconds of ``fn`` after ``warmup`` calls, synchronising the device around each call."""
+def median_seconds(
+    fn: Callable[[], object],
+    device: torch.device,
+    warmup: int = 2,
+    iters: int = 5,
+    timer: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Median seconds of ``fn`` (by ``timer``: elapsed, or ``time.process_time`` for CPU seconds) after ``warmup``
+    calls, synchronising the device around each call."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(iters):
         _sync(device)
-        start = time.perf_counter()
+        start = timer()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(timer() - start)
     return statistics.median(times)
 
 
-def matmul_ceiling_tflops(device: torch.device, dtype: torch.dtype, n: int, iters: int = 5) -> float:
+def matmul_ceiling_tflops(
+    device: torch.device, dtype: torch.dtype, n: int, iters: int = 5, timer: Callable[[], float] = time.perf_counter
+) -> float:
     """Measured TFLOP/s of an ``n x n x n`` matmul: the practical peak MFU is taken against."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = median_seconds(lambda: a @ b, device, warmup=2, iters=iters)
+    seconds = median_seconds(lambda: a @ b, device, warmup=2, iters=iters, timer=timer)
     return 2 * n**3 / seconds / 1e12
 
 
@@ -62,6 +71,7 @@ def lmd_cost_per_image(
     mixed_precision: str | None = None,
     ceiling_tflops: float | None = None,
     iters: int = 5,
+    timer: Callable[[], float] = time.perf_counter,
 ) -> list[dict]:
     """Milliseconds per image of an LMD training step on cached latents, of encoding, and of both (online).
 
@@ -82,10 +92,10 @@ def lmd_cost_per_image(
             return encode_images(vae, images)
 
     latents = encode().float()
-    encode_s = median_seconds(encode, device, iters=iters)
+    encode_s = median_seconds(encode, device, iters=iters, timer=timer)
     rows = []
     for ratio in mask_ratios:
-        step_s, flops = _train_step_cost(model, optimizer, latents, ratio, autocast, iters)
+        step_s, flops = _train_step_cost(model, optimizer, latents, ratio, autocast, iters, timer)
         row = {
             "mask_ratio": ratio,
             "batch": batch,
@@ -101,7 +111,7 @@ def lmd_cost_per_image(
     return rows
 
 
-def _train_step_cost(model, optimizer, latents, ratio: float, autocast, iters: int) -> tuple[float, int]:
+def _train_step_cost(model, optimizer, latents, ratio: float, autocast, iters: int, timer) -> tuple[float, int]:
     """Median seconds of one optimiser step at ``ratio``, and the FLOPs of its forward and backward."""
 
     def loss() -> torch.Tensor:
@@ -113,7 +123,7 @@ def _train_step_cost(model, optimizer, latents, ratio: float, autocast, iters: i
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    seconds = median_seconds(step, latents.device, iters=iters)
+    seconds = median_seconds(step, latents.device, iters=iters, timer=timer)
     flops = step_flops(lambda: loss().backward())
     optimizer.zero_grad(set_to_none=True)
     return seconds, flops
