@@ -14,7 +14,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from diffusers_lmd import decode_latents, encode_images, psnr
+from diffusers_lmd import decode_latents, encode_images, patchify, psnr
 from diffusers_lmd.benchmarking import (
     METHODS,
     BenchmarkData,
@@ -27,12 +27,14 @@ from diffusers_lmd.benchmarking import (
     get_preset,
     latent_reference_psnr,
     mask_ratio_at,
+    masked_latent_mse,
     speedup,
     target_psnr,
     train_for_budget,
 )
 from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image
 from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.evaluation import eval_masks
 from diffusers_lmd.schedulers import LMDMaskScheduler
 from diffusers_lmd.training.lmd_setup import load_projector
 
@@ -136,6 +138,13 @@ def test_latent_reference_points(bench_data):
     decoded = decode_latents(vae, encode_images(vae, data.eval_images)).clamp(-1, 1)
     assert references["projector"] == pytest.approx(psnr(decoded, data.eval_images).mean().item())
     assert math.isfinite(references["mean_latent"]) and references["mean_latent"] != references["projector"]
+    latents = encode_images(vae, data.eval_images)
+    mask = eval_masks(range(len(latents)), 16)  # 12 of 16 tokens masked per image
+    expected = (patchify(latents, 2).pow(2).mean(-1) * mask).sum(1) / mask.sum(1)  # error of predicting 0
+    assert references["mean_latent_mse"] == pytest.approx(expected.mean().item(), rel=1e-5)
+    for name, defined in (("lmd-cs", True), ("lmd-unet", True), ("mae-pixel", False), ("ldm-latent", False)):
+        mse = masked_latent_mse(build_method(name, tiny_preset(), vae), data.eval_images)
+        assert (mse is not None and math.isfinite(mse)) if defined else mse is None
 
 
 def test_vitmae_rejects_an_evaluation_mask_of_another_ratio(bench_data):
@@ -155,6 +164,7 @@ def test_smoke_run_rows_and_headline(bench_data):
     assert ROW_FIELDS <= set(lmd) and ROW_FIELDS <= set(ddpm)
     assert lmd["steps"] >= 1 and lmd["peak_mem_mb"] > 0
     assert math.isfinite(lmd["final_psnr"]) and lmd["curve"][0][:2] == [0.0, 0]
+    assert math.isfinite(lmd["eval_latent_mse"]) and ddpm["eval_latent_mse"] is None
     assert target == max(point[2] for point in lmd["curve"])  # the only MAE-family row sets the target
     assert lmd["time_to_target_s"] is not None
     assert ddpm["final_psnr"] is None and ddpm["time_to_target_s"] is None and ddpm["curve"] == []

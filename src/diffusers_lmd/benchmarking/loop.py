@@ -21,7 +21,7 @@ from contextlib import nullcontext
 import torch
 
 from ..evaluation import EVAL_MASK_RATIO, EVAL_SEED, eval_masks
-from ..masking import keep_visible
+from ..masking import keep_visible, patchify
 from ..metrics import EfficiencyTracker, psnr
 from ..projector import Projector, decode_latents, downsample_factor, encode_images
 from ..training.args import add_training_args
@@ -48,40 +48,73 @@ def evaluate_psnr(method: EfficiencyMethod, images: torch.Tensor, batch_size: in
     """Mean per-image PSNR of ``method``'s reconstructions of ``images`` under the fixed 0.75 evaluation masks."""
     was_training = method.model.training
     method.model.eval()
-    side = method.token_pixels
-    num_tokens = (images.shape[2] // side) * (images.shape[3] // side)
     scores = []
     try:
-        for start in range(0, images.shape[0], batch_size):
-            batch = images[start : start + batch_size]
-            indices = range(start, start + batch.shape[0])
-            mask = eval_masks(indices, num_tokens, EVAL_MASK_RATIO, EVAL_SEED).to(batch.device)
+        for batch, mask in _eval_batches(images, method.token_pixels, batch_size):
             scores.append(psnr(method.reconstruct(batch, mask).float(), batch.float()).cpu())
     finally:
         method.model.train(was_training)
     return float(torch.cat(scores).mean())
 
 
+def _masked_mse(prediction: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Per-image mean squared error over the masked latent patches (``B``)."""
+    per_token = (patchify(prediction.float(), patch_size) - patchify(latents.float(), patch_size)).pow(2).mean(-1)
+    return (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def _eval_batches(images: torch.Tensor, token_pixels: int, batch_size: int):
+    """``(batch, mask)`` pairs over ``images`` with the fixed evaluation masks on tokens of ``token_pixels``."""
+    num_tokens = (images.shape[2] // token_pixels) * (images.shape[3] // token_pixels)
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size]
+        mask = eval_masks(range(start, start + batch.shape[0]), num_tokens, EVAL_MASK_RATIO, EVAL_SEED)
+        yield batch, mask.to(batch.device)
+
+
+@torch.no_grad()
+def masked_latent_mse(method: EfficiencyMethod, images: torch.Tensor, batch_size: int = 32) -> float | None:
+    """A latent method's mean squared error on the masked latent patches of ``images`` (``None`` for others).
+
+    Read it beside :func:`latent_reference_psnr`'s ``mean_latent_mse``: it shows how much better than "predict
+    the mean" the method is in the space it is trained in, whatever the projector's decoder makes of it.
+    """
+    vae = getattr(method, "vae", None)
+    if vae is None or not method.reconstructs:
+        return None
+    was_training = method.model.training
+    method.model.eval()
+    patch_size = method.token_pixels // downsample_factor(vae)
+    errors = []
+    try:
+        for batch, mask in _eval_batches(images, method.token_pixels, batch_size):
+            latents = encode_images(vae, batch)
+            errors.append(_masked_mse(method.predict_latents(latents, mask), latents, mask, patch_size).cpu())
+    finally:
+        method.model.train(was_training)
+    return float(torch.cat(errors).mean())
+
+
 @torch.no_grad()
 def latent_reference_psnr(vae: Projector, images: torch.Tensor, patch_size: int, batch_size: int = 32) -> dict:
-    """PSNR of two fixed points of the latent path under the evaluation masks, to read latent methods against.
+    """Two fixed points of the latent path under the evaluation masks, to read latent methods against.
 
-    ``projector``: every latent as encoded (a perfect latent predictor: the projector's own ceiling).
-    ``mean_latent``: masked tokens set to the mean latent, 0 after normalisation (a predictor that learned nothing).
+    ``projector``: PSNR with every latent as encoded (a perfect latent predictor: the projector's own ceiling).
+    ``mean_latent``: PSNR with masked tokens set to the mean latent, 0 after normalisation (a predictor that
+    learned nothing); ``mean_latent_mse`` is that predictor's masked-latent MSE.
     """
-    f = downsample_factor(vae)
-    side = f * patch_size
-    num_tokens = (images.shape[2] // side) * (images.shape[3] // side)
     scores = {"projector": [], "mean_latent": []}
-    for start in range(0, images.shape[0], batch_size):
-        batch = images[start : start + batch_size].to(vae.device)
-        mask = eval_masks(range(start, start + batch.shape[0]), num_tokens, EVAL_MASK_RATIO, EVAL_SEED)
+    errors = []
+    for batch, mask in _eval_batches(images.to(vae.device), downsample_factor(vae) * patch_size, batch_size):
         latents = encode_images(vae, batch)
-        mean_fill = keep_visible(latents, torch.zeros_like(latents), mask.to(latents.device), patch_size)
+        zeros = torch.zeros_like(latents)
+        errors.append(_masked_mse(zeros, latents, mask, patch_size).cpu())
+        mean_fill = keep_visible(latents, zeros, mask, patch_size)
         for key, completed in (("projector", latents), ("mean_latent", mean_fill)):
             decoded = decode_latents(vae, completed).float().clamp(-1.0, 1.0)
             scores[key].append(psnr(decoded, batch.float()).cpu())
-    return {key: float(torch.cat(values).mean()) for key, values in scores.items()}
+    result = {key: float(torch.cat(values).mean()) for key, values in scores.items()}
+    return {**result, "mean_latent_mse": float(torch.cat(errors).mean())}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -173,6 +206,7 @@ def train_for_budget(
         "mli": tracker.mli if math.isfinite(tracker.mli) else None,
         "mlt_s": tracker.mlt if math.isfinite(tracker.mli) else None,
         "final_psnr": curve[-1][2] if curve else None,
+        "eval_latent_mse": masked_latent_mse(method, data.eval_images),
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "loss_events": tracker.num_events,
         "train_s": round(elapsed, 3),

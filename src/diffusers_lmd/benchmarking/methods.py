@@ -57,6 +57,10 @@ class EfficiencyMethod(ABC):
         """The training mask ratio at ``progress`` (``None`` for methods without one)."""
         return None
 
+    def predict_latents(self, latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """The latent a latent-space method predicts under ``mask`` (``None`` for pixel methods)."""
+        return None
+
 
 class LMDMethod(EfficiencyMethod):
     """``LMDModel`` with a mask-ratio schedule, on projector latents (``vae`` given) or directly on pixels.
@@ -77,6 +81,9 @@ class LMDMethod(EfficiencyMethod):
 
     def training_loss(self, batch: torch.Tensor, progress: float, generator: torch.Generator) -> torch.Tensor:
         return self.model(batch, mask_ratio=self.mask_ratio(progress), generator=generator).loss
+
+    def predict_latents(self, latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        return self.model(latents, mask=mask).sample if self.vae is not None else None
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

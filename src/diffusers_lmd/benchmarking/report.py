@@ -45,8 +45,8 @@ def results_table(result: dict) -> str:
     """Every row: steps, MIT, MLI, MLT, final and best PSNR, time and steps to the target PSNR, peak memory."""
     lines = [
         "| method | steps | MIT (s) | MLI | MLT (s) | final PSNR (dB) | best PSNR (dB) | time to target (s) | "
-        "steps to target | peak mem (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "steps to target | masked-latent MSE | peak mem (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         lines.append(
@@ -54,7 +54,7 @@ def results_table(result: dict) -> str:
             f"{_fmt(row['mlt_s'], 2)} | {_fmt(row['final_psnr'])} | {_fmt(best_psnr(row))} | "
             f"{_fmt(row.get('time_to_target_s'), 1)} | "
             f"{row.get('steps_to_target') if row.get('steps_to_target') is not None else '—'} | "
-            f"{_fmt(row['peak_mem_mb'], 0)} |"
+            f"{_fmt(row.get('eval_latent_mse'), 3)} | {_fmt(row['peak_mem_mb'], 0)} |"
         )
     return "\n".join(lines)
 

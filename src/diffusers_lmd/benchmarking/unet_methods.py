@@ -54,6 +54,9 @@ class MaskedUNetMethod(EfficiencyMethod):
         timestep = torch.full((b,), round(mask_ratio * 999), device=latents.device, dtype=torch.long)
         return self.model(inputs, timestep).sample
 
+    def predict_latents(self, latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.predict(latents, mask, float(mask.float().mean()))
+
     def training_loss(self, batch: torch.Tensor, progress: float, generator: torch.Generator) -> torch.Tensor:
         b, _, h, w = batch.shape
         ratio = self.mask_ratio(progress)
@@ -68,8 +71,7 @@ class MaskedUNetMethod(EfficiencyMethod):
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         latents = encode_images(self.vae, images)
         mask = mask.to(latents.device)
-        ratio = float(mask.mean())
-        prediction = self.predict(latents, mask, ratio)
+        prediction = self.predict_latents(latents, mask)
         completed = keep_visible(latents, prediction, mask, self.patch_size)
         return decode_latents(self.vae, completed).float().clamp(-1.0, 1.0)
 
