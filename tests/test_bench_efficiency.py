@@ -28,6 +28,7 @@ from diffusers_lmd.benchmarking import (
     latent_reference_psnr,
     mask_ratio_at,
     masked_latent_mse,
+    pixel_reference_psnr,
     speedup,
     target_psnr,
     train_for_budget,
@@ -147,6 +148,20 @@ def test_latent_reference_points(bench_data):
         assert (mse is not None and math.isfinite(mse)) if defined else mse is None
 
 
+def test_pixel_floor_fills_masked_patches_with_the_visible_mean_colour():
+    flat = torch.full((1, 3, 8, 8), 0.5)  # a flat image: its visible mean colour predicts every masked patch
+    assert pixel_reference_psnr(flat, token_pixels=4)["mean_pixel"] == float("inf")
+
+    image = torch.zeros(1, 3, 8, 8)
+    image[0, 1, :4, :4] = 1.0  # one green patch (token 0) on black; 3 of the 4 tokens are masked
+    if eval_masks(range(1), 4)[0, 0] > 0:  # green patch hidden: black fill misses its 16 pixels by 1
+        mse = 16 / (3 * 64)
+    else:  # green patch is the only visible one: all three masked patches are filled green, 48 pixels off by 1
+        mse = 48 / (3 * 64)
+    expected = 10 * math.log10(2.0**2 / mse)
+    assert pixel_reference_psnr(image, token_pixels=4)["mean_pixel"] == pytest.approx(expected)
+
+
 def test_vitmae_rejects_an_evaluation_mask_of_another_ratio(bench_data):
     vae, data, _ = bench_data
     method = build_method("mae-pixel", tiny_preset(), vae)
@@ -243,7 +258,7 @@ def test_script_end_to_end_with_a_given_projector(tiny_projector_path, tmp_path)
     script = os.path.join(REPO, "benchmarks", "bench_efficiency.py")
     subprocess.run([sys.executable, script, *flags], check=True, capture_output=True, text=True, timeout=300)
     result = json.loads(output.read_text())
-    assert {"target_psnr", "budget_s", "hardware", "projector", "latent_reference_psnr", "rows"} <= set(result)
+    assert {"target_psnr", "budget_s", "hardware", "projector", "reference_psnr", "rows"} <= set(result)
     assert [row["method"] for row in result["rows"]] == ["lmd-cs"]
     for row in result["rows"]:
         assert ROW_FIELDS <= set(row) and math.isfinite(row["final_psnr"])

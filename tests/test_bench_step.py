@@ -55,3 +55,21 @@ def test_measure_step_times_a_single_case(bench):
     assert row["impl"] == "lmd" and row["img_per_s"] > 0
     with pytest.raises(ValueError, match="impl must be one of"):
         bench.measure_step("unet", False, 0.5, TINY, torch.device("cpu"))
+
+
+def test_cost_per_image_compares_online_encoding_with_cached_latents(bench):
+    cfg = {**TINY, "iters": 1}
+    vae = bench.cost_projector("cpu", cfg["latent_size"])
+    assert vae.encode(torch.zeros(1, 3, 32, 32)).latents.shape == (1, 4, 8, 8)  # the model's latent grid
+
+    cost = bench.measure_cost_per_image(cfg, torch.device("cpu"), "cpu", (0.25, 0.75))
+    assert [row["mask_ratio"] for row in cost["rows"]] == [0.25, 0.75]
+    assert cost["matmul_ceiling_tflops"] > 0 and "f=4, 32px" in cost["projector"]
+    for row in cost["rows"]:
+        # online = encoding + the cached step, per image
+        assert row["online_ms"] == pytest.approx(row["cached_ms"] + row["encode_ms"])
+        assert row["encode_ms"] > 0 and row["encode_over_step"] > 0 and row["mfu"] > 0
+    assert "| 0.75 |" in bench.throughput_table({"throughput": cost})
+
+    with pytest.raises(ValueError, match="latent channels"):
+        bench.measure_cost_per_image({**cfg, "latent_channels": 3}, torch.device("cpu"), "cpu", (0.5,))

@@ -4,7 +4,7 @@
 """
 
 from .data import BenchmarkData, EpochSampler, build_benchmark_data, stack_images
-from .loop import evaluate_psnr, latent_reference_psnr, masked_latent_mse, train_for_budget
+from .loop import evaluate_psnr, latent_reference_psnr, masked_latent_mse, pixel_reference_psnr, train_for_budget
 from .methods import EfficiencyMethod, LMDMethod, ViTMAEMethod, mask_ratio_at
 from .presets import PRESETS, EfficiencyPreset, get_preset
 from .registry import LMD_SCHEDULES, MAE_FAMILY, METHODS, build_method, check_methods, vitmae_like
@@ -35,6 +35,7 @@ __all__ = [
     "latent_reference_psnr",
     "mask_ratio_at",
     "masked_latent_mse",
+    "pixel_reference_psnr",
     "speedup",
     "stack_images",
     "target_psnr",

@@ -21,7 +21,7 @@ from contextlib import nullcontext
 import torch
 
 from ..evaluation import EVAL_MASK_RATIO, EVAL_SEED, eval_masks
-from ..masking import keep_visible, patchify
+from ..masking import keep_visible, patchify, token_mask_to_latent_mask
 from ..metrics import EfficiencyTracker, psnr
 from ..projector import Projector, decode_latents, downsample_factor, encode_images
 from ..training.args import add_training_args
@@ -115,6 +115,22 @@ def latent_reference_psnr(vae: Projector, images: torch.Tensor, patch_size: int,
             scores[key].append(psnr(decoded, batch.float()).cpu())
     result = {key: float(torch.cat(values).mean()) for key, values in scores.items()}
     return {**result, "mean_latent_mse": float(torch.cat(errors).mean())}
+
+
+@torch.no_grad()
+def pixel_reference_psnr(images: torch.Tensor, token_pixels: int, batch_size: int = 32) -> dict:
+    """The pixel methods' floor under the evaluation masks: PSNR of a predictor that learned only colour.
+
+    ``mean_pixel`` fills every masked patch of ``token_pixels`` pixels with the mean colour of the image's visible
+    pixels. A method scoring near it has learned where the image is red, not what is there.
+    """
+    scores = []
+    for batch, mask in _eval_batches(images, token_pixels, batch_size):
+        masked = token_mask_to_latent_mask(mask, token_pixels, batch.shape[2], batch.shape[3]) > 0
+        visible = (~masked).to(batch.dtype)
+        mean = (batch * visible).sum((2, 3), keepdim=True) / visible.sum((2, 3), keepdim=True).clamp(min=1)
+        scores.append(psnr(torch.where(masked, mean, batch).float(), batch.float()).cpu())
+    return {"mean_pixel": float(torch.cat(scores).mean())}
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -130,9 +130,13 @@ def plot_psnr_vs_time(result: dict, path: str) -> str:
             ax.plot(seconds, values, style, marker=".", linewidth=1.4, label=row["method"])
     if result.get("target_psnr") is not None:
         ax.axhline(result["target_psnr"], color="black", linewidth=0.8, linestyle=":", label="target PSNR")
-    references = result.get("latent_reference_psnr") or {}
-    labels = {"projector": "projector alone (latent ceiling)", "mean_latent": "mean-latent fill (latent floor)"}
-    for key, color in (("projector", "tab:gray"), ("mean_latent", "tab:brown")):
+    references = result.get("reference_psnr") or {}
+    labels = {
+        "projector": "projector alone (latent ceiling)",
+        "mean_latent": "mean-latent fill (latent floor)",
+        "mean_pixel": "mean-colour fill (pixel floor)",
+    }
+    for key, color in (("projector", "tab:gray"), ("mean_latent", "tab:brown"), ("mean_pixel", "tab:pink")):
         if key in references:
             ax.axhline(references[key], color=color, linewidth=0.8, linestyle="-.", label=labels[key])
     ax.set_xlabel("training CPU time (s)" if result.get("clock") == "cpu" else "training wall-clock (s)")
