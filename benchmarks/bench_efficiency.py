@@ -68,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--budget_s", type=float, default=None, help="Training seconds per method (preset's).")
     parser.add_argument("--resolution", type=int, default=None, help="Image side (preset's).")
     parser.add_argument("--train_batch_size", type=int, default=None, help="Batch size of every method (preset's).")
+    parser.add_argument("--learning_rate", type=float, default=None, help="Peak rate of every method (preset's).")
     parser.add_argument("--lmd_preset", default=None, help="LMDModel preset of the ViT methods (preset's).")
     parser.add_argument("--num_evals", type=int, default=None, help="PSNR evaluations per run (preset's).")
     parser.add_argument("--demo_crops_per_photo", type=int, default=None, help="Demo training crops per photo.")
@@ -108,6 +109,7 @@ def build_preset(args: argparse.Namespace) -> EfficiencyPreset:
         budget_s=args.budget_s,
         resolution=args.resolution,
         train_batch_size=args.train_batch_size,
+        learning_rate=args.learning_rate,
         lmd_preset=args.lmd_preset,
         num_evals=args.num_evals,
         demo_crops_per_photo=args.demo_crops_per_photo,

@@ -200,7 +200,7 @@ def throughput_table(result: dict) -> str:
     if not throughput:
         return ""
     lines = [
-        f"**Cost per training image** (LMD-CS model, batch {throughput['rows'][0]['batch']}; matmul ceiling "
+        f"**Cost per training image** (LMD step, batch {throughput['rows'][0]['batch']}; matmul ceiling "
         f"{throughput['matmul_ceiling_tflops']:.3g} TFLOP/s measured on this device"
         f"{', times in CPU seconds' if throughput.get('clock') == 'cpu' else ''})",
         "",

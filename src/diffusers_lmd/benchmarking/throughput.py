@@ -24,15 +24,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(
+def sample_seconds(
     fn: Callable[[], object],
     device: torch.device,
     warmup: int = 2,
     iters: int = 5,
     timer: Callable[[], float] = time.perf_counter,
-) -> float:
-    """Median seconds of ``fn`` (by ``timer``: elapsed, or ``time.process_time`` for CPU seconds) after ``warmup``
-    calls, synchronising the device around each call."""
+) -> list[float]:
+    """Seconds of each of ``iters`` calls of ``fn`` (by ``timer``: elapsed, or ``time.process_time`` for CPU
+    seconds) after ``warmup`` calls, synchronising the device around each call."""
     for _ in range(warmup):
         fn()
     times = []
@@ -42,16 +42,28 @@ def median_seconds(
         fn()
         _sync(device)
         times.append(timer() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(
+    fn: Callable[[], object],
+    device: torch.device,
+    warmup: int = 2,
+    iters: int = 5,
+    timer: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Median of :func:`sample_seconds`: the typical cost of a call."""
+    return statistics.median(sample_seconds(fn, device, warmup, iters, timer))
 
 
 def matmul_ceiling_tflops(
-    device: torch.device, dtype: torch.dtype, n: int, iters: int = 5, timer: Callable[[], float] = time.perf_counter
+    device: torch.device, dtype: torch.dtype, n: int, iters: int = 10, timer: Callable[[], float] = time.perf_counter
 ) -> float:
-    """Measured TFLOP/s of an ``n x n x n`` matmul: the practical peak MFU is taken against."""
+    """TFLOP/s of the fastest of ``iters`` ``n x n x n`` matmuls: the practical peak MFU is taken against (the
+    fastest call, since a ceiling should not move with a noisy neighbour)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = median_seconds(lambda: a @ b, device, warmup=2, iters=iters, timer=timer)
+    seconds = min(sample_seconds(lambda: a @ b, device, warmup=3, iters=iters, timer=timer))
     return 2 * n**3 / seconds / 1e12
 
 
