@@ -136,7 +136,7 @@ def plot_psnr_vs_time(result: dict, path: str) -> str:
         "mean_latent": "mean-latent fill (latent floor)",
         "mean_pixel": "mean-colour fill (pixel floor)",
     }
-    for key, color in (("projector", "tab:gray"), ("mean_latent", "tab:brown"), ("mean_pixel", "tab:pink")):
+    for key, color in (("projector", "tab:gray"), ("mean_latent", "tab:brown"), ("mean_pixel", "tab:olive")):
         if key in references:
             ax.axhline(references[key], color=color, linewidth=0.8, linestyle="-.", label=labels[key])
     ax.set_xlabel("training CPU time (s)" if result.get("clock") == "cpu" else "training wall-clock (s)")
