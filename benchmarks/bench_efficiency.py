@@ -47,6 +47,7 @@ from diffusers_lmd.benchmarking.report import (
     plot_mask_schedules,
     plot_psnr_vs_time,
     results_table,
+    setting_lines,
     table_1,
     table_3,
     table_5,
@@ -208,7 +209,8 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
-    parts = [results_table(result), table_1(result), table_3(result), table_5(result), throughput_table(result)]
+    parts = [setting_lines(result), results_table(result), table_1(result), table_3(result), table_5(result)]
+    parts.append(throughput_table(result))
     tables = "\n\n".join(part for part in parts if part)
     print(tables)
     headline = result["speedup_lmd_cs_vs_mae"]

@@ -268,4 +268,28 @@ def test_script_end_to_end_with_a_given_projector(tiny_projector_path, tmp_path)
         "efficiency_cpu_psnr_vs_time.png",
         "mask_schedules.png",
     ]
-    assert "Table 1" in (tmp_path / "tables.md").read_text()
+    tables = (tmp_path / "tables.md").read_text()
+    assert "Table 1" in tables
+    # the projector's own line (this fixture records no training cost), with the floors the methods are read against
+    assert f"- projector: {tiny_projector_path}, training cost unknown" in tables
+    assert "(pixel floor)" in tables and "(latent floor)" in tables
+
+
+def test_setting_lines_report_the_projector_cost_and_the_floors():
+    from diffusers_lmd.benchmarking.report import setting_lines
+
+    result = {
+        "projector": {"trained_here": False, "projector_class": "VQModel", "global_step": 1600,
+                      "train_seconds": 1942.94, "eval_psnr": 21.828},
+        "reference_psnr": {"projector": 21.828, "mean_latent": 16.214, "mean_pixel": 18.841},
+    }  # fmt: skip
+    lines = setting_lines(result).splitlines()
+    assert lines[0] == (
+        "- projector: VQModel trained beforehand by `training/train_projector.py`, 1600 steps, 1942.9 s of "
+        "training, held-out PSNR 21.83 dB (not in any method's budget)"
+    )
+    assert lines[1:] == [
+        "- reference PSNR, every latent as encoded (latent ceiling): 21.83 dB",
+        "- reference PSNR, masked latents = mean latent (latent floor): 16.21 dB",
+        "- reference PSNR, masked pixels = visible mean colour (pixel floor): 18.84 dB",
+    ]

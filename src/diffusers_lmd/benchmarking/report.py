@@ -59,6 +59,30 @@ def results_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def setting_lines(result: dict) -> str:
+    """The projector's own training cost (counted in no method's budget) and the reference PSNRs of the run."""
+    projector = result.get("projector") or {}
+    if "train_seconds" in projector:
+        origin = "trained here" if projector.get("trained_here") else "trained beforehand"
+        lines = [
+            f"- projector: {projector['projector_class']} {origin} by `training/train_projector.py`, "
+            f"{projector['global_step']} steps, {projector['train_seconds']:.1f} s of training, held-out PSNR "
+            f"{_fmt(projector.get('eval_psnr'))} dB (not in any method's budget)"
+        ]
+    else:
+        lines = [f"- projector: {projector.get('path', 'given')}, training cost unknown (no projector_metrics.json)"]
+    references = result.get("reference_psnr") or {}
+    names = {
+        "projector": "every latent as encoded (latent ceiling)",
+        "mean_latent": "masked latents = mean latent (latent floor)",
+        "mean_pixel": "masked pixels = visible mean colour (pixel floor)",
+    }
+    for key, label in names.items():
+        if key in references:
+            lines.append(f"- reference PSNR, {label}: {references[key]:.2f} dB")
+    return "\n".join(lines)
+
+
 def _paper_table(result: dict, paper: dict, reference: str, title: str) -> str:
     rows = _rows_by_method(result)
     ref = rows.get(reference)
