@@ -141,7 +141,10 @@ def test_latent_reference_points(bench_data):
     assert math.isfinite(references["mean_latent"]) and references["mean_latent"] != references["projector"]
     latents = encode_images(vae, data.eval_images)
     mask = eval_masks(range(len(latents)), 16)  # 12 of 16 tokens masked per image
-    expected = (patchify(latents, 2).pow(2).mean(-1) * mask).sum(1) / mask.sum(1)  # error of predicting 0
+    tokens = patchify(latents, 2).reshape(len(latents), 16, 4, latents.shape[1])  # B x L x (2*2 cells) x C
+    visible_mean = (tokens * (1 - mask)[:, :, None, None]).sum((1, 2)) / (4 * (1 - mask).sum(1, keepdim=True))
+    error = (tokens - visible_mean[:, None, None, :]).pow(2).mean((2, 3))  # per token, filling with that mean
+    expected = (error * mask).sum(1) / mask.sum(1)
     assert references["mean_latent_mse"] == pytest.approx(expected.mean().item(), rel=1e-5)
     for name, defined in (("lmd-cs", True), ("lmd-unet", True), ("mae-pixel", False), ("ldm-latent", False)):
         mse = masked_latent_mse(build_method(name, tiny_preset(), vae), data.eval_images)

@@ -95,21 +95,31 @@ def masked_latent_mse(method: EfficiencyMethod, images: torch.Tensor, batch_size
     return float(torch.cat(errors).mean())
 
 
+def _visible_mean(x: torch.Tensor, mask: torch.Tensor, token_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(masked, mean)``: where ``x`` (``B x C x H x W``) is masked by ``mask`` (tokens of ``token_side`` cells),
+    and each image's per-channel mean over its visible cells (``B x C x 1 x 1``)."""
+    masked = token_mask_to_latent_mask(mask, token_side, x.shape[2], x.shape[3]).to(x.device) > 0
+    visible = (~masked).to(x.dtype)
+    mean = (x * visible).sum((2, 3), keepdim=True) / visible.sum((2, 3), keepdim=True).clamp(min=1)
+    return masked, mean
+
+
 @torch.no_grad()
 def latent_reference_psnr(vae: Projector, images: torch.Tensor, patch_size: int, batch_size: int = 32) -> dict:
     """Two fixed points of the latent path under the evaluation masks, to read latent methods against.
 
     ``projector``: PSNR with every latent as encoded (a perfect latent predictor: the projector's own ceiling).
-    ``mean_latent``: PSNR with masked tokens set to the mean latent, 0 after normalisation (a predictor that
-    learned nothing); ``mean_latent_mse`` is that predictor's masked-latent MSE.
+    ``mean_latent``: PSNR with every masked latent set to the mean of the image's visible latents, per channel (a
+    predictor that learned nothing about structure); ``mean_latent_mse`` is its masked-latent MSE.
     """
     scores = {"projector": [], "mean_latent": []}
     errors = []
     for batch, mask in _eval_batches(images.to(vae.device), downsample_factor(vae) * patch_size, batch_size):
         latents = encode_images(vae, batch)
-        zeros = torch.zeros_like(latents)
-        errors.append(_masked_mse(zeros, latents, mask, patch_size).cpu())
-        mean_fill = keep_visible(latents, zeros, mask, patch_size)
+        _, mean = _visible_mean(latents, mask, patch_size)
+        fill = mean.expand_as(latents)
+        errors.append(_masked_mse(fill, latents, mask, patch_size).cpu())
+        mean_fill = keep_visible(latents, fill, mask, patch_size)
         for key, completed in (("projector", latents), ("mean_latent", mean_fill)):
             decoded = decode_latents(vae, completed).float().clamp(-1.0, 1.0)
             scores[key].append(psnr(decoded, batch.float()).cpu())
@@ -126,9 +136,7 @@ def pixel_reference_psnr(images: torch.Tensor, token_pixels: int, batch_size: in
     """
     scores = []
     for batch, mask in _eval_batches(images, token_pixels, batch_size):
-        masked = token_mask_to_latent_mask(mask, token_pixels, batch.shape[2], batch.shape[3]) > 0
-        visible = (~masked).to(batch.dtype)
-        mean = (batch * visible).sum((2, 3), keepdim=True) / visible.sum((2, 3), keepdim=True).clamp(min=1)
+        masked, mean = _visible_mean(batch, mask, token_pixels)
         scores.append(psnr(torch.where(masked, mean, batch).float(), batch.float()).cpu())
     return {"mean_pixel": float(torch.cat(scores).mean())}
 
