@@ -268,8 +268,11 @@ def main() -> None:
         data_flags, train_dataset, eval_dataset, vae, os.path.join(args.work_dir, "latents"), Accelerator()
     )
     data.save(os.path.join(args.work_dir, "data.safetensors"))
+    token_pixels = downsample_factor(vae) * preset.patch_size
     references = latent_reference_psnr(vae, data.eval_images, preset.patch_size)
-    references.update(pixel_reference_psnr(data.eval_images, downsample_factor(vae) * preset.patch_size))
+    references.update(pixel_reference_psnr(data.eval_images, token_pixels))
+    train_references = latent_reference_psnr(vae, data.train_probe(), preset.patch_size)
+    train_references.update(pixel_reference_psnr(data.train_probe(), token_pixels))
     del vae
 
     rows = [run_method_process(args, method) for method in args.methods]
@@ -286,6 +289,7 @@ def main() -> None:
         "torch": torch.__version__,
         "projector": projector,
         "reference_psnr": references,
+        "train_reference_psnr": train_references,
         "latent_cache": {k: v for k, v in cache.items() if k != "cache_path"},
         "num_train_images": len(data),
         "num_eval_images": int(data.eval_images.shape[0]),

@@ -183,6 +183,7 @@ def test_smoke_run_rows_and_headline(bench_data):
     assert lmd["steps"] >= 1 and lmd["peak_mem_mb"] > 0
     assert math.isfinite(lmd["final_psnr"]) and lmd["curve"][0][:2] == [0.0, 0]
     assert math.isfinite(lmd["eval_latent_mse"]) and ddpm["eval_latent_mse"] is None
+    assert math.isfinite(lmd["final_train_psnr"]) and ddpm["final_train_psnr"] is None
     assert target == max(point[2] for point in lmd["curve"])  # the only MAE-family row sets the target
     assert lmd["time_to_target_s"] is not None
     assert ddpm["final_psnr"] is None and ddpm["time_to_target_s"] is None and ddpm["curve"] == []
@@ -242,6 +243,14 @@ def test_cost_per_image_online_encoding_adds_the_encoder(bench_data):
         assert row["step_tflops"] > 0 and row["mfu"] == pytest.approx(row["step_tflops"])
 
 
+def test_train_probe_is_evenly_spaced_training_images_as_many_as_held_out():
+    train = torch.arange(10.0).reshape(10, 1, 1, 1).expand(10, 3, 2, 2)
+    data = BenchmarkData(train_images=train, eval_images=torch.zeros(4, 3, 2, 2))
+    assert data.train_probe()[:, 0, 0, 0].tolist() == [0.0, 3.0, 6.0, 9.0]
+    small = BenchmarkData(train_images=train[:2], eval_images=torch.zeros(4, 3, 2, 2))
+    assert small.train_probe().shape[0] == 2  # never more than the training set
+
+
 def test_data_round_trips_through_safetensors(bench_data, tmp_path):
     _, data, _ = bench_data
     data.save(str(tmp_path / "data.safetensors"))
@@ -275,7 +284,7 @@ def test_script_end_to_end_with_a_given_projector(tiny_projector_path, tmp_path)
     assert "Table 1" in tables
     # the projector's own line (this fixture records no training cost), with the floors the methods are read against
     assert f"- projector: {tiny_projector_path}, training cost unknown" in tables
-    assert "(pixel floor)" in tables and "(latent floor)" in tables
+    assert "held-out, masked pixels" in tables and "training images, masked latents" in tables
 
 
 def test_setting_lines_report_the_projector_cost_and_the_floors():
@@ -284,7 +293,8 @@ def test_setting_lines_report_the_projector_cost_and_the_floors():
     result = {
         "projector": {"trained_here": False, "projector_class": "VQModel", "global_step": 1600,
                       "train_seconds": 1942.94, "eval_psnr": 21.828},
-        "reference_psnr": {"projector": 21.828, "mean_latent": 16.214, "mean_pixel": 18.841},
+        "reference_psnr": {"projector": 21.828, "mean_latent": 17.326, "mean_pixel": 18.841},
+        "train_reference_psnr": {"mean_pixel": 16.291},
     }  # fmt: skip
     lines = setting_lines(result).splitlines()
     assert lines[0] == (
@@ -292,7 +302,9 @@ def test_setting_lines_report_the_projector_cost_and_the_floors():
         "training, held-out PSNR 21.83 dB (not in any method's budget)"
     )
     assert lines[1:] == [
-        "- reference PSNR, every latent as encoded (latent ceiling): 21.83 dB",
-        "- reference PSNR, masked latents = mean latent (latent floor): 16.21 dB",
-        "- reference PSNR, masked pixels = visible mean colour (pixel floor): 18.84 dB",
+        "- reference PSNR on the held-out, every latent as encoded (latent ceiling): 21.83 dB",
+        "- reference PSNR on the held-out, masked latents = the image's visible mean latent (latent floor): 17.33 dB",
+        "- reference PSNR on the held-out, masked pixels = the image's visible mean colour (pixel floor): 18.84 dB",
+        "- reference PSNR on the training images, masked pixels = the image's visible mean colour (pixel floor): "
+        "16.29 dB",
     ]

@@ -45,6 +45,13 @@ class BenchmarkData:
     def __len__(self) -> int:
         return self.train_images.shape[0]
 
+    def train_probe(self) -> torch.Tensor:
+        """As many training images as there are held-out ones, evenly spaced: scored like the held-out set, they
+        tell memorising the training photos apart from learning what transfers to a new one."""
+        count = min(len(self), self.eval_images.shape[0])
+        indices = torch.linspace(0, len(self) - 1, count).round().long().to(self.train_images.device)
+        return self.train_images[indices]
+
     def to(self, device: torch.device | str) -> BenchmarkData:
         move = {k: (v.to(device) if v is not None else None) for k, v in vars(self).items()}
         return BenchmarkData(**move)

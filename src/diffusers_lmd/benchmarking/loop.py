@@ -175,7 +175,8 @@ def train_for_budget(
     """Train ``method`` for ``preset.budget_s`` seconds of training time; return its benchmark row.
 
     ``clock`` is ``"wall"`` (elapsed seconds) or ``"cpu"`` (the process's CPU seconds, CPU training only).
-    The row holds ``method, steps, mit_s, mli, mlt_s, final_psnr, peak_mem_mb`` and, for the plots,
+    The row holds ``method, steps, mit_s, mli, mlt_s, final_psnr, peak_mem_mb``, ``final_train_psnr`` (the same
+    score on :meth:`BenchmarkData.train_probe`, images the method trained on) and, for the plots,
     ``curve`` (``[train_seconds, step, psnr]`` at each evaluation) and ``losses`` (``[step, train_seconds,
     loss, mask_ratio]``). ``time_to_target_s`` is added by :func:`diffusers_lmd.benchmarking.add_time_to_target`
     once every method's curve is known. Undefined metrics (no PSNR, no loss-decrease event) are ``None``.
@@ -230,6 +231,7 @@ def train_for_budget(
         "mli": tracker.mli if math.isfinite(tracker.mli) else None,
         "mlt_s": tracker.mlt if math.isfinite(tracker.mli) else None,
         "final_psnr": curve[-1][2] if curve else None,
+        "final_train_psnr": evaluate_psnr(method, data.train_probe()) if method.reconstructs else None,
         "eval_latent_mse": masked_latent_mse(method, data.eval_images),
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "loss_events": tracker.num_events,

@@ -45,8 +45,8 @@ def results_table(result: dict) -> str:
     """Every row: steps, MIT, MLI, MLT, final and best PSNR, time and steps to the target PSNR, peak memory."""
     lines = [
         "| method | steps | MIT (s) | MLI | MLT (s) | final PSNR (dB) | best PSNR (dB) | time to target (s) | "
-        "steps to target | masked-latent MSE | peak mem (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "steps to target | masked-latent MSE | final PSNR on training images (dB) | peak mem (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         lines.append(
@@ -54,7 +54,8 @@ def results_table(result: dict) -> str:
             f"{_fmt(row['mlt_s'], 2)} | {_fmt(row['final_psnr'])} | {_fmt(best_psnr(row))} | "
             f"{_fmt(row.get('time_to_target_s'), 1)} | "
             f"{row.get('steps_to_target') if row.get('steps_to_target') is not None else '—'} | "
-            f"{_fmt(row.get('eval_latent_mse'), 3)} | {_fmt(row['peak_mem_mb'], 0)} |"
+            f"{_fmt(row.get('eval_latent_mse'), 3)} | {_fmt(row.get('final_train_psnr'))} | "
+            f"{_fmt(row['peak_mem_mb'], 0)} |"
         )
     return "\n".join(lines)
 
@@ -71,15 +72,16 @@ def setting_lines(result: dict) -> str:
         ]
     else:
         lines = [f"- projector: {projector.get('path', 'given')}, training cost unknown (no projector_metrics.json)"]
-    references = result.get("reference_psnr") or {}
     names = {
         "projector": "every latent as encoded (latent ceiling)",
-        "mean_latent": "masked latents = mean latent (latent floor)",
-        "mean_pixel": "masked pixels = visible mean colour (pixel floor)",
+        "mean_latent": "masked latents = the image's visible mean latent (latent floor)",
+        "mean_pixel": "masked pixels = the image's visible mean colour (pixel floor)",
     }
-    for key, label in names.items():
-        if key in references:
-            lines.append(f"- reference PSNR, {label}: {references[key]:.2f} dB")
+    for field, where in (("reference_psnr", "held-out"), ("train_reference_psnr", "training images")):
+        references = result.get(field) or {}
+        for key, label in names.items():
+            if key in references:
+                lines.append(f"- reference PSNR on the {where}, {label}: {references[key]:.2f} dB")
     return "\n".join(lines)
 
 
@@ -157,7 +159,7 @@ def plot_psnr_vs_time(result: dict, path: str) -> str:
     references = result.get("reference_psnr") or {}
     labels = {
         "projector": "projector alone (latent ceiling)",
-        "mean_latent": "mean-latent fill (latent floor)",
+        "mean_latent": "visible mean-latent fill (latent floor)",
         "mean_pixel": "mean-colour fill (pixel floor)",
     }
     for key, color in (("projector", "tab:gray"), ("mean_latent", "tab:brown"), ("mean_pixel", "tab:olive")):
