@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint format demo bench clean
+.PHONY: venv test lint format demo device-wheels clean
 
 # A local CPU build of torch when none is importable: plain `torch` would pull a multi-GB CUDA build.
 $(STAMP): setup.cfg pyproject.toml
@@ -29,6 +29,14 @@ test: lint
 
 demo: $(STAMP)
 	$(PY) training/demo.py --output_dir demo-output
+
+# For the GPU device machine (benchmarks/gpu_checks.sh): wheels of what its image lacks, at this venv's versions.
+DEVICE_PACKAGES := diffusers datasets dill multiprocess huggingface-hub safetensors
+device-wheels: $(STAMP)
+	rm -rf .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		$$($(PY) -c "from importlib.metadata import version; print(*[p + '==' + version(p) for p in '$(DEVICE_PACKAGES)'.split()])")
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache build *.egg-info src/*.egg-info
