@@ -53,7 +53,7 @@ from diffusers_lmd.benchmarking.report import (
     table_5,
     throughput_table,
 )
-from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image, matmul_ceiling_tflops
+from diffusers_lmd.benchmarking.throughput import device_matmul_ceiling, lmd_cost_per_image
 from diffusers_lmd.data import add_data_args, build_datasets
 from diffusers_lmd.projector import downsample_factor
 from diffusers_lmd.training.lmd_setup import load_projector
@@ -166,10 +166,8 @@ def read_projector_metrics(path: str) -> dict:
 def measure_throughput(preset: EfficiencyPreset, vae, data: BenchmarkData, args: argparse.Namespace) -> dict:
     """Cost per image of an LMD step with online encoding vs cached latents, and MFU vs a measured matmul."""
     device = torch.device(args.device)
-    on_gpu = device.type == "cuda"
     timer = CLOCKS[args.clock]
-    dtype, n = (torch.bfloat16, 8192) if on_gpu else (torch.float32, 2048)
-    ceiling = matmul_ceiling_tflops(device, dtype, n, timer=timer)
+    ceiling, _ = device_matmul_ceiling(device, timer=timer)
     model = build_method("lmd-cs", preset, vae, seed=args.seed).model.to(device)
     images = data.train_images[: preset.train_batch_size].to(device)
     rows = lmd_cost_per_image(
@@ -271,8 +269,9 @@ def main() -> None:
     token_pixels = downsample_factor(vae) * preset.patch_size
     references = latent_reference_psnr(vae, data.eval_images, preset.patch_size)
     references.update(pixel_reference_psnr(data.eval_images, token_pixels))
-    train_references = latent_reference_psnr(vae, data.train_probe(), preset.patch_size)
-    train_references.update(pixel_reference_psnr(data.train_probe(), token_pixels))
+    train_probe = data.train_probe()
+    train_references = latent_reference_psnr(vae, train_probe, preset.patch_size)
+    train_references.update(pixel_reference_psnr(train_probe, token_pixels))
     del vae
 
     rows = [run_method_process(args, method) for method in args.methods]

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from diffusers_lmd import LMDModel
 from diffusers_lmd.benchmarking import get_preset
 from diffusers_lmd.benchmarking.environment import describe_hardware, git_commit
 from diffusers_lmd.benchmarking.report import throughput_table
-from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image, matmul_ceiling_tflops
+from diffusers_lmd.benchmarking.throughput import device_matmul_ceiling, lmd_cost_per_image, step_flops
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 from diffusers_lmd.training.projector_model import add_projector_args, build_projector
 
@@ -108,11 +107,13 @@ def make_train_step(
 
 def count_step_flops(compute_loss: Callable[[], torch.Tensor], bf16: bool, device: torch.device) -> int:
     """FLOPs of one forward + backward, counted by ``FlopCounterMode`` (the optimiser update is negligible)."""
-    with FlopCounterMode(display=False) as counter:
+
+    def forward_backward() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = compute_loss()
         loss.backward()
-    return counter.get_total_flops()
+
+    return step_flops(forward_backward)
 
 
 @dataclass
@@ -253,8 +254,8 @@ def cost_projector(preset: str, latent_size: int) -> Projector:
 def measure_cost_per_image(cfg: dict, device: torch.device, preset: str, mask_ratios: tuple[float, ...]) -> dict:
     """Per-image cost of an LMD step on cached latents vs with online encoding, and MFU against a measured matmul.
 
-    The matmul ceiling is an ``n x n x n`` product in the step's precision (bf16 n = 8192 on CUDA, fp32 n = 2048
-    on CPU) timed on the same device and clock, the practical peak a training step could reach.
+    The matmul ceiling (:func:`device_matmul_ceiling`) is timed on the same device and clock, in the step's
+    precision: the practical peak a training step could reach.
     """
     vae = cost_projector(preset, cfg["latent_size"]).to(device).eval()
     if latent_channels(vae) != cfg["latent_channels"]:
@@ -264,8 +265,7 @@ def measure_cost_per_image(cfg: dict, device: torch.device, preset: str, mask_ra
     generator = torch.Generator().manual_seed(0)
     images = (torch.rand(cfg["batch_size"], 3, resolution, resolution, generator=generator) * 2 - 1).to(device)
     timer = CLOCKS[cfg.get("clock", "wall")]
-    dtype, n = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, 2048)
-    ceiling = matmul_ceiling_tflops(device, dtype, n, timer=timer)
+    ceiling, dtype = device_matmul_ceiling(device, timer=timer)
     torch.manual_seed(0)
     model = build_lmd(cfg).to(device).train()
     mixed_precision = "bf16" if cfg["bf16"] else None

@@ -67,6 +67,15 @@ def matmul_ceiling_tflops(
     return 2 * n**3 / seconds / 1e12
 
 
+def device_matmul_ceiling(
+    device: torch.device, timer: Callable[[], float] = time.perf_counter
+) -> tuple[float, torch.dtype]:
+    """``(TFLOP/s, dtype)`` of :func:`matmul_ceiling_tflops` in the precision a training step uses on ``device``:
+    an 8192³ bf16 product on CUDA, a 2048³ fp32 one elsewhere."""
+    dtype, n = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, 2048)
+    return matmul_ceiling_tflops(device, dtype, n, timer=timer), dtype
+
+
 def step_flops(step: Callable[[], object]) -> int:
     """FLOPs of one call of ``step`` (forward and backward), as ``FlopCounterMode`` counts them."""
     counter = FlopCounterMode(display=False)
