@@ -87,3 +87,20 @@ def fresh_accelerate_state():
     reset()
     yield
     reset()
+
+
+# --------------------------------------------------------------- Fashion-MNIST (tests that need the real data)
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> str:
+    """The folder with the real Fashion-MNIST IDX files (`make data`); missing data fails under CI=true."""
+    import os
+
+    from diffusers_lmd.data.fashion_mnist import find_local_data_dir, missing_data_message
+
+    found = find_local_data_dir()
+    if found is None:
+        message = missing_data_message("needed by this test")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found

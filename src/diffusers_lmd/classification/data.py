@@ -168,13 +168,22 @@ class LabelledImageDataset(torch.utils.data.Dataset):
         center_crop: bool = True,
         seed: int = 0,
         num_proc: int | None = None,
+        pad_to_resolution: bool = False,
     ):
         check_label_column(dataset, label_column)
         dataset = dataset.select_columns([image_column, label_column])
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
         dataset = drop_unreadable(dataset, image_column, num_proc)
         self.dataset = dataset  # the table, whose fingerprint identifies the images in a latent cache
-        self.images = ImageDataset(dataset, image_column, resolution, center_crop, seed, check_images=False)
+        self.images = ImageDataset(
+            dataset,
+            image_column,
+            resolution,
+            center_crop,
+            seed,
+            check_images=False,
+            pad_to_resolution=pad_to_resolution,
+        )
         self.labels = torch.tensor(dataset[label_column], dtype=torch.long)
 
     def __len__(self) -> int:
@@ -208,6 +217,7 @@ def build_labelled_datasets(
         resolution=args.resolution,
         seed=args.data_seed,
         num_proc=args.dataloader_num_workers or None,
+        pad_to_resolution=getattr(args, "pad_to_resolution", False),
     )
     train_dataset = LabelledImageDataset(train, center_crop=args.center_crop, **common)
     eval_dataset = LabelledImageDataset(evaluation, center_crop=True, **common)

@@ -2,6 +2,12 @@
 
 from .builder import add_data_args, build_datasets, check_data_args, uses_demo_data
 from .demo import DEFAULT_EVAL_PHOTO, DEMO_PHOTO_NAMES, DemoCropDataset, build_demo_datasets, demo_photos
+from .fashion_mnist import (
+    FASHION_MNIST_HUB_ID,
+    FASHION_MNIST_LABELS,
+    load_fashion_mnist,
+    read_idx,
+)
 from .image_dataset import ImageDataset, UnreadableImageWarning
 from .transforms import (
     image_to_tensor,
@@ -13,6 +19,10 @@ from .transforms import (
 )
 
 __all__ = [
+    "FASHION_MNIST_HUB_ID",
+    "FASHION_MNIST_LABELS",
+    "load_fashion_mnist",
+    "read_idx",
     "DEFAULT_EVAL_PHOTO",
     "DEMO_PHOTO_NAMES",
     "DemoCropDataset",

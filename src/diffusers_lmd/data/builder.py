@@ -18,14 +18,16 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=str,
         default=None,
         help="A dataset on the Hub or a local path, loaded with `datasets.load_dataset` (or `load_from_disk` for a "
-        "saved dataset). Without it and --train_data_dir, the built-in scikit-image demo data is used.",
+        "saved dataset); `fashion_mnist` (or zalando-datasets/fashion_mnist) reads Debian's offline IDX files when "
+        "installed. Without it and --train_data_dir, the built-in scikit-image demo data is used.",
     )
     group.add_argument("--dataset_config_name", type=str, default=None, help="The dataset's config, if it has several.")
     group.add_argument(
         "--train_data_dir",
         type=str,
         default=None,
-        help="A folder of images, loaded as `imagefolder` (subfolders train/ and validation/ or test/ become splits).",
+        help="A folder of images, loaded as `imagefolder` (subfolders train/ and validation/ or test/ become splits), "
+        "or a folder holding Fashion-MNIST's four IDX files.",
     )
     group.add_argument("--image_column", type=str, default=None, help="The column with images (default: detected).")
     group.add_argument("--resolution", type=int, default=64, help="Images are resized and cropped to this square.")
@@ -33,6 +35,12 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--center_crop",
         action="store_true",
         help="Crop the centre after resizing; otherwise a seeded random crop, fixed per image.",
+    )
+    group.add_argument(
+        "--pad_to_resolution",
+        action="store_true",
+        help="Centre images no larger than --resolution on a black square instead of upscaling them (keeps "
+        "Fashion-MNIST's 28x28 pixels exact on a 32x32 canvas).",
     )
     group.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random.")
     group.add_argument("--dataloader_num_workers", type=int, default=0, help="Data-loading worker processes.")
@@ -112,7 +120,13 @@ def build_datasets(args: argparse.Namespace) -> tuple[torch.utils.data.Dataset, 
     if args.max_train_samples is not None and args.max_train_samples < len(train):
         train = train.shuffle(seed=args.data_seed).select(range(args.max_train_samples))
     num_proc = args.dataloader_num_workers or None
-    common = dict(image_column=column, resolution=args.resolution, seed=args.data_seed, num_proc=num_proc)
+    common = dict(
+        image_column=column,
+        resolution=args.resolution,
+        seed=args.data_seed,
+        num_proc=num_proc,
+        pad_to_resolution=getattr(args, "pad_to_resolution", False),
+    )
     train_dataset = ImageDataset(train, center_crop=args.center_crop, **common)
     eval_dataset = ImageDataset(evaluation, center_crop=True, **common)
     for name, dataset in (("training", train_dataset), ("evaluation", eval_dataset)):

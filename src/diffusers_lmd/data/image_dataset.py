@@ -14,6 +14,7 @@ import warnings
 import datasets
 import torch
 
+from .fashion_mnist import has_idx_files, is_fashion_mnist_name, load_fashion_mnist, load_fashion_mnist_dataset
 from .transforms import image_name, image_to_tensor, open_image
 
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
@@ -25,7 +26,15 @@ class UnreadableImageWarning(UserWarning):
 
 
 def load_dataset_dict(dataset_name: str | None, config_name: str | None, train_data_dir: str | None):
-    """``datasets.load_dataset`` for a Hub id / local path, ``load_from_disk`` for a saved dataset, or imagefolder."""
+    """``datasets.load_dataset`` for a Hub id / local path, ``load_from_disk`` for a saved dataset, or imagefolder.
+
+    Fashion-MNIST (``fashion_mnist`` or its Hub id, or a folder holding its four IDX files) comes from the local
+    IDX files when they exist (:mod:`diffusers_lmd.data.fashion_mnist`).
+    """
+    if is_fashion_mnist_name(dataset_name):
+        return load_fashion_mnist_dataset(dataset_name)
+    if dataset_name is None and has_idx_files(train_data_dir):
+        return load_fashion_mnist(train_data_dir)
     if dataset_name is not None:
         saved = os.path.isdir(dataset_name) and any(
             os.path.isfile(os.path.join(dataset_name, marker)) for marker in ("dataset_dict.json", "state.json")
@@ -100,6 +109,7 @@ class ImageDataset(torch.utils.data.Dataset):
         seed: seeds the per-item random crops.
         check_images: decode every image once now and drop the unreadable ones (with a warning each).
         num_proc: processes for that check.
+        pad_to_resolution: centre images no larger than ``resolution`` on a black square instead of upscaling.
     """
 
     def __init__(
@@ -111,6 +121,7 @@ class ImageDataset(torch.utils.data.Dataset):
         seed: int = 0,
         check_images: bool = True,
         num_proc: int | None = None,
+        pad_to_resolution: bool = False,
     ):
         try:
             dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
@@ -127,6 +138,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.resolution = resolution
         self.center_crop = center_crop
         self.seed = seed
+        self.pad_to_resolution = pad_to_resolution
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -141,7 +153,9 @@ class ImageDataset(torch.utils.data.Dataset):
                 f"Could not read image {image_name(record, index)} ({err}); build the dataset with check_images=True "
                 "to skip unreadable files."
             ) from err
-        return {"pixel_values": image_to_tensor(image, self.resolution, self.center_crop, generator)}
+        return {
+            "pixel_values": image_to_tensor(image, self.resolution, self.center_crop, generator, self.pad_to_resolution)
+        }
 
 
 def split_train_eval(

@@ -69,17 +69,27 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def image_to_tensor(
-    image: Image.Image, resolution: int, center_crop: bool = True, generator: torch.Generator | None = None
+    image: Image.Image,
+    resolution: int,
+    center_crop: bool = True,
+    generator: torch.Generator | None = None,
+    pad_to_resolution: bool = False,
 ) -> torch.Tensor:
     """Convert to RGB, resize the shorter side to ``resolution`` (bicubic), crop a square, scale to ``[-1, 1]``.
 
     Without ``center_crop`` the crop offset is drawn from ``generator``, so a seeded generator gives the same
-    crop every time (which keeps a latent cache exact).
+    crop every time (which keeps a latent cache exact). With ``pad_to_resolution``, an image no larger than
+    ``resolution`` on either side is centred on a black square instead of being upscaled: its pixels stay exact
+    (Fashion-MNIST's 28x28 on a 32x32 canvas, whose black border is the images' own background).
     """
     if resolution < 1:
         raise ValueError(f"resolution must be a positive number of pixels, got {resolution}.")
     image = to_rgb(image)
     width, height = image.size
+    if pad_to_resolution and width <= resolution and height <= resolution:
+        canvas = Image.new("RGB", (resolution, resolution))
+        canvas.paste(image, ((resolution - width) // 2, (resolution - height) // 2))
+        return pil_to_tensor(canvas)
     scale = resolution / min(width, height)
     new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
     image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)

@@ -12,7 +12,6 @@ written to a hidden folder and renamed when complete, so an interrupted build is
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from ..data import add_data_args, random_flip_mask
+from ..data.quiet import quiet_datasets
 from ..projector import Projector, encode_images
 
 logger = logging.getLogger(__name__)
@@ -70,18 +70,6 @@ def cache_fingerprint(projector_hash: str, identity: dict, flips: bool) -> str:
     """The cache key: projector, data identity, and whether flipped views are stored."""
     key = {"version": CACHE_FORMAT_VERSION, "projector": projector_hash, "data": identity, "flips": flips}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-@contextlib.contextmanager
-def _quiet_datasets():
-    """Hide ``datasets``' per-chunk "Saving the dataset" bars; the training bar is the one to watch."""
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
 
 
 @dataclass
@@ -156,14 +144,14 @@ def build_latent_cache(
     rank, world = accelerator.process_index, accelerator.num_processes
     shard_dir = os.path.join(tmp, f"shard-{rank}")
     indices = range(rank, len(dataset), world)
-    with _quiet_datasets():
+    with quiet_datasets():
         _encode_shard(vae, dataset, indices, shard_dir, batch_size, flips, num_workers, chunk_size)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         chunks = sorted(os.path.join(root, d) for root, dirs, _ in os.walk(tmp) for d in dirs if d.startswith("chunk-"))
         table = datasets.concatenate_datasets([datasets.load_from_disk(c) for c in chunks])
         table = table.select(np.argsort(np.asarray(table["index"]), kind="stable"))
-        with _quiet_datasets():
+        with quiet_datasets():
             table.save_to_disk(os.path.join(tmp, "table"))
         with open(os.path.join(tmp, "table", META_FILE), "w") as f:
             json.dump({"fingerprint": fingerprint, "num_images": len(table), "flips": flips}, f)
