@@ -87,11 +87,28 @@ def test_estimated_stats_give_unit_variance_latents(projector):
     assert projector.config.scaling_factor == pytest.approx(scale)
     latents = torch.cat([encode_images(projector, b) for b in batches])
     assert latents.var(unbiased=False).item() == pytest.approx(1.0, rel=1e-3)
-    if isinstance(projector, AutoencoderKL):
-        assert projector.config.shift_factor == pytest.approx(shift)
-        assert latents.mean().item() == pytest.approx(0.0, abs=1e-3)
-    else:
-        assert "shift_factor" not in projector.config  # a VQModel has no shift, only the scale is stored
+    assert projector.config.shift_factor == pytest.approx(shift)  # a VQModel keeps its shift too (SPEC §2)
+    assert latents.mean().item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_vq_latent_shift_survives_save_and_load_without_a_warning(tmp_path, caplog):
+    vq = tiny_vq()
+    x = images()
+    raw = raw_latents(vq, x)
+    set_latent_stats(vq, 2.0, 0.6)
+    vq.save_pretrained(tmp_path / "vq")
+    loaded = VQModel.from_pretrained(tmp_path / "vq")
+    assert loaded.config.shift_factor == pytest.approx(0.6) and loaded.config.scaling_factor == pytest.approx(2.0)
+    assert "shift_factor" not in caplog.text  # diffusers' "will be ignored" is wrong for this key
+    vq.register_to_config(not_a_vq_option=1)  # any other unexpected key still gets diffusers' warning
+    vq.save_pretrained(tmp_path / "other")
+    VQModel.from_pretrained(tmp_path / "other")
+    assert "not_a_vq_option" in caplog.text
+    normalised = encode_images(loaded, x)
+    torch.testing.assert_close(normalised, (raw - 0.6) * 2.0)
+    torch.testing.assert_close(decode_latents(loaded, normalised), vq.decode(raw).sample, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="scaling_factor must be positive"):
+        set_latent_stats(vq, 0.0, 0.0)
 
 
 def test_estimate_latent_stats_reads_dataloader_dicts_and_stops_at_max_batches():

@@ -1,12 +1,16 @@
 """The frozen projector: a diffusers ``VQModel`` or ``AutoencoderKL`` mapping images to normalised latents.
 
 Normalisation follows the diffusers convention: ``(z - shift_factor) * scaling_factor``, both read from
-the projector's own config (``shift_factor`` only where the class has one), so a saved projector folder
-carries everything needed to reproduce the latents LMD was trained on.
+the projector's own config, so a saved projector folder carries everything needed to reproduce the latents
+LMD was trained on. ``AutoencoderKL`` has a ``shift_factor`` config entry; for a ``VQModel`` the estimated shift
+is stored under the same name as an extra config entry, which ``save_pretrained`` writes and
+``from_pretrained`` brings back (a missing entry means no shift).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterable
 
 import torch
@@ -15,6 +19,19 @@ from diffusers import AutoencoderKL, VQModel
 from .masking import check_patchable
 
 Projector = VQModel | AutoencoderKL
+
+_VQ_SHIFT_WARNING = re.compile(r"^The config attributes \{'shift_factor': [^,{}]+\} were passed to VQModel, ")
+
+
+class _VQShiftFactorFilter(logging.Filter):
+    """Drop diffusers' warning that a ``VQModel`` config's ``shift_factor`` "will be ignored": this package reads it
+    (and nothing else in the config is hidden: a warning naming any other key still shows)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _VQ_SHIFT_WARNING.match(record.getMessage())
+
+
+logging.getLogger("diffusers.configuration_utils").addFilter(_VQShiftFactorFilter())
 
 
 def _check_projector(vae: object) -> None:
@@ -98,12 +115,12 @@ def estimate_latent_stats(
 
 
 def set_latent_stats(vae: Projector, scaling_factor: float, shift_factor: float = 0.0) -> None:
-    """Store the statistics in the projector's config (``shift_factor`` only where the class has one)."""
+    """Store the statistics in the projector's config as ``scaling_factor`` and ``shift_factor``, for a
+    ``VQModel`` too (SPEC §2: ``(z - shift) * scale``), where ``save_pretrained`` / ``from_pretrained`` keep them."""
     _check_projector(vae)
-    if "shift_factor" in vae.config:
-        vae.register_to_config(scaling_factor=scaling_factor, shift_factor=shift_factor)
-    else:
-        vae.register_to_config(scaling_factor=scaling_factor)
+    if scaling_factor <= 0:
+        raise ValueError(f"scaling_factor must be positive, got {scaling_factor}.")
+    vae.register_to_config(scaling_factor=float(scaling_factor), shift_factor=float(shift_factor))
 
 
 def check_compatible(vae: Projector, model, image_size: int | tuple[int, int] | None = None) -> None:

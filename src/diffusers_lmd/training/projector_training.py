@@ -1,7 +1,7 @@
 """The projector training run behind ``training/train_projector.py``: data, models, loop, checkpoints, save.
 
 At the end the latent statistics are estimated on the training images and stored in the projector's config
-(``scaling_factor``, plus ``shift_factor`` for ``AutoencoderKL``), so the saved folder produces the unit-variance
+(``scaling_factor`` and ``shift_factor``), so the saved folder produces the zero-mean, unit-variance
 latents LMD trains on; the held-out PSNR is logged during training and reported at the end.
 """
 
@@ -240,7 +240,7 @@ def _finish(args, vae, eval_loader, stats_loader, global_step: int, train_second
         "train_seconds": round(train_seconds, 1),
         "eval_psnr": metrics["eval_psnr"],
         "scaling_factor": scale,
-        "shift_factor": shift if "shift_factor" in vae.config else None,
+        "shift_factor": shift,
         "num_parameters": sum(p.numel() for p in vae.parameters()),
     }
     if "codebook_usage" in metrics:
