@@ -308,3 +308,27 @@ def test_setting_lines_report_the_projector_cost_and_the_floors():
         "- reference PSNR on the training images, masked pixels = the image's visible mean colour (pixel floor): "
         "16.29 dB",
     ]
+
+
+def test_vitmae_peer_has_mae_position_tables_and_tokens():
+    """transformers 5.x builds ViTMAE with zero position tables; the benchmark's peer must have MAE's sin-cos ones."""
+    from diffusers_lmd import LMDModel
+    from diffusers_lmd.benchmarking import vitmae_like
+    from diffusers_lmd.models.embeddings import sincos_2d_position_embedding
+
+    reference = LMDModel.from_preset("tiny", sample_size=32, in_channels=3, patch_size=4)
+    model = vitmae_like(reference, image_size=32, patch_size=4)
+    grid = 32 // 4
+    for table in (model.vit.embeddings.position_embeddings, model.decoder.decoder_pos_embed):
+        dim = table.shape[-1]
+        ours = sincos_2d_position_embedding(dim, grid, grid)  # rows in the first half, columns in the second
+        mae_layout = torch.cat([ours[:, dim // 2 :], ours[:, : dim // 2]], dim=1)  # MAE puts the column first
+        assert torch.count_nonzero(table[0, 1:]) > 0.9 * table[0, 1:].numel()
+        torch.testing.assert_close(table[0, 1:], mae_layout, atol=1e-6, rtol=0)
+        assert torch.all(table[0, 0] == 0)  # the CLS slot carries no position
+        assert not table.requires_grad  # fixed, as in MAE
+    for token in (model.vit.embeddings.cls_token, model.decoder.mask_token):
+        assert 0.01 < token.std().item() < 0.04  # normal(0, 0.02), not zeros
+    weight = model.vit.embeddings.patch_embeddings.projection.weight
+    bound = math.sqrt(6 / (weight.shape[0] + weight[0].numel()))  # xavier-uniform on the flattened kernel
+    assert weight.abs().max() <= bound and weight.std() > 0.5 * bound / math.sqrt(3)
