@@ -4,10 +4,13 @@
 Trains a projector once with ``training/train_projector.py`` (its cost is reported on its own line), caches
 the training latents once, then trains each method in a fresh process (so its peak memory is its own) and
 measures MIT / MLI / MLT (SPEC §5) and held-out PSNR against training time; the headline is the time each
-method needs to reach the best PSNR that every masked autoencoder reaches within the budget.
+method needs to reach a target PSNR (see ``diffusers_lmd.benchmarking.results.target_psnr``), LMD-CS against
+MAE over several seeds.
 
-    python benchmarks/bench_efficiency.py --preset cpu --output benchmarks/results/efficiency_cpu.json \\
+    python benchmarks/bench_efficiency.py --preset fmnist-cpu --output benchmarks/results/efficiency_fmnist_cpu.json \\
         --plots_dir docs/images
+    python benchmarks/bench_efficiency.py --preset fmnist-cpu --sweep_learning_rates 3e-4 1e-3 2e-3 \\
+        --output benchmarks/results/efficiency_fmnist_cpu_lr_sweep.json        # how the preset's rates were chosen
     python benchmarks/bench_efficiency.py --preset gpu --output benchmarks/results/efficiency_gpu.json
 """
 
@@ -26,7 +29,9 @@ import time
 import torch
 
 from diffusers_lmd.benchmarking import (
+    MAE_FAMILY,
     METHODS,
+    PRESETS,
     BenchmarkData,
     EfficiencyPreset,
     add_time_to_target,
@@ -53,6 +58,7 @@ from diffusers_lmd.benchmarking.report import (
     table_5,
     throughput_table,
 )
+from diffusers_lmd.benchmarking.results import HEADLINE_METHODS, best_psnr, seeded_speedup
 from diffusers_lmd.benchmarking.throughput import device_matmul_ceiling, lmd_cost_per_image
 from diffusers_lmd.data import add_data_args, build_datasets
 from diffusers_lmd.projector import downsample_factor
@@ -63,9 +69,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["cpu", "gpu"], default="cpu", help="Benchmark size.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="Benchmark size and data.")
     parser.add_argument("--output", required=True, help="Where to write the JSON result.")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), help="Methods to run (default: all).")
+    parser.add_argument("--methods", nargs="+", default=None, help="Methods to run (default: the preset's, or all).")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="Training seeds of the headline rows, LMD-CS and the MAEs (preset's)."
+    )
+    parser.add_argument(
+        "--sweep_learning_rates",
+        type=float,
+        nargs="+",
+        default=None,
+        help="Instead of the benchmark, train every method once at each of these rates and report which gives the "
+        "best held-out PSNR within the budget (how a preset's per-method rates are chosen).",
+    )
     parser.add_argument("--budget_s", type=float, default=None, help="Training seconds per method (preset's).")
     parser.add_argument("--resolution", type=int, default=None, help="Image side (preset's).")
     parser.add_argument("--train_batch_size", type=int, default=None, help="Batch size of every method (preset's).")
@@ -101,7 +118,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one method
     args = parser.parse_args(argv)
-    check_methods(args.methods)
+    if args.methods is not None:
+        check_methods(args.methods)
     return args
 
 
@@ -114,6 +132,7 @@ def build_preset(args: argparse.Namespace) -> EfficiencyPreset:
         lmd_preset=args.lmd_preset,
         num_evals=args.num_evals,
         demo_crops_per_photo=args.demo_crops_per_photo,
+        seeds=args.seeds,
     )
     if args.projector_steps is not None:
         flags = list(preset.projector_args)
@@ -122,22 +141,24 @@ def build_preset(args: argparse.Namespace) -> EfficiencyPreset:
     return preset
 
 
+def data_flags(preset: EfficiencyPreset, seed: int) -> list[str]:
+    """The preset's data at its size: a real data set's flags, or the built-in demo photos with random flips."""
+    flags = ["--resolution", str(preset.resolution), "--data_seed", str(seed)]
+    if preset.data_flags:
+        return flags + list(preset.data_flags)
+    flags += ["--random_flip", "--demo_crops_per_photo", str(preset.demo_crops_per_photo)]
+    return flags + ["--demo_eval_crops", str(preset.demo_eval_crops)]
+
+
 def data_args(preset: EfficiencyPreset, seed: int) -> argparse.Namespace:
-    """The built-in demo data at the preset's size, with random flips (the same flags for the projector)."""
-    flags = ["--resolution", str(preset.resolution), "--random_flip", "--data_seed", str(seed)]
-    flags += ["--demo_crops_per_photo", str(preset.demo_crops_per_photo)]
-    flags += ["--demo_eval_crops", str(preset.demo_eval_crops)]
-    return add_data_args(argparse.ArgumentParser()).parse_args(flags)
+    """:func:`data_flags` parsed (the same flags train the projector)."""
+    return add_data_args(argparse.ArgumentParser()).parse_args(data_flags(preset, seed))
 
 
-def train_projector(
-    preset: EfficiencyPreset, data: argparse.Namespace, out_dir: str, seed: int, num_threads: int | None
-) -> dict:
-    """Run ``training/train_projector.py`` once; return its metrics and the wall-clock it took."""
+def train_projector(preset: EfficiencyPreset, out_dir: str, seed: int, num_threads: int | None) -> dict:
+    """Run ``training/train_projector.py`` once on the preset's data; return its metrics and the wall-clock it took."""
     flags = [*preset.projector_args, "--output_dir", out_dir, "--report_to", "none", "--seed", str(seed)]
-    flags += ["--resolution", str(data.resolution), "--random_flip", "--data_seed", str(data.data_seed)]
-    flags += ["--demo_crops_per_photo", str(data.demo_crops_per_photo), "--checkpointing_steps", "1000000"]
-    flags += ["--demo_eval_crops", str(data.demo_eval_crops)]
+    flags += [*data_flags(preset, seed), "--checkpointing_steps", "1000000"]
     start = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": str(num_threads)} if num_threads else None
     script = os.path.join(REPO, "training", "train_projector.py")
@@ -179,7 +200,7 @@ def measure_throughput(preset: EfficiencyPreset, vae, data: BenchmarkData, args:
 def run_worker(args: argparse.Namespace) -> None:
     """One method in this process: load the shared data and projector, train for the budget, write the row."""
     with open(os.path.join(args.work_dir, "preset.json")) as f:
-        preset = EfficiencyPreset(**json.load(f))
+        preset = EfficiencyPreset(**json.load(f)).with_overrides(learning_rate=args.learning_rate)
     vae = load_projector(args.projector_path).to(args.device)
     data = BenchmarkData.load(os.path.join(args.work_dir, "data.safetensors"))
     if args.worker == "throughput":
@@ -187,20 +208,57 @@ def run_worker(args: argparse.Namespace) -> None:
     else:
         method = build_method(args.worker, preset, vae, seed=args.seed)
         row = train_for_budget(method, data, preset, device=args.device, seed=args.seed, clock=args.clock)
-    with open(os.path.join(args.work_dir, "rows", f"{args.worker}.json"), "w") as f:
+    with open(row_path(args.work_dir, args.worker, args.seed, args.learning_rate), "w") as f:
         json.dump(row, f)
-    print(f"{args.worker} done", flush=True)
+    print(f"{args.worker} (seed {args.seed}) done", flush=True)
 
 
-def run_method_process(args: argparse.Namespace, method: str) -> dict:
+def row_path(work_dir: str, method: str, seed: int, learning_rate: float | None) -> str:
+    suffix = f"-lr{learning_rate:g}" if learning_rate is not None else ""
+    return os.path.join(work_dir, "rows", f"{method}-seed{seed}{suffix}.json")
+
+
+def run_method_process(
+    args: argparse.Namespace, method: str, seed: int | None = None, learning_rate: float | None = None
+) -> dict:
+    """Train (or measure) one method in a fresh process and return its row."""
+    seed = args.seed if seed is None else seed
     flags = ["--worker", method, "--work_dir", args.work_dir, "--projector_path", args.projector_path]
-    flags += ["--output", args.output, "--device", args.device, "--seed", str(args.seed), "--preset", args.preset]
+    flags += ["--output", args.output, "--device", args.device, "--seed", str(seed), "--preset", args.preset]
     if args.num_threads:
         flags += ["--num_threads", str(args.num_threads)]
+    if learning_rate is not None:
+        flags += ["--learning_rate", repr(learning_rate)]
     flags += ["--clock", args.clock]
     subprocess.run([sys.executable, os.path.abspath(__file__), *flags], check=True)
-    with open(os.path.join(args.work_dir, "rows", f"{method}.json")) as f:
+    with open(row_path(args.work_dir, method, seed, learning_rate)) as f:
         return json.load(f)
+
+
+def method_seeds(preset: EfficiencyPreset, method: str, first_seed: int) -> list[int]:
+    """Every seed for the headline rows (LMD-CS and the MAEs), the first seed for the others."""
+    count = preset.seeds if method in HEADLINE_METHODS else 1
+    return [first_seed + k for k in range(count)]
+
+
+def sweep(args: argparse.Namespace, methods: list[str], rates: list[float]) -> dict:
+    """Every method at every rate (first seed): best held-out PSNR within the budget, and the rate that wins."""
+    results = {}
+    for method in methods:
+        rows = [run_method_process(args, method, learning_rate=rate) for rate in rates]
+        scored = [(best_psnr(row), row) for row in rows if best_psnr(row) is not None]
+        entry = {
+            "runs": [
+                {k: row[k] for k in ("learning_rate", "steps", "final_psnr", "train_s", "mit_s")}
+                | {"best_psnr": best_psnr(row)}
+                for row in rows
+            ]
+        }
+        if scored:
+            entry["chosen"] = max(scored, key=lambda pair: pair[0])[1]["learning_rate"]
+        results[method] = entry
+        print(f"{method}: " + ", ".join(f"lr {r['learning_rate']:g} -> {r['best_psnr']}" for r in entry["runs"]))
+    return results
 
 
 def write_outputs(result: dict, args: argparse.Namespace) -> None:
@@ -213,10 +271,14 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
     print(tables)
     headline = result["speedup_lmd_cs_vs_mae"]
     if headline:
+        spread = ""
+        if "time_ratio_range" in headline:
+            low, high = headline["time_ratio_range"]
+            spread = f" (median of {headline['num_seeds']} seeds, range {low:.2f}-{high:.2f})"
         print(
             f"\nlmd-cs reaches the target PSNR ({result['target_psnr']:.2f} dB) in {headline['time_ratio']:.2f}x "
-            f"mae-pixel's time = {headline['steps_ratio']:.2f}x the steps x {headline['step_cost_ratio']:.2f}x "
-            f"the cost per step (paper's claim: <= 0.33x)."
+            f"{headline['reference']}'s time{spread} = {headline['steps_ratio']:.2f}x the steps x "
+            f"{headline['step_cost_ratio']:.2f}x the cost per step (paper's claim: <= 0.33x)."
         )
     if args.markdown:
         with open(args.markdown, "w") as f:
@@ -242,15 +304,12 @@ def main() -> None:
     os.makedirs(os.path.join(args.work_dir, "rows"), exist_ok=True)
     with open(os.path.join(args.work_dir, "preset.json"), "w") as f:
         json.dump(dataclasses.asdict(preset), f)
-    data_flags = data_args(preset, args.seed)
+    flags = data_args(preset, args.seed)
 
     args.projector_path = resolve_projector(args.projector_path, preset)
     if args.projector_path is None:
         args.projector_path = os.path.join(args.work_dir, "projector")
-        projector = {
-            "trained_here": True,
-            **train_projector(preset, data_flags, args.projector_path, args.seed, args.num_threads),
-        }
+        projector = {"trained_here": True, **train_projector(preset, args.projector_path, args.seed, args.num_threads)}
     else:
         projector = {"trained_here": False, "path": args.projector_path, **read_projector_metrics(args.projector_path)}
         # Every process reads one frozen snapshot, even if the source folder is rewritten during the run.
@@ -261,9 +320,9 @@ def main() -> None:
 
     from accelerate import Accelerator
 
-    train_dataset, eval_dataset = build_datasets(data_flags)
+    train_dataset, eval_dataset = build_datasets(flags)
     data, cache = build_benchmark_data(
-        data_flags, train_dataset, eval_dataset, vae, os.path.join(args.work_dir, "latents"), Accelerator()
+        flags, train_dataset, eval_dataset, vae, os.path.join(args.work_dir, "latents"), Accelerator()
     )
     data.save(os.path.join(args.work_dir, "data.safetensors"))
     token_pixels = downsample_factor(vae) * preset.patch_size
@@ -274,9 +333,28 @@ def main() -> None:
     train_references.update(pixel_reference_psnr(train_probe, token_pixels))
     del vae
 
-    rows = [run_method_process(args, method) for method in args.methods]
+    methods = args.methods or list(preset.methods or METHODS)
+    if args.sweep_learning_rates:
+        result = {
+            "preset": preset.name,
+            "budget_s": preset.budget_s,
+            "clock": args.clock,
+            "hardware": describe_hardware(args.device),
+            "commit": git_commit(REPO),
+            "reference_psnr": references,
+            "sweep": sweep(args, methods, args.sweep_learning_rates),
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+        return
+    rows = [
+        run_method_process(args, method, seed) for method in methods for seed in method_seeds(preset, method, args.seed)
+    ]
     throughput = run_method_process(args, "throughput") if args.throughput else None
-    target = target_psnr(rows)
+    floor = max(references["mean_pixel"], references["mean_latent"])
+    target_methods = HEADLINE_METHODS if preset.target_fraction else MAE_FAMILY
+    target = target_psnr(rows, floor, preset.target_fraction, target_methods)
     add_time_to_target(rows, target)
     result = {
         "preset": preset.name,
@@ -294,7 +372,14 @@ def main() -> None:
         "num_eval_images": int(data.eval_images.shape[0]),
         "config": dataclasses.asdict(preset),
         "rows": rows,
-        "speedup_lmd_cs_vs_mae": speedup(rows),
+        "seeds": preset.seeds,
+        "target_rule": (
+            f"{preset.target_fraction:g} of the way from the highest floor ({floor:.2f} dB) to the lowest best PSNR "
+            f"of the {', '.join(target_methods)} runs"
+            if preset.target_fraction
+            else "the lowest best PSNR of the masked-autoencoder rows"
+        ),
+        "speedup_lmd_cs_vs_mae": seeded_speedup(rows) if preset.seeds > 1 else speedup(rows),
         "throughput": throughput,
     }
     write_outputs(result, args)

@@ -33,6 +33,7 @@ from diffusers_lmd.benchmarking import (
     target_psnr,
     train_for_budget,
 )
+from diffusers_lmd.benchmarking.results import HEADLINE_METHODS, seeded_speedup
 from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image
 from diffusers_lmd.data import add_data_args, build_datasets
 from diffusers_lmd.evaluation import eval_masks
@@ -332,3 +333,50 @@ def test_vitmae_peer_has_mae_position_tables_and_tokens():
     weight = model.vit.embeddings.patch_embeddings.projection.weight
     bound = math.sqrt(6 / (weight.shape[0] + weight[0].numel()))  # xavier-uniform on the flattened kernel
     assert weight.abs().max() <= bound and weight.std() > 0.5 * bound / math.sqrt(3)
+
+
+def test_target_between_the_floor_and_the_headline_runs_peaks_and_seeded_headline():
+    def row(method, seed, curve):
+        return {"method": method, "seed": seed, "curve": curve}
+
+    rows = [
+        row("lmd-cs", 0, [[0.0, 0, 10.0], [1.0, 10, 18.0], [2.0, 20, 20.0]]),
+        row("lmd-cs", 1, [[0.0, 0, 10.0], [2.0, 20, 18.0], [4.0, 40, 22.0]]),
+        row("mae-pixel", 0, [[0.0, 0, 10.0], [1.0, 5, 17.0], [3.0, 15, 21.0]]),
+        row("mae-pixel", 1, [[0.0, 0, 10.0], [1.0, 5, 18.0], [2.0, 10, 19.0]]),
+        row("mae-ours", 0, [[0.0, 0, 10.0], [4.0, 40, 18.0]]),
+        row("mae-ours", 1, [[0.0, 0, 10.0], [4.0, 40, 18.0]]),
+        row("lmd-ps", 0, [[0.0, 0, 10.0], [1.0, 9, 12.0]]),  # not a headline row: does not lower the target
+    ]
+    # The floor is 16 dB; the lowest headline peak is 18 (mae-ours): 3/4 of the way is 17.5 dB.
+    target = target_psnr(rows, floor=16.0, fraction=0.75, methods=HEADLINE_METHODS)
+    assert target == pytest.approx(17.5)
+    assert target_psnr(rows, floor=18.5, fraction=0.75, methods=HEADLINE_METHODS) is None  # a run never passed it
+    with pytest.raises(ValueError, match="floor"):
+        target_psnr(rows, fraction=0.5)
+    add_time_to_target(rows, target)
+    headline = seeded_speedup(rows)
+    # mae-pixel reaches 17.5 at 1 s (seed 0: 17 < 17.5 at 1 s, so 3 s; seed 1: 1 s): median 2 s; mae-ours 4 s.
+    assert headline["reference"] == "mae-pixel" and "mae-ours" in headline["other_references"]
+    # lmd-cs: 1 s (seed 0) and 2 s (seed 1) -> ratios 1/3 and 2/1.
+    assert sorted(r["time_ratio"] for r in headline["per_seed"]) == pytest.approx([1 / 3, 2.0])
+    assert headline["time_ratio"] == pytest.approx((1 / 3 + 2.0) / 2) and headline["num_seeds"] == 2
+    assert headline["time_ratio_range"] == pytest.approx([1 / 3, 2.0])
+    assert headline["other_references"]["mae-ours"]["time_ratio"] == pytest.approx((1 / 4 + 2 / 4) / 2)
+
+
+def test_fmnist_preset_rates_overrides_and_the_like_for_like_mae(tiny_projector_path):
+    preset = get_preset("fmnist-cpu")
+    assert preset.data_flags[:2] == ("--dataset_name", "fashion_mnist") and preset.seeds >= 3
+    assert preset.budget_s >= 120 and "--max_eval_samples" in preset.data_flags
+    swept = preset.with_overrides(learning_rates={"lmd-cs": 2e-3})
+    assert swept.learning_rate_for("lmd-cs") == 2e-3 and swept.learning_rate_for("mae-pixel") == preset.learning_rate
+    common = swept.with_overrides(learning_rate=5e-4)  # one rate for every method replaces the swept ones
+    assert common.learning_rate_for("lmd-cs") == 5e-4
+    vae = load_projector(tiny_projector_path)
+    small = tiny_preset(lmd_overrides={"hidden_size": 16, "decoder_hidden_size": 16})
+    mae = build_method("mae-ours", small, vae)
+    assert mae.space == "pixel" and mae.model.config.hidden_size == 16
+    assert {mae.mask_ratio(p) for p in (0.0, 0.5, 1.0)} == {0.75}  # MAE's constant ratio, our LMDModel code
+    assert mae.token_pixels == build_method("lmd-cs", small, vae).token_pixels  # the same tokens as LMD
+    assert build_method("mae-pixel", small, vae).model.config.hidden_size == 16

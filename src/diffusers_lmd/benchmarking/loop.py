@@ -34,10 +34,10 @@ from .presets import EfficiencyPreset
 MAX_LOGGED_LOSSES = 2000
 
 
-def optimizer_args(preset: EfficiencyPreset) -> argparse.Namespace:
-    """The shared training flags' defaults (AdamW 0.9/0.95, weight decay 0.05, clip 1.0) with the preset's rate."""
+def optimizer_args(preset: EfficiencyPreset, method: str | None = None) -> argparse.Namespace:
+    """The shared training flags' defaults (AdamW 0.9/0.95, weight decay 0.05, clip 1.0) with the method's rate."""
     args = add_training_args(argparse.ArgumentParser()).parse_args([])
-    args.learning_rate = preset.learning_rate
+    args.learning_rate = preset.learning_rate if method is None else preset.learning_rate_for(method)
     args.lr_scheduler = "constant_with_warmup"
     args.lr_warmup_steps = preset.lr_warmup_steps
     return args
@@ -189,8 +189,8 @@ def train_for_budget(
     device = torch.device(device)
     model = method.model.to(device).train()
     data = data.to(device)
-    args = optimizer_args(preset)
-    optimizer = build_optimizer(model, args, preset.learning_rate)
+    args = optimizer_args(preset, method.name)
+    optimizer = build_optimizer(model, args, args.learning_rate)
     lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps=10**9, num_processes=1)
     sampler = EpochSampler(len(data), preset.train_batch_size, torch.Generator().manual_seed(seed))
     flip_generator = torch.Generator(device).manual_seed(seed + 1)
@@ -226,6 +226,8 @@ def train_for_budget(
 
     return {
         "method": method.name,
+        "seed": seed,
+        "learning_rate": args.learning_rate,
         "steps": tracker.steps,
         "mit_s": tracker.mit,
         "mli": tracker.mli if math.isfinite(tracker.mli) else None,

@@ -30,6 +30,15 @@ class EfficiencyPreset:
             ``train_projector.py`` that the benchmark uses when it exists, reporting its recorded training cost.
         demo_crops_per_photo / demo_eval_crops: size of the built-in demo data.
         mixed_precision: ``"bf16"`` autocast on CUDA, ``None`` for fp32.
+        data_flags: data flags (``add_data_args``'s, e.g. ``--dataset_name fashion_mnist``) of a real data set;
+            empty for the built-in demo photos. ``--resolution`` and ``--data_seed`` are added by the benchmark.
+        lmd_overrides: architecture overrides of ``lmd_preset`` (``hidden_size``, ``num_layers``...) for every ViT.
+        learning_rates: per-method peak rates chosen by a sweep (``learning_rate`` for methods not listed).
+        methods: the rows a plain run trains (``None``: every method).
+        seeds: training seeds of the headline rows (LMD-CS and the MAEs), for a median and a range; the other
+            rows run with the first seed. The data and the evaluation set never change with the seed.
+        target_fraction: where the target PSNR lies between the highest trivial floor (0) and the lowest best
+            PSNR of the headline runs (1); see :func:`~diffusers_lmd.benchmarking.results.target_psnr`.
     """
 
     name: str
@@ -49,10 +58,24 @@ class EfficiencyPreset:
     demo_eval_crops: int = 32
     mixed_precision: str | None = None
     default_projector: str | None = None
+    data_flags: tuple[str, ...] = ()
+    lmd_overrides: dict = field(default_factory=dict)
+    learning_rates: dict = field(default_factory=dict)
+    methods: tuple[str, ...] | None = None
+    seeds: int = 1
+    target_fraction: float | None = None
 
     def with_overrides(self, **changes) -> EfficiencyPreset:
-        """A copy with the given fields changed (``None`` values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the given fields changed (``None`` values are ignored); a ``learning_rate`` override applies
+        to every method, replacing the per-method rates."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "learning_rate" in changes:
+            changes.setdefault("learning_rates", {})
+        return replace(self, **changes)
+
+    def learning_rate_for(self, method: str) -> float:
+        """The peak rate of ``method``: its swept rate, else the preset's common one."""
+        return self.learning_rates.get(method, self.learning_rate)
 
 
 def _unet(block_out_channels: tuple[int, ...], attention: tuple[bool, ...], layers_per_block: int) -> dict:
@@ -110,6 +133,37 @@ PRESETS: dict[str, EfficiencyPreset] = {
         mixed_precision="bf16",
     ),
 }  # fmt: skip
+
+
+# Fashion-MNIST on two CPU cores (SPEC §8): 28x28 padded to 32x32, the committed f=2 VQ projector (16x16x4
+# latents; patch 2 = 64 tokens, as pixel MAE's patch 4 on 32x32), a 4 + 2 block ViT of width 128.
+PRESETS["fmnist-cpu"] = EfficiencyPreset(
+    name="fmnist-cpu",
+    resolution=32,
+    budget_s=120.0,
+    train_batch_size=64,
+    learning_rate=1e-3,
+    num_evals=24,
+    lmd_preset="small",
+    lmd_overrides=dict(
+        hidden_size=128, num_layers=4, num_attention_heads=4, decoder_hidden_size=128, decoder_num_layers=2,
+        decoder_num_attention_heads=4,
+    ),
+    projector_args=(
+        "--block_out_channels", "32", "64", "--norm_num_groups", "16", "--latent_channels", "4",
+        "--num_vq_embeddings", "1024", "--train_batch_size", "64", "--disc_weight", "0", "--max_train_steps", "1500",
+        "--validation_steps", "500",
+    ),
+    default_projector="assets/fashion-mnist-projector",
+    data_flags=(
+        "--dataset_name", "fashion_mnist", "--pad_to_resolution", "--random_flip", "--max_eval_samples", "1000",
+    ),
+    unet_latent=_unet((64, 128, 128), (False, True, True), 1),
+    unet_pixel=_unet((32, 64, 128), (False, False, True), 1),
+    methods=("mae-pixel", "mae-ours", "lmd-cs", "lmd-ps", "lmd-constant", "lmd-pixel"),
+    seeds=3,
+    target_fraction=0.75,
+)  # fmt: skip
 
 
 def get_preset(name: str) -> EfficiencyPreset:

@@ -32,7 +32,16 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def _rows_by_method(result: dict) -> dict[str, dict]:
-    return {row["method"]: row for row in result["rows"]}
+    """One row per method for the paper's tables: the first seed's."""
+    rows: dict[str, dict] = {}
+    for row in result["rows"]:
+        rows.setdefault(row["method"], row)
+    return rows
+
+
+def _label(row: dict, result: dict) -> str:
+    """``method`` or, when the run has several seeds, ``method s<seed>``."""
+    return f"{row['method']} s{row.get('seed', 0)}" if (result.get("seeds") or 1) > 1 else row["method"]
 
 
 def _ratio(row: dict | None, reference: dict | None, key: str) -> str:
@@ -44,13 +53,14 @@ def _ratio(row: dict | None, reference: dict | None, key: str) -> str:
 def results_table(result: dict) -> str:
     """Every row: steps, MIT, MLI, MLT, final and best PSNR, time and steps to the target PSNR, peak memory."""
     lines = [
-        "| method | steps | MIT (s) | MLI | MLT (s) | final PSNR (dB) | best PSNR (dB) | time to target (s) | "
+        "| method | lr | steps | MIT (s) | MLI | MLT (s) | final PSNR (dB) | best PSNR (dB) | time to target (s) | "
         "steps to target | masked-latent MSE | final PSNR on training images (dB) | peak mem (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
+        rate = f"{row['learning_rate']:g}" if row.get("learning_rate") else "—"
         lines.append(
-            f"| {row['method']} | {row['steps']} | {_fmt(row['mit_s'], 3)} | {_fmt(row['mli'])} | "
+            f"| {_label(row, result)} | {rate} | {row['steps']} | {_fmt(row['mit_s'], 3)} | {_fmt(row['mli'])} | "
             f"{_fmt(row['mlt_s'], 2)} | {_fmt(row['final_psnr'])} | {_fmt(best_psnr(row))} | "
             f"{_fmt(row.get('time_to_target_s'), 1)} | "
             f"{row.get('steps_to_target') if row.get('steps_to_target') is not None else '—'} | "
@@ -149,11 +159,15 @@ def plot_psnr_vs_time(result: dict, path: str) -> str:
     """Held-out PSNR against training seconds for every method with a PSNR, with the target line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    colors: dict[str, str] = {}
     for row in result["rows"]:
         if row.get("curve"):
             seconds, _, values = zip(*row["curve"])
             style = "-" if row["method"].startswith("lmd") else "--"
-            ax.plot(seconds, values, style, marker=".", linewidth=1.4, label=row["method"])
+            first = row["method"] not in colors
+            color = colors.setdefault(row["method"], f"C{len(colors) % 10}")
+            label = row["method"] if first else None  # one legend entry per method, every seed drawn
+            ax.plot(seconds, values, style, marker=".", linewidth=1.2, color=color, label=label, alpha=0.85)
     if result.get("target_psnr") is not None:
         ax.axhline(result["target_psnr"], color="black", linewidth=0.8, linestyle=":", label="target PSNR")
     references = result.get("reference_psnr") or {}
