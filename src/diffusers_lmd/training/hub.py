@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import ModelCard, create_repo, upload_folder
@@ -12,6 +13,13 @@ from huggingface_hub import ModelCard, create_repo, upload_folder
 # Never uploaded: resumable training state, tracker logs, a latent cache.
 HUB_IGNORE_PATTERNS = ("checkpoint-*", ".checkpoint-*", "logs/*", "latent_cache/*", "*.tmp")
 SECRET_ARGS = ("hub_token",)
+HUB_PIPELINE_FILE = "lmd_pipeline.py"
+
+
+def hub_pipeline_file() -> Path:
+    """The ``lmd_pipeline.py`` shipped in the package (for ``custom_pipeline=``), installed from a wheel or not."""
+    resource = resources.files("diffusers_lmd.training").joinpath("hub_files", HUB_PIPELINE_FILE)
+    return Path(str(resource))
 
 
 def hub_repo_id(args: argparse.Namespace) -> str:

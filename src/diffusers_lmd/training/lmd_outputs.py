@@ -28,8 +28,10 @@ GRID_FILE = "reconstructions.png"
 
 
 def hub_pipeline_source() -> Path | None:
-    """The repository's ``pipelines/lmd_pipeline.py`` (for ``custom_pipeline=``), when running from a checkout."""
-    candidate = Path(__file__).resolve().parents[3] / "pipelines" / HUB_PIPELINE_FILE
+    """The ``lmd_pipeline.py`` (for ``custom_pipeline=``) shipped as package data: from a pip install or a checkout."""
+    from .hub import hub_pipeline_file
+
+    candidate = hub_pipeline_file()
     return candidate if candidate.is_file() else None
 
 

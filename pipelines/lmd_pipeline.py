@@ -1,0 +1,1 @@
+../src/diffusers_lmd/training/hub_files/lmd_pipeline.py

@@ -1,0 +1,61 @@
+"""What a pip install gets (issue 14 item 8): the Hub pipeline file as package data, and plots that are optional."""
+
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from setuptools.config.setupcfg import read_configuration
+
+import diffusers_lmd
+from diffusers_lmd.training.hub import HUB_PIPELINE_FILE, hub_pipeline_file
+from diffusers_lmd.training.lmd_outputs import hub_pipeline_source
+from diffusers_lmd.training.logging import plot_loss_curve, plot_or_warn
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = [{"step": 1, "loss": 1.0, "mask_ratio": 0.15}, {"step": 2, "loss": 0.5, "mask_ratio": 0.2}]
+
+
+def test_the_hub_pipeline_file_is_package_data():
+    file = hub_pipeline_file()
+    assert file.is_file() and file.name == HUB_PIPELINE_FILE
+    assert resources.files("diffusers_lmd.training").joinpath("hub_files", HUB_PIPELINE_FILE).is_file()
+    assert Path(diffusers_lmd.__file__).parent in file.resolve().parents  # inside the installed package
+    assert hub_pipeline_source() == file  # what save_pipeline copies into every saved folder
+    assert "class LMDPipeline(lmd_pipelines.LMDPipeline)" in file.read_text()
+
+
+def test_setup_cfg_ships_it_in_wheels_and_the_checkout_path_still_points_at_it():
+    package_data = read_configuration(str(ROOT / "setup.cfg"))["options"]["package_data"]
+    patterns = package_data["diffusers_lmd.training"]
+    package_dir = ROOT / "src" / "diffusers_lmd" / "training"
+    shipped = [path for pattern in patterns for path in package_dir.glob(pattern)]
+    assert package_dir / "hub_files" / HUB_PIPELINE_FILE in shipped
+    checkout = ROOT / "pipelines" / HUB_PIPELINE_FILE  # the path docs/pipeline.md shows for custom_pipeline=
+    assert checkout.read_text() == hub_pipeline_file().read_text()
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    """Make ``import matplotlib`` fail as it does where the package was installed without the [train] extra."""
+    for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+def test_plots_without_matplotlib_say_what_to_install(no_matplotlib, tmp_path):
+    with pytest.raises(ImportError, match=r"needs matplotlib.*pip install"):
+        plot_loss_curve(RECORDS, str(tmp_path / "loss.png"))
+    assert not (tmp_path / "loss.png").exists()
+
+
+def test_plot_or_warn_skips_a_plot_without_matplotlib(no_matplotlib, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="diffusers_lmd"):
+        assert plot_or_warn(plot_loss_curve, RECORDS, str(tmp_path / "loss.png")) is None
+    assert "Skipped plot_loss_curve" in caplog.text and "matplotlib" in caplog.text
+
+
+def test_plot_or_warn_plots_when_matplotlib_is_there(tmp_path):
+    path = plot_or_warn(plot_loss_curve, RECORDS, str(tmp_path / "loss.png"))
+    assert path == str(tmp_path / "loss.png") and (tmp_path / "loss.png").stat().st_size > 1000
