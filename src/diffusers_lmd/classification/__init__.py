@@ -12,6 +12,7 @@ from .data import (
     pad_label_names,
 )
 from .finetune import TOP_K, TrainingClock, apply_layer_decay, evaluate_accuracy, finetune
+from .loading import load_classifier_for_finetuning
 from .report import format_seconds, plot_accuracy_curves, summarize_accuracy, time_to_accuracy
 from .vit_baseline import vit_classifier_from_mae, vit_layer_id
 
@@ -29,6 +30,7 @@ __all__ = [
     "evaluate_accuracy",
     "export_mnist_imagefolder",
     "finetune",
+    "load_classifier_for_finetuning",
     "format_seconds",
     "pad_label_names",
     "plot_accuracy_curves",
