@@ -46,7 +46,7 @@ def test_other_latent_sizes_work_with_computed_position_embeddings():
     assert model(latents_like(1, 4, 12, 6), mask_ratio=0.3).sample.shape == (1, 4, 12, 6)
 
 
-@pytest.mark.parametrize("ratio", [0.0, 0.15, 0.45, 0.75, 0.9])
+@pytest.mark.parametrize("ratio", [0.0, 0.15, 0.45, 0.75, 0.9, 1.0])
 def test_exact_masked_count_and_only_visible_tokens_enter_the_encoder(ratio):
     model = tiny_model()
     seen = []
@@ -234,8 +234,8 @@ def test_model_position_embeddings_are_computed_not_stored():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(mask_ratio=1.0), r"mask_ratio must lie in \[0, 1\)"),
-        (dict(mask_ratio=-0.2), r"mask_ratio must lie in \[0, 1\)"),
+        (dict(mask_ratio=1.5), r"mask_ratio must lie in \[0, 1\]"),
+        (dict(mask_ratio=-0.2), r"mask_ratio must lie in \[0, 1\]"),
         (dict(latents=latents_like(2, 3)), "3 channels but the model expects in_channels=4"),
         (dict(latents=latents_like(2, 4, 8, 7)), "not divisible by patch_size=2"),
         (dict(latents=torch.randn(4, 8, 8)), "B x C x H x W"),
@@ -244,7 +244,7 @@ def test_model_position_embeddings_are_computed_not_stored():
         (dict(mask=torch.zeros(2, 16), mask_ratio=0.5), "either mask or mask_ratio"),
         (dict(latents=latents_like(2).index_fill(2, torch.tensor([3]), float("nan"))), "NaN"),
     ],
-    ids=["ratio-one", "ratio-negative", "channels", "patch", "ndim", "mask-tokens", "mask-batch", "both", "nan"],
+    ids=["ratio-above-one", "ratio-negative", "channels", "patch", "ndim", "mask-tokens", "mask-batch", "both", "nan"],
 )
 def test_bad_input_raises_value_error_naming_the_problem(kwargs, match):
     model = tiny_model()

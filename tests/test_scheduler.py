@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from diffusers_lmd import MASK_SCHEDULES, LMDMaskScheduler
+from diffusers_lmd import LMDMaskScheduler
 from diffusers_lmd.masking import random_mask, token_mask_to_latent_mask
+from diffusers_lmd.schedulers.scheduling_lmd_mask import RISING_SCHEDULES
 
 # SPEC §3, S = 600, r_min = 0.15, r_max = 0.75.
 COSINE_REFERENCE = {
@@ -39,7 +40,7 @@ def test_uniform_and_constant_values():
     assert {constant.get_mask_ratio(s) for s in (0, 1, 300, 600)} == {0.75}
 
 
-@pytest.mark.parametrize("schedule", MASK_SCHEDULES)
+@pytest.mark.parametrize("schedule", RISING_SCHEDULES)
 @pytest.mark.parametrize("total", [2, 5, 600, 1001])
 def test_schedules_are_monotone_with_right_endpoints(schedule, total):
     scheduler = LMDMaskScheduler(schedule=schedule, mask_ratio_min=0.1, mask_ratio_max=0.8, num_train_steps=total)
@@ -70,12 +71,28 @@ def test_save_and_load_round_trip(tmp_path):
     assert LMDMaskScheduler.from_config(scheduler.config).config.schedule == "piecewise"
 
 
+def test_truncnorm_draws_mars_ratios_as_a_pure_function_of_seed_and_step():
+    scheduler = LMDMaskScheduler("truncnorm", mask_ratio_min=0.7, mask_ratio_max=1.0, num_train_steps=100)
+    ratios = [scheduler.get_mask_ratio(step, seed=3) for step in range(2000)]
+    assert all(0.7 <= r <= 1.0 for r in ratios)
+    # MAR's truncated normal (mean 1, std 0.25, on [0.7, 1]) has mean 0.868: most steps mask nearly everything.
+    assert sum(ratios) / len(ratios) == pytest.approx(0.868, abs=0.01)
+    again = LMDMaskScheduler("truncnorm", mask_ratio_min=0.7, mask_ratio_max=1.0, num_train_steps=100)
+    assert [again.get_mask_ratio(step, seed=3) for step in (5, 1999, 0)] == [ratios[5], ratios[1999], ratios[0]]
+    assert scheduler.get_mask_ratio(5, seed=4) != ratios[5]
+
+
+def test_a_schedule_may_reach_ratio_one_for_generative_training():
+    scheduler = LMDMaskScheduler("cosine", mask_ratio_min=0.15, mask_ratio_max=1.0, num_train_steps=600)
+    assert scheduler.get_mask_ratio(0) == pytest.approx(0.15) and scheduler.get_mask_ratio(400) == 1.0
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
         (dict(schedule="linear"), "schedule must be one of"),
         (dict(mask_ratio_min=0.8, mask_ratio_max=0.5), "mask_ratio_min <= mask_ratio_max"),
-        (dict(mask_ratio_max=1.0), "mask_ratio_max < 1"),
+        (dict(mask_ratio_max=1.1), "mask_ratio_max <= 1"),
         (dict(num_train_steps=0), "num_train_steps"),
     ],
 )

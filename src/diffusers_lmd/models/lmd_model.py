@@ -1,12 +1,16 @@
-"""``LMDModel``: the latent masked autoencoder of Latent Masking Diffusion (SPEC §2).
+"""``LMDModel``: the latent masked autoencoder of Latent Masking Diffusion (SPEC §2), optionally conditional.
 
 The forward pass reads as MAE's named steps: ``patchify`` the latent, ``mask_tokens`` (random or given),
 ``forward_encoder`` on the visible tokens only, ``forward_decoder`` over the whole grid with the
-position embedding *subtracted* (spatial position recall), and ``forward_loss`` on masked patches.
+position embedding *subtracted* (spatial position recall), then a head and its loss on masked patches:
+the MSE head of ``L_LIR`` (the default), or a per-token diffusion head that can sample (SPEC §9).
+A class enters as condition tokens the encoder always sees; a text encoder's embeddings enter through
+cross-attention.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,25 +20,11 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..masking import check_mask_ratio, check_patchable, num_masked_tokens, patchify, random_mask, unpatchify
+from .conditioning import ClassConditionTokens, text_context_mask
+from .diffusion_head import DiffusionHead, check_head_options
 from .embeddings import sincos_2d_position_embedding
+from .presets import LMD_PRESETS
 from .transformer_block import TransformerBlock
-
-LMD_PRESETS: dict[str, dict] = {
-    # For unit tests: a few thousand parameters.
-    "tiny": dict(hidden_size=32, num_layers=2, num_attention_heads=2, decoder_hidden_size=32,
-                 decoder_num_layers=1, decoder_num_attention_heads=2),
-    # CPU demos: trains in minutes on two cores.
-    "small": dict(hidden_size=192, num_layers=6, num_attention_heads=3, decoder_hidden_size=128,
-                  decoder_num_layers=2, decoder_num_attention_heads=4),
-    # The paper's discriminative ViT-B, 12 + 8 blocks.
-    "base": dict(hidden_size=768, num_layers=12, num_attention_heads=12, decoder_hidden_size=512,
-                 decoder_num_layers=8, decoder_num_attention_heads=16),
-    # The paper's generative trade-off: lighter encoder, heavier decoder.
-    "base-gen": dict(hidden_size=768, num_layers=8, num_attention_heads=12, decoder_hidden_size=512,
-                     decoder_num_layers=12, decoder_num_attention_heads=16),
-    "large": dict(hidden_size=1024, num_layers=24, num_attention_heads=16, decoder_hidden_size=512,
-                  decoder_num_layers=8, decoder_num_attention_heads=16),
-}  # fmt: skip
 
 
 @dataclass
@@ -42,18 +32,23 @@ class LMDModelOutput(BaseOutput):
     """Output of :class:`LMDModel`.
 
     Args:
-        sample: the predicted latent, ``B x C x H x W`` (every position, visible ones included).
+        sample: the MSE head's predicted latent, ``B x C x H x W`` (every position, visible ones included);
+            ``None`` for a model whose only head is the diffusion head (the pipelines sample with it).
         mask: the token mask used, ``B x L``, 1 = masked.
-        loss: mean squared error over the masked patches (a scalar), as trained by LMD.
+        loss: the training loss over the masked patches (a scalar): ``L_LIR``'s MSE, or the diffusion head's
+            noise-prediction loss (plus ``mse_loss_weight`` x the MSE).
     """
 
-    sample: torch.Tensor
+    sample: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     loss: torch.Tensor | None = None
 
 
 class LMDModel(ModelMixin, ConfigMixin):
     """A ViT masked autoencoder over projector latents, with fixed 2-D sin-cos position embeddings.
+
+    The defaults are the unconditional MSE model of the paper; every other option is off by default, so
+    configs and checkpoints saved before the options existed load unchanged.
 
     Args:
         sample_size: latent side (or ``(height, width)``) the model is built for; other sizes divisible by
@@ -64,6 +59,21 @@ class LMDModel(ModelMixin, ConfigMixin):
         decoder_hidden_size / decoder_num_layers / decoder_num_attention_heads: the decoder's.
         mlp_ratio: MLP width as a multiple of the block width.
         norm_eps: LayerNorm epsilon.
+        num_class_embeds: class-conditional with this many classes (label ``num_class_embeds`` is the null
+            class, as in DiT); ``None``: no class input.
+        class_dropout_prob: in training, the share of labels replaced by the null class, so one model serves
+            both branches of classifier-free guidance (0.1 is usual).
+        num_condition_tokens: encoder tokens carrying the class, never masked (MAR's buffer tokens).
+        cross_attention_dim: text-conditional: width of ``encoder_hidden_states`` (e.g. a CLIP text model's
+            hidden size), attended to by cross-attention in every decoder block; ``None``: no text input.
+        encoder_cross_attention: also put cross-attention in the encoder blocks.
+        head_type: ``"mse"`` (``L_LIR``: predicts the mean latent patch) or ``"diffusion"`` (a per-token
+            diffusion head that samples patches, MAR's design).
+        mse_loss_weight: with the diffusion head, also train an MSE head with this loss weight (0: none).
+        diffusion_head_width / diffusion_head_layers: the diffusion head's MLP width (default: the decoder's)
+            and residual blocks.
+        diffusion_num_train_timesteps / diffusion_beta_schedule: its ``DDPMScheduler`` noise schedule.
+        diffusion_batch_mul: noised copies of each token per training step (MAR: 4).
     """
 
     _supports_gradient_checkpointing = True
@@ -82,25 +92,59 @@ class LMDModel(ModelMixin, ConfigMixin):
         decoder_num_attention_heads: int = 16,
         mlp_ratio: float = 4.0,
         norm_eps: float = 1e-6,
+        num_class_embeds: int | None = None,
+        class_dropout_prob: float = 0.0,
+        num_condition_tokens: int = 4,
+        cross_attention_dim: int | None = None,
+        encoder_cross_attention: bool = False,
+        head_type: str = "mse",
+        mse_loss_weight: float = 0.0,
+        diffusion_head_width: int | None = None,
+        diffusion_head_layers: int = 3,
+        diffusion_num_train_timesteps: int = 1000,
+        diffusion_beta_schedule: str = "squaredcos_cap_v2",
+        diffusion_batch_mul: int = 4,
     ):
         super().__init__()
         height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
         check_patchable(height, width, patch_size)
+        check_head_options(head_type, mse_loss_weight)
+        encoder_context = cross_attention_dim if encoder_cross_attention else None
         self.patch_embed = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.class_embedding = None
+        if num_class_embeds is not None:
+            self.class_embedding = ClassConditionTokens(
+                num_class_embeds, num_condition_tokens, hidden_size, class_dropout_prob
+            )
         self.blocks = nn.ModuleList(
-            TransformerBlock(hidden_size, num_attention_heads, mlp_ratio, norm_eps) for _ in range(num_layers)
+            TransformerBlock(hidden_size, num_attention_heads, mlp_ratio, norm_eps, encoder_context)
+            for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(hidden_size, eps=norm_eps)
 
         self.decoder_embed = nn.Linear(hidden_size, decoder_hidden_size)  # the "latent linear layer"
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_hidden_size))
         self.decoder_blocks = nn.ModuleList(
-            TransformerBlock(decoder_hidden_size, decoder_num_attention_heads, mlp_ratio, norm_eps)
+            TransformerBlock(decoder_hidden_size, decoder_num_attention_heads, mlp_ratio, norm_eps, cross_attention_dim)
             for _ in range(decoder_num_layers)
         )
         self.decoder_norm = nn.LayerNorm(decoder_hidden_size, eps=norm_eps)
-        self.decoder_pred = nn.Linear(decoder_hidden_size, patch_size * patch_size * in_channels)
+        token_dim = patch_size * patch_size * in_channels
+        self.decoder_pred = None
+        if head_type == "mse" or mse_loss_weight > 0:
+            self.decoder_pred = nn.Linear(decoder_hidden_size, token_dim)
+        self.diffusion_head = None
+        if head_type == "diffusion":
+            self.diffusion_head = DiffusionHead(
+                token_dim,
+                decoder_hidden_size,
+                diffusion_head_width or decoder_hidden_size,
+                diffusion_head_layers,
+                diffusion_num_train_timesteps,
+                diffusion_beta_schedule,
+                norm_eps,
+            )
         self.gradient_checkpointing = False
         self._init_weights()
         # The SPE of the configured size, kept on the model's device so the hot path neither recomputes it nor
@@ -128,13 +172,20 @@ class LMDModel(ModelMixin, ConfigMixin):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
+            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.diffusion_head is not None:
+            self.diffusion_head.init_weights()
 
     @property
     def patch_size(self) -> int:
         return self.config.patch_size
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the image tokens in the encoder: CLS, then the condition tokens of a class model."""
+        return 1 + (self.config.num_condition_tokens if self.class_embedding is not None else 0)
 
     def num_tokens(self, height: int, width: int) -> int:
         """Tokens in a ``height x width`` latent."""
@@ -169,9 +220,27 @@ class LMDModel(ModelMixin, ConfigMixin):
                     f"mask must have shape {expected} (batch x tokens, row-major patches), got {tuple(mask.shape)}."
                 )
         if mask_ratio is not None:
-            check_mask_ratio(mask_ratio)
+            check_mask_ratio(mask_ratio, allow_one=True)
         if not torch.compiler.is_compiling() and not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or infinite values: check the projector and its scaling_factor.")
+
+    def prepare_conditions(
+        self,
+        batch_size: int,
+        class_labels: torch.Tensor | Sequence[int] | None,
+        encoder_hidden_states: torch.Tensor | None,
+        encoder_attention_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Check the conditions against the config; return the labels as a tensor and the text attention mask."""
+        if class_labels is not None:
+            if self.class_embedding is None:
+                raise ValueError(
+                    "class_labels were given, but this model has no class conditioning (num_class_embeds=None)."
+                )
+            class_labels = torch.as_tensor(class_labels, device=self.device)
+            self.class_embedding.check_labels(class_labels, batch_size)
+        dim = self.config.cross_attention_dim
+        return class_labels, text_context_mask(encoder_hidden_states, encoder_attention_mask, dim, batch_size)
 
     @staticmethod
     def mask_tokens(
@@ -195,27 +264,46 @@ class LMDModel(ModelMixin, ConfigMixin):
             padding = torch.arange(num_visible, device=tokens.device)[None] < row_visible[:, None]
         return kept, order, padding
 
-    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def _run_blocks(
+        self,
+        blocks: nn.ModuleList,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         for block in blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, attn_mask)
+                x = self._gradient_checkpointing_func(block, x, attn_mask, context, context_mask)
             else:
-                x = block(x, attn_mask)
+                x = block(x, attn_mask, context, context_mask)
         return x
 
     def forward_encoder(
-        self, latents: torch.Tensor, mask: torch.Tensor, num_visible: int | None = None
+        self,
+        latents: torch.Tensor,
+        mask: torch.Tensor,
+        num_visible: int | None = None,
+        class_labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Embed, add the SPE, drop masked tokens, prepend CLS and run the encoder blocks."""
+        """Embed, add the SPE, drop masked tokens, prepend CLS (and the class's condition tokens), run the blocks."""
         x = self.patch_embed(latents).flatten(2).transpose(1, 2)
         x = x + self.position_embedding(*latents.shape[2:], x.shape[-1], x)
         x, order, padding = self.mask_tokens(x, mask, num_visible)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        prefix = [self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)]
+        if self.class_embedding is not None:
+            prefix.append(self.class_embedding(class_labels, x.shape[0], generator).to(x.dtype))
+        x = torch.cat([*prefix, x], dim=1)
         attn_mask = None
         if padding is not None:
-            padding = torch.cat([padding.new_ones(padding.shape[0], 1), padding], dim=1)
+            padding = torch.cat([padding.new_ones(padding.shape[0], self.num_prefix_tokens), padding], dim=1)
             attn_mask = padding[:, None, None, :]
-        x = self.norm(self._run_blocks(self.blocks, x, attn_mask))
+        if not self.config.encoder_cross_attention:
+            context = context_mask = None
+        x = self.norm(self._run_blocks(self.blocks, x, attn_mask, context, context_mask))
         return x, order, padding
 
     def forward_decoder(
@@ -225,20 +313,48 @@ class LMDModel(ModelMixin, ConfigMixin):
         padding: torch.Tensor | None,
         height: int,
         width: int,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Fill masked slots with the mask token, restore token order, recall positions by subtraction."""
+        """Fill masked slots with the mask token, restore token order, recall positions by subtraction, run the
+        blocks; returns the normalised decoder feature of every image token, ``B x L x decoder_hidden_size``."""
         x = self.decoder_embed(encoded)
-        cls, visible = x[:, :1], x[:, 1:]
+        num_prefix = self.num_prefix_tokens
+        prefix, visible = x[:, :num_prefix], x[:, num_prefix:]
         num_tokens = order.shape[1]
         mask_tokens = self.mask_token.to(x.dtype).expand(x.shape[0], num_tokens - visible.shape[1], -1)
         if padding is not None:  # padded slots of short rows are masked tokens too
-            visible = torch.where(padding[:, 1:, None], visible, self.mask_token.to(x.dtype))
+            visible = torch.where(padding[:, num_prefix:, None], visible, self.mask_token.to(x.dtype))
         shuffled = torch.cat([visible, mask_tokens], dim=1)
         restore = order.argsort(dim=1)
         grid = torch.gather(shuffled, 1, restore[:, :, None].expand(-1, -1, x.shape[2]))
         grid = grid - self.position_embedding(height, width, x.shape[2], grid)  # spatial position recall
-        x = self._run_blocks(self.decoder_blocks, torch.cat([cls, grid], dim=1), None)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+        x = self._run_blocks(self.decoder_blocks, torch.cat([prefix, grid], dim=1), None, context, context_mask)
+        return self.decoder_norm(x)[:, num_prefix:]
+
+    def forward_features(
+        self,
+        latents: torch.Tensor,
+        mask: torch.Tensor,
+        class_labels: torch.Tensor | Sequence[int] | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        num_visible: int | None = None,
+    ) -> torch.Tensor:
+        """Encoder and decoder without a head: the feature of every image token, ``B x L x decoder_hidden_size``.
+
+        The diffusion head samples patches from these (``diffusion_head.sample_tokens``, used by the pipelines).
+        """
+        class_labels, context_mask = self.prepare_conditions(
+            latents.shape[0], class_labels, encoder_hidden_states, encoder_attention_mask
+        )
+        mask = mask.to(device=latents.device, dtype=torch.float32)
+        encoded, order, padding = self.forward_encoder(
+            latents, mask, num_visible, class_labels, encoder_hidden_states, context_mask, generator
+        )
+        h, w = latents.shape[2:]
+        return self.forward_decoder(encoded, order, padding, h, w, encoder_hidden_states, context_mask)
 
     @staticmethod
     def forward_loss(target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -252,16 +368,24 @@ class LMDModel(ModelMixin, ConfigMixin):
         mask: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         generator: torch.Generator | None = None,
+        class_labels: torch.Tensor | Sequence[int] | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> LMDModelOutput | tuple:
-        """Predict the latent from its visible patches.
+        """Predict the latent from its visible patches, and the training loss on the masked ones.
 
         Args:
             latents: normalised projector latents, ``B x C x H x W``.
-            mask: ``B x L`` token mask (1 = masked); rows may mask different numbers of tokens.
-            mask_ratio: draw a uniform random mask of this ratio instead (default 0.75 when neither is given).
-            generator: makes the random mask reproducible.
-            return_dict: return an :class:`LMDModelOutput` rather than a tuple.
+            mask: ``B x L`` token mask (1 = masked); rows may mask different numbers of tokens, all of them too.
+            mask_ratio: draw a uniform random mask of this ratio in ``[0, 1]`` instead (default 0.75 when neither
+                is given); 1 masks every token, as at the start of generation.
+            generator: makes the random mask, label dropout and the diffusion loss's noise reproducible.
+            class_labels: ``B`` labels in ``[0, num_class_embeds]`` of a class-conditional model
+                (``num_class_embeds`` = the null class); ``None`` gives every image the null class.
+            encoder_hidden_states: ``B x S x cross_attention_dim`` text embeddings of a text-conditional model.
+            encoder_attention_mask: ``B x S``, 1 = attend to that text token (hides padding).
+            return_dict: return an :class:`LMDModelOutput` rather than a tuple ``(sample, mask, loss)``.
         """
         self.check_inputs(latents, mask, mask_ratio)
         b, _, h, w = latents.shape
@@ -272,11 +396,22 @@ class LMDModel(ModelMixin, ConfigMixin):
             num_visible = num_tokens - num_masked_tokens(num_tokens, ratio)
             mask = random_mask(b, num_tokens, ratio, generator=generator, device=latents.device)
         mask = mask.to(device=latents.device, dtype=torch.float32)
-        encoded, order, padding = self.forward_encoder(latents, mask, num_visible)
-        pred = self.forward_decoder(encoded, order, padding, h, w)
+        features = self.forward_features(
+            latents, mask, class_labels, encoder_hidden_states, encoder_attention_mask, generator, num_visible
+        )
         target = patchify(latents, self.patch_size)
-        loss = self.forward_loss(target, pred, mask)
-        sample = unpatchify(pred.to(latents.dtype), self.patch_size, h, w)
+        sample = loss = None
+        if self.decoder_pred is not None:
+            pred = self.decoder_pred(features)
+            loss = self.forward_loss(target, pred, mask)
+            sample = unpatchify(pred.to(latents.dtype), self.patch_size, h, w)
+        if self.diffusion_head is not None:
+            mse_loss = loss
+            loss = self.diffusion_head.loss(
+                target.flatten(0, 1), features.flatten(0, 1), mask.flatten(), generator, self.config.diffusion_batch_mul
+            )
+            if mse_loss is not None:
+                loss = loss + self.config.mse_loss_weight * mse_loss
         if not return_dict:
             return sample, mask, loss
         return LMDModelOutput(sample=sample, mask=mask, loss=loss)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -12,7 +13,9 @@ from diffusers.utils import BaseOutput
 
 from ..masking import keep_visible
 
-MASK_SCHEDULES = ("cosine", "piecewise", "uniform", "constant")
+RISING_SCHEDULES = ("cosine", "piecewise", "uniform", "constant")  # deterministic, non-decreasing in the step
+MASK_SCHEDULES = (*RISING_SCHEDULES, "truncnorm")
+TRUNCNORM_STD = 0.25  # MAR's spread of the mask-ratio draw around its mean, mask_ratio_max
 
 
 @dataclass
@@ -33,13 +36,18 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
 
     Training: :meth:`get_mask_ratio` maps the global optimiser step to a ratio rising from
     ``mask_ratio_min`` to ``mask_ratio_max``, a pure function of the step, so a resumed run continues the
-    same curve. Inference: :meth:`set_timesteps` then :meth:`step` reveal masked tokens over
-    ``num_inference_steps`` steps along a cosine curve, the last step revealing all.
+    same curve. Generative models, which start sampling from a fully masked latent, train with ratios up to
+    1: ``truncnorm`` draws each step's ratio as MAR does (a normal of mean ``mask_ratio_max`` and std 0.25,
+    truncated to ``[mask_ratio_min, mask_ratio_max]``, e.g. ``[0.7, 1.0]``), a pure function of (seed, step).
+    Inference: :meth:`set_timesteps` then :meth:`step` reveal masked tokens over ``num_inference_steps`` steps
+    along a cosine curve, the last step revealing all.
 
     Args:
-        schedule: ``cosine`` (paper default), ``piecewise``, ``uniform`` or ``constant`` (MAE's fixed ratio).
-        mask_ratio_min: ratio at step 0.
-        mask_ratio_max: ratio reached at the end of the rise (and the ``constant`` value).
+        schedule: ``cosine`` (paper default), ``piecewise``, ``uniform``, ``constant`` (MAE's fixed ratio) or
+            ``truncnorm`` (MAR's random ratio).
+        mask_ratio_min: ratio at step 0 (``truncnorm``: the lowest ratio drawn).
+        mask_ratio_max: ratio reached at the end of the rise (the ``constant`` value; ``truncnorm``: the highest
+            ratio drawn and the mean of the draw); at most 1.
         num_train_steps: total optimiser steps ``S`` when :meth:`get_mask_ratio` is not given ``total_steps``.
     """
 
@@ -55,9 +63,9 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
     ):
         if schedule not in MASK_SCHEDULES:
             raise ValueError(f"schedule must be one of {MASK_SCHEDULES}, got {schedule!r}.")
-        if not 0.0 <= mask_ratio_min <= mask_ratio_max < 1.0:
+        if not 0.0 <= mask_ratio_min <= mask_ratio_max <= 1.0:
             raise ValueError(
-                f"Need 0 <= mask_ratio_min <= mask_ratio_max < 1, got {mask_ratio_min} and {mask_ratio_max}."
+                f"Need 0 <= mask_ratio_min <= mask_ratio_max <= 1, got {mask_ratio_min} and {mask_ratio_max}."
             )
         if num_train_steps < 1:
             raise ValueError(f"num_train_steps must be at least 1, got {num_train_steps}.")
@@ -65,8 +73,9 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.empty(0, dtype=torch.long)
 
     # ------------------------------------------------------------------ training
-    def get_mask_ratio(self, step: int, total_steps: int | None = None) -> float:
-        """The mask ratio at optimiser ``step`` of ``total_steps`` (default ``num_train_steps``)."""
+    def get_mask_ratio(self, step: int, total_steps: int | None = None, seed: int = 0) -> float:
+        """The mask ratio at optimiser ``step`` of ``total_steps`` (default ``num_train_steps``); ``seed`` seeds the
+        ``truncnorm`` draw, which depends on (seed, step) only."""
         total = self.config.num_train_steps if total_steps is None else total_steps
         if total < 1:
             raise ValueError(f"total_steps must be at least 1, got {total}.")
@@ -77,6 +86,8 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         schedule = self.config.schedule
         if schedule == "constant":
             return r_max
+        if schedule == "truncnorm":
+            return _truncnorm_ratio(seed, step, r_min, r_max)
         if schedule == "uniform":
             return r_min + (r_max - r_min) * s / total
         if schedule == "piecewise":
@@ -116,14 +127,27 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
             generator: makes the reveal order reproducible.
             return_dict: return a :class:`LMDMaskSchedulerOutput` rather than a tuple.
         """
+        if model_output.shape != sample.shape:
+            raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ.")
+        patch_size = _patch_size_from(mask, *sample.shape[2:])
+        new_mask = self.reveal(timestep, mask, generator)
+        prev_sample = keep_visible(sample, model_output, mask.float(), patch_size)
+        if not return_dict:
+            return prev_sample, new_mask
+        return LMDMaskSchedulerOutput(prev_sample=prev_sample, mask=new_mask)
+
+    def reveal(
+        self, timestep: int | torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The mask after the step at ``timestep``: which masked tokens stay masked, chosen uniformly at random.
+
+        :meth:`step` reveals with this; a sampler that draws only the tokens it reveals (the diffusion head)
+        calls it first and then fills in the tokens it turned from 1 to 0.
+        """
         n = self._require_timesteps()
         t = int(timestep)
         if not 0 <= t < n:
             raise ValueError(f"timestep {t} is outside the {n} steps set by set_timesteps.")
-        if model_output.shape != sample.shape:
-            raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ.")
-        b, _, h, w = sample.shape
-        patch_size = _patch_size_from(mask, h, w)
         mask = mask.float()
         # Keep masked the share of currently-masked tokens that the cosine curve says survives this step.
         before = 1.0 if t == n - 1 else self.masked_fraction(t + 1)
@@ -133,12 +157,7 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         scores = torch.rand(mask.shape, generator=generator, device=noise_device).to(mask.device)
         scores = torch.where(mask > 0, scores, torch.full_like(scores, 2.0))  # visible never chosen
         ranks = scores.argsort(dim=1).argsort(dim=1)
-        new_mask = (ranks < still_masked[:, None]).float()
-
-        prev_sample = keep_visible(sample, model_output, mask, patch_size)
-        if not return_dict:
-            return prev_sample, new_mask
-        return LMDMaskSchedulerOutput(prev_sample=prev_sample, mask=new_mask)
+        return (ranks < still_masked[:, None]).float()
 
     def _require_timesteps(self) -> int:
         if self.num_inference_steps is None:
@@ -158,6 +177,18 @@ def _piecewise_ratio(s: int, total: int, r_min: float, r_max: float, plateau: fl
     if s < 2 * total / 3:
         return plateau + (r_max - plateau) * (s - total / 3) / (total / 3)
     return r_max
+
+
+def _truncnorm_ratio(seed: int, step: int, r_min: float, r_max: float) -> float:
+    """MAR's draw: a normal of mean ``r_max`` and std 0.25 truncated to ``[r_min, r_max]``, by inverting its CDF at a
+    uniform seeded by (seed, step) alone, so every process and a resumed run draw the same ratio at a step."""
+    if r_min == r_max:
+        return r_max
+    u = np.random.default_rng(np.random.SeedSequence([seed, step])).random()
+    lo, hi = (torch.tensor([r_min, r_max], dtype=torch.float64) - r_max) / TRUNCNORM_STD
+    cdf_lo, cdf_hi = torch.special.ndtr(lo), torch.special.ndtr(hi)
+    z = torch.special.ndtri(cdf_lo + u * (cdf_hi - cdf_lo))
+    return float(min(max(r_max + TRUNCNORM_STD * z.item(), r_min), r_max))
 
 
 def _cosine_ratio(s: int, total: int, r_min: float, r_max: float) -> float:
