@@ -70,13 +70,16 @@ class DiffusionHead(nn.Module):
         self.modulation_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.proj_out = nn.Linear(width, token_dim)
         # Latents are normalised, not bounded: no clipping of the predicted clean patch. Samplers built from this
-        # config start at the last training timestep ("trailing"), where the input really is pure noise.
+        # config space their steps as Stable Diffusion's DDIM does ("leading", offset 1: 981, 961, ... 1 for 50
+        # steps); "trailing" would start at the last timestep, where the cosine schedule's alpha_bar is ~2e-9 and
+        # DDIM's eta = 1 update takes the square root of a rounding-negative number in float32 (NaN).
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps,
             beta_schedule=beta_schedule,
             clip_sample=False,
             prediction_type="epsilon",
-            timestep_spacing="trailing",
+            timestep_spacing="leading",
+            steps_offset=1,
         )
 
     def init_weights(self) -> None:

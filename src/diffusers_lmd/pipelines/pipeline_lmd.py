@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from diffusers.image_processor import PipelineImageInput
 
+from .conditioning import ClassLabelInput, PromptInput
 from .pipeline_lmd_base import Generator, LMDBasePipeline, StepCallback
 from .pipeline_output import LMDPipelineOutput
 
@@ -18,7 +19,10 @@ class LMDPipeline(LMDBasePipeline):
 
     The projector ``vae`` encodes the image, the ``transformer`` predicts the masked latent patches from the
     visible ones, and the projector decodes the result; visible latents are kept exactly. Generation starts
-    from a fully masked latent and the ``scheduler`` reveals it over several steps.
+    from a fully masked latent and the ``scheduler`` reveals it over several steps. A class- or
+    text-conditional transformer takes ``class_labels`` or a ``prompt``, with classifier-free guidance; a
+    transformer with a diffusion head samples the masked patches (``head_scheduler``) instead of predicting
+    their mean.
 
     This model inherits from [`DiffusionPipeline`] (saving, loading, devices, offloading).
 
@@ -26,6 +30,9 @@ class LMDPipeline(LMDBasePipeline):
         vae: the frozen projector, a ``VQModel`` or ``AutoencoderKL``.
         transformer: the ``LMDModel``; its ``in_channels`` must equal the projector's latent channels.
         scheduler: an ``LMDMaskScheduler``.
+        tokenizer / text_encoder: ``CLIPTokenizer`` and ``CLIPTextModel`` of a text-conditional transformer.
+        head_scheduler: ``DDIMScheduler`` (default) or ``DDPMScheduler`` for a diffusion head.
+        id2label: class names of a class-conditional transformer, ``{id: name}``.
     """
 
     @torch.no_grad()
@@ -43,8 +50,18 @@ class LMDPipeline(LMDBasePipeline):
         return_dict: bool = True,
         callback_on_step_end: StepCallback = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        class_labels: ClassLabelInput = None,
+        prompt: PromptInput = None,
+        negative_prompt: PromptInput = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        num_head_inference_steps: int | None = None,
     ) -> LMDPipelineOutput | tuple:
-        """Reconstruct (``image``), inpaint (``image`` + ``mask_image``) or generate (``batch_size``).
+        """Reconstruct (``image``), inpaint (``image`` + ``mask_image``) or generate (``batch_size`` or conditions).
 
         Args:
             image: PIL image(s), ``H x W x C`` / ``B x H x W x C`` arrays or ``C x H x W`` / ``B x C x H x W``
@@ -54,7 +71,8 @@ class LMDPipeline(LMDBasePipeline):
                 predicted if any of its pixels is white. One mask for the batch, or one per image.
             mask_ratio: share of latent patches masked at random, in ``[0, 1]`` (default 0.75, MAE's ratio);
                 0 gives the projector's own reconstruction.
-            batch_size: number of images to generate when no ``image`` is given.
+            batch_size: number of images to generate when no ``image`` is given; default: one per class label or
+                prompt.
             num_inference_steps: unmasking steps; default 1 with an image (one-shot prediction of every
                 masked patch) and 10 for generation.
             height, width: working size in pixels, multiples of ``pipe.patch_pixels``; default: the image's
@@ -66,6 +84,19 @@ class LMDPipeline(LMDBasePipeline):
             callback_on_step_end: called after each step as ``callback(pipe, step, timestep, callback_kwargs)``;
                 the tensors it returns (``"latents"``, ``"mask"``) replace the pipeline's.
             callback_on_step_end_tensor_inputs: which of ``"latents"`` and ``"mask"`` the callback receives.
+            class_labels: for a class-conditional transformer, class ids in ``[0, num_class_embeds)`` or names of
+                ``id2label`` (see :meth:`get_label_ids`): one per image, or one for all; none = the null class
+                (unconditional).
+            prompt: for a text-conditional transformer, a prompt or one per image; none = the empty prompt
+                (unconditional). Needs the pipeline's ``tokenizer`` and ``text_encoder``.
+            negative_prompt: the unconditional branch of guidance (default: the empty prompt).
+            prompt_embeds / negative_prompt_embeds: precomputed text embeddings (``B x S x cross_attention_dim``)
+                instead of ``prompt`` / ``negative_prompt``, with optional ``B x S`` attention masks
+                ``prompt_attention_mask`` / ``negative_prompt_attention_mask`` (1 = real token).
+            guidance_scale: classifier-free guidance weight ``w`` (``uncond + w (cond - uncond)``), used when > 1;
+                the conditional and unconditional inputs run in one batch.
+            temperature: diffusion head only: scales the noise each sampling step adds (MAR's temperature).
+            num_head_inference_steps: diffusion head only: ``head_scheduler`` steps per sampled token (default 50).
 
         Examples:
             ```py
@@ -85,6 +116,9 @@ class LMDPipeline(LMDBasePipeline):
 
             >>> # Generation by progressive unmasking from a fully masked latent.
             >>> out = pipe(batch_size=4, num_inference_steps=10, generator=torch.Generator().manual_seed(0))
+
+            >>> # A class-conditional model with a diffusion head: one image per class name, guided.
+            >>> out = pipe(class_labels=["Sneaker", "Bag"], guidance_scale=3.0, num_inference_steps=16)
             ```
         """
         if num_inference_steps is None:
@@ -102,4 +136,16 @@ class LMDPipeline(LMDBasePipeline):
             return_dict=return_dict,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            condition_inputs=dict(
+                class_labels=class_labels,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                prompt_attention_mask=prompt_attention_mask,
+                negative_prompt_attention_mask=negative_prompt_attention_mask,
+            ),
+            guidance_scale=guidance_scale,
+            temperature=temperature,
+            num_head_inference_steps=num_head_inference_steps,
         )

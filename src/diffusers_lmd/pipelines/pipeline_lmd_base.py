@@ -3,7 +3,10 @@
 Every task completes a partly masked latent. Reconstruction and inpainting start from an encoded image
 with some tokens masked, generation from a fully masked latent. One loop serves all three: the model
 predicts the masked tokens and ``LMDMaskScheduler.step`` reveals a share of them, keeping visible
-latents exactly, until none is masked. A single step is SPEC §4's one-shot reconstruction.
+latents exactly, until none is masked. A single step is SPEC §4's one-shot reconstruction. With a
+diffusion head, the scheduler first picks the tokens to reveal and the head samples just those
+(``head_scheduler`` runs its denoising steps); with guidance, the conditional and unconditional inputs
+share one transformer batch.
 """
 
 from __future__ import annotations
@@ -11,26 +14,30 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, VQModel
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipeline, VQModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.utils import logging
+from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..masking import check_mask_ratio, pixel_mask_to_token_mask, random_mask
+from ..masking import check_mask_ratio, patchify, pixel_mask_to_token_mask, random_mask, unpatchify
 from ..models import LMDModel
+from ..models.diffusion_head import sample_tokens
 from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
 from ..schedulers import LMDMaskScheduler
+from .conditioning import CONDITION_INPUTS, Conditions, LMDConditioningMixin, condition_count
 from .image_inputs import images_to_rgb, mask_to_float, pixel_size
 from .pipeline_output import LMDPipelineOutput
 
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+DEFAULT_HEAD_INFERENCE_STEPS = 50
 Generator = torch.Generator | list[torch.Generator] | None
 StepCallback = Callable[..., dict] | PipelineCallback | MultiPipelineCallbacks | None
 
 
-class LMDBasePipeline(DiffusionPipeline):
+class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
     """Components and steps shared by :class:`LMDPipeline` and :class:`LMDInpaintPipeline`; not called directly.
 
     Args:
@@ -38,15 +45,44 @@ class LMDBasePipeline(DiffusionPipeline):
             ``scaling_factor`` (and ``shift_factor``) the transformer was trained with.
         transformer: the ``LMDModel`` that predicts masked latent patches from visible ones.
         scheduler: the ``LMDMaskScheduler`` that decides how many masked tokens each step reveals.
+        tokenizer / text_encoder: a text-conditional transformer's frozen ``CLIPTokenizer`` and ``CLIPTextModel``;
+            ``None`` for class- and unconditional pipelines.
+        head_scheduler: the diffusers scheduler (``DDIMScheduler`` or ``DDPMScheduler``) that samples with a
+            diffusion head; default: a ``DDIMScheduler`` on the head's training noise schedule. ``None`` for an
+            MSE head.
+        id2label: class names of a class-conditional transformer, ``{id: "name"}`` (several names of one class
+            separated by commas), saved in ``model_index.json``; :meth:`get_label_ids` maps names to ids.
     """
 
-    model_cpu_offload_seq = "vae->transformer"
+    model_cpu_offload_seq = "text_encoder->vae->transformer"
+    _optional_components = ["tokenizer", "text_encoder", "head_scheduler"]
     _callback_tensor_inputs = ["latents", "mask"]
 
-    def __init__(self, vae: VQModel | AutoencoderKL, transformer: LMDModel, scheduler: LMDMaskScheduler):
+    def __init__(
+        self,
+        vae: VQModel | AutoencoderKL,
+        transformer: LMDModel,
+        scheduler: LMDMaskScheduler,
+        tokenizer: CLIPTokenizer | None = None,
+        text_encoder: CLIPTextModel | None = None,
+        head_scheduler: DDIMScheduler | DDPMScheduler | None = None,
+        id2label: dict | None = None,
+    ):
         super().__init__()
         check_compatible(vae, transformer)
-        self.register_modules(vae=vae, transformer=transformer, scheduler=scheduler)
+        if (tokenizer is None) != (text_encoder is None):
+            raise ValueError("Pass both tokenizer and text_encoder (for a text-conditional transformer), or neither.")
+        if head_scheduler is None and transformer.diffusion_head is not None:
+            head_scheduler = DDIMScheduler.from_config(transformer.diffusion_head.noise_scheduler.config)
+        self.register_modules(
+            vae=vae,
+            transformer=transformer,
+            scheduler=scheduler,
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            head_scheduler=head_scheduler,
+        )
+        self._set_id2label(id2label)
         factor = downsample_factor(vae)
         # Inputs are always images, never latents: channel count 0 keeps the processor from passing one through.
         self.image_processor = VaeImageProcessor(vae_scale_factor=factor, vae_latent_channels=0)
@@ -201,6 +237,53 @@ class LMDBasePipeline(DiffusionPipeline):
         ]
         return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
 
+    def _reveal_tokens(self, t: torch.Tensor, mask: torch.Tensor, generator: Generator) -> torch.Tensor:
+        """The mask after this step (``LMDMaskScheduler.reveal``), per image with a list of generators."""
+        if not isinstance(generator, list):
+            return self.scheduler.reveal(t, mask, generator)
+        return torch.cat([self.scheduler.reveal(t, mask[i : i + 1], g) for i, g in enumerate(generator)])
+
+    def _mse_step(self, latents, mask, t, conditions: Conditions, guidance_scale: float, generator: Generator):
+        """Predict every masked token's mean (guided), then let the scheduler reveal a share of them."""
+        guided = guidance_scale > 1
+        model_input, model_mask = (torch.cat([latents] * 2), torch.cat([mask] * 2)) if guided else (latents, mask)
+        prediction = self.transformer(model_input, mask=model_mask, return_dict=False, **conditions.model_kwargs())[0]
+        if guided:
+            cond, uncond = prediction.chunk(2)
+            prediction = uncond + guidance_scale * (cond - uncond)
+        return self._reveal(prediction, t, latents, mask, generator)
+
+    def _diffusion_step(
+        self,
+        latents: torch.Tensor,
+        mask: torch.Tensor,
+        t: torch.Tensor,
+        conditions: Conditions,
+        guidance_scale: float,
+        generator: Generator,
+        temperature: float,
+        num_head_inference_steps: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Choose the tokens this step reveals, then sample only those with the diffusion head (guided)."""
+        new_mask = self._reveal_tokens(t, mask, generator)
+        picked = (mask > 0) & (new_mask == 0)
+        guided = guidance_scale > 1
+        model_input, model_mask = (torch.cat([latents] * 2), torch.cat([mask] * 2)) if guided else (latents, mask)
+        features = self.transformer.forward_features(model_input, model_mask, **conditions.model_kwargs())
+        tokens = sample_tokens(
+            self.transformer.diffusion_head,
+            features,
+            picked,
+            self.head_scheduler,
+            num_head_inference_steps,
+            generator,
+            temperature,
+            guidance_scale,
+        )
+        patches = patchify(latents, self.transformer.config.patch_size)
+        patches[picked] = tokens.to(patches.dtype)
+        return unpatchify(patches, self.transformer.config.patch_size, *latents.shape[2:]), new_mask
+
     def unmask(
         self,
         latents: torch.Tensor,
@@ -209,13 +292,22 @@ class LMDBasePipeline(DiffusionPipeline):
         generator: Generator = None,
         callback_on_step_end: StepCallback = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        conditions: Conditions | None = None,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        num_head_inference_steps: int = DEFAULT_HEAD_INFERENCE_STEPS,
     ) -> torch.Tensor:
-        """Predict and reveal masked tokens over ``num_inference_steps`` steps; the last step reveals all."""
+        """Predict (or sample) and reveal masked tokens over ``num_inference_steps`` steps; the last reveals all."""
+        conditions = conditions or Conditions()
         self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(self.scheduler.timesteps):
-                model_output = self.transformer(latents, mask=mask, return_dict=False)[0]
-                latents, mask = self._reveal(model_output, t, latents, mask, generator)
+                if self.transformer.diffusion_head is None:
+                    latents, mask = self._mse_step(latents, mask, t, conditions, guidance_scale, generator)
+                else:
+                    latents, mask = self._diffusion_step(
+                        latents, mask, t, conditions, guidance_scale, generator, temperature, num_head_inference_steps
+                    )
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "mask": mask}
                     callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
@@ -239,10 +331,25 @@ class LMDBasePipeline(DiffusionPipeline):
         return_dict: bool,
         callback_on_step_end: StepCallback,
         callback_on_step_end_tensor_inputs: Sequence[str],
+        condition_inputs: dict | None = None,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        num_head_inference_steps: int | None = None,
     ) -> LMDPipelineOutput | tuple:
-        """Check, prepare the starting latent and mask, unmask, decode: the body of every task."""
+        """Check, prepare the conditions, the starting latent and mask, unmask, decode: the body of every task.
+
+        ``condition_inputs`` holds the conditioning arguments of :meth:`LMDConditioningMixin.prepare_conditions`
+        (``class_labels``, ``prompt``, ``negative_prompt``, ``prompt_embeds``... ).
+        """
+        condition_inputs = condition_inputs or {}
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        if image is None and batch_size is None:  # generation: the conditions may say how many images
+            batch_size = condition_count(
+                condition_inputs.get("class_labels"),
+                condition_inputs.get("prompt"),
+                condition_inputs.get("prompt_embeds"),
+            )
         self.check_inputs(
             image,
             mask_image,
@@ -253,6 +360,12 @@ class LMDBasePipeline(DiffusionPipeline):
             width,
             output_type,
             callback_on_step_end_tensor_inputs,
+        )
+        self.check_condition_inputs(
+            **{name: condition_inputs.get(name) for name in CONDITION_INPUTS},
+            guidance_scale=guidance_scale,
+            temperature=temperature,
+            num_head_inference_steps=num_head_inference_steps,
         )
         device = self._execution_device
         if image is not None:
@@ -275,9 +388,19 @@ class LMDBasePipeline(DiffusionPipeline):
             latents = torch.zeros(shape, device=device, dtype=self.transformer.dtype)  # every value will be predicted
             mask = torch.ones(batch_size, self.transformer.num_tokens(*shape[2:]))
         mask = mask.to(device)
+        conditions = self.prepare_conditions(batch_size, device, guidance_scale, **condition_inputs)
 
         latents = self.unmask(
-            latents, mask, num_inference_steps, generator, callback_on_step_end, callback_on_step_end_tensor_inputs
+            latents,
+            mask,
+            num_inference_steps,
+            generator,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+            conditions,
+            guidance_scale,
+            temperature,
+            num_head_inference_steps or DEFAULT_HEAD_INFERENCE_STEPS,
         )
         if output_type == "latent":
             images = latents

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from diffusers.image_processor import PipelineImageInput
 
+from .conditioning import ClassLabelInput, PromptInput
 from .pipeline_lmd_base import Generator, LMDBasePipeline, StepCallback
 from .pipeline_output import LMDPipelineOutput
 
@@ -16,13 +17,15 @@ class LMDInpaintPipeline(LMDBasePipeline):
 
     The pixel mask is mapped to latent patches (a patch is redone if any of its pixels is white), the
     ``transformer`` predicts those patches from the rest, and the projector decodes; every latent patch
-    outside the mask is kept exactly as encoded. Shares its components with [`LMDPipeline`]:
+    outside the mask is kept exactly as encoded; a diffusion head samples the redone patches, and a conditional
+    transformer takes ``class_labels`` or a ``prompt`` as in [`LMDPipeline`]. Shares its components with it:
     ``LMDInpaintPipeline.from_pipe(pipe)`` reuses a loaded one without copying weights.
 
     Args:
         vae: the frozen projector, a ``VQModel`` or ``AutoencoderKL``.
         transformer: the ``LMDModel``; its ``in_channels`` must equal the projector's latent channels.
         scheduler: an ``LMDMaskScheduler``.
+        tokenizer / text_encoder / head_scheduler / id2label: as for [`LMDPipeline`].
 
     Example:
         ```py
@@ -48,6 +51,16 @@ class LMDInpaintPipeline(LMDBasePipeline):
         return_dict: bool = True,
         callback_on_step_end: StepCallback = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        class_labels: ClassLabelInput = None,
+        prompt: PromptInput = None,
+        negative_prompt: PromptInput = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        num_head_inference_steps: int | None = None,
     ) -> LMDPipelineOutput | tuple:
         """Redo the white regions of ``mask_image`` in ``image``.
 
@@ -62,6 +75,9 @@ class LMDInpaintPipeline(LMDBasePipeline):
             return_dict: return an [`LMDPipelineOutput`] rather than a tuple ``(images, mask, image_size)``.
             callback_on_step_end: called after each step as ``callback(pipe, step, timestep, callback_kwargs)``.
             callback_on_step_end_tensor_inputs: which of ``"latents"`` and ``"mask"`` the callback receives.
+            class_labels, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, prompt_attention_mask,
+                negative_prompt_attention_mask, guidance_scale, temperature, num_head_inference_steps: the
+                conditioning and sampling arguments of [`LMDPipeline`].
         """
         if image is None or mask_image is None:
             raise ValueError(
@@ -81,4 +97,16 @@ class LMDInpaintPipeline(LMDBasePipeline):
             return_dict=return_dict,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            condition_inputs=dict(
+                class_labels=class_labels,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                prompt_attention_mask=prompt_attention_mask,
+                negative_prompt_attention_mask=negative_prompt_attention_mask,
+            ),
+            guidance_scale=guidance_scale,
+            temperature=temperature,
+            num_head_inference_steps=num_head_inference_steps,
         )

@@ -1,0 +1,304 @@
+"""Class labels and prompts for the LMD pipelines: checks, label names, prompt encoding and guidance batches.
+
+Names follow diffusers: ``class_labels`` and ``id2label`` / ``get_label_ids`` as in ``DiTPipeline`` (the null
+class is ``num_class_embeds``), ``prompt`` / ``negative_prompt`` / ``prompt_embeds`` / ``negative_prompt_embeds``
+as in the text-to-image pipelines. With ``guidance_scale > 1`` the transformer runs the conditional and the
+unconditional inputs in one batch: the null class, and the negative prompt (default: the empty prompt, the null
+condition label dropout trains).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..models.diffusion_head import takes_variance_noise
+from .text_inputs import NULL_PROMPT, encode_text
+
+# The conditioning arguments of the pipelines' __call__, in this order.
+CONDITION_INPUTS = (
+    "class_labels",
+    "prompt",
+    "negative_prompt",
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "prompt_attention_mask",
+    "negative_prompt_attention_mask",
+)
+ClassLabelInput = int | str | Sequence[int] | Sequence[str] | torch.Tensor | None
+PromptInput = str | Sequence[str] | None
+
+
+@dataclass
+class Conditions:
+    """The transformer's condition inputs for a call; with guidance, ``2B`` rows: conditional, then unconditional."""
+
+    class_labels: torch.Tensor | None = None
+    encoder_hidden_states: torch.Tensor | None = None
+    encoder_attention_mask: torch.Tensor | None = None
+
+    def model_kwargs(self) -> dict:
+        return {
+            "class_labels": self.class_labels,
+            "encoder_hidden_states": self.encoder_hidden_states,
+            "encoder_attention_mask": self.encoder_attention_mask,
+        }
+
+
+def _as_list(value) -> list:
+    """A label or prompt input as a list: one item, a sequence, or a 0-/1-D tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.reshape(-1).tolist()
+    return [value] if isinstance(value, (numbers.Integral, str)) else list(value)
+
+
+def condition_count(class_labels: ClassLabelInput, prompt: PromptInput, prompt_embeds: torch.Tensor | None):
+    """How many images the conditions ask for (the batch of a generation call without ``batch_size``), or None."""
+    if prompt_embeds is not None:
+        return prompt_embeds.shape[0]
+    for value in (class_labels, prompt):
+        if value is not None:
+            return len(_as_list(value))
+    return None
+
+
+class LMDConditioningMixin:
+    """Conditioning for :class:`~diffusers_lmd.pipelines.pipeline_lmd_base.LMDBasePipeline` (needs ``transformer``,
+    ``tokenizer``, ``text_encoder`` and ``head_scheduler`` attributes)."""
+
+    def _set_id2label(self, id2label: dict | None) -> None:
+        """Store ``id2label`` in the pipeline config (``model_index.json``) and index its names as ``DiTPipeline``
+        does: every comma-separated name of a class maps to its id."""
+        self.register_to_config(id2label={str(k): v for k, v in id2label.items()} if id2label else None)
+        labels = {}
+        for key, value in (id2label or {}).items():
+            for name in value.split(","):
+                labels[name.strip()] = int(key)
+        self.labels = dict(sorted(labels.items()))
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """Map class names (``id2label``'s values) to the ids ``class_labels`` takes."""
+        names = [label] if isinstance(label, str) else list(label)
+        if not self.labels:
+            raise ValueError("This pipeline has no id2label, so class names cannot be looked up: pass integer labels.")
+        for name in names:
+            if name not in self.labels:
+                raise ValueError(f"class_labels: {name!r} is not a class name; choose from {list(self.labels)}.")
+        return [self.labels[name] for name in names]
+
+    @property
+    def _text_encoding(self) -> bool:
+        return self.tokenizer is not None and self.text_encoder is not None
+
+    # ------------------------------------------------------------------------------------------- checks
+    def check_condition_inputs(
+        self,
+        class_labels: ClassLabelInput,
+        prompt: PromptInput,
+        negative_prompt: PromptInput,
+        prompt_embeds: torch.Tensor | None,
+        negative_prompt_embeds: torch.Tensor | None,
+        prompt_attention_mask: torch.Tensor | None,
+        negative_prompt_attention_mask: torch.Tensor | None,
+        guidance_scale: float,
+        temperature: float,
+        num_head_inference_steps: int | None,
+    ) -> None:
+        """Raise a ``ValueError`` naming the first condition, guidance or sampling argument that cannot work."""
+        config = self.transformer.config
+        if guidance_scale < 1:
+            raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}.")
+        self._check_sampling(temperature, num_head_inference_steps)
+        classes, text = config.num_class_embeds is not None, config.cross_attention_dim is not None
+        if class_labels is not None and not classes:
+            raise ValueError(
+                "class_labels were given, but the transformer is not class-conditional (num_class_embeds=None): "
+                "call the pipeline without class_labels."
+            )
+        texts = {"prompt": prompt, "negative_prompt": negative_prompt, "prompt_embeds": prompt_embeds}
+        texts["negative_prompt_embeds"] = negative_prompt_embeds
+        given = [name for name, value in texts.items() if value is not None]
+        if given and not text:
+            raise ValueError(
+                f"{given[0]} was given, but the transformer is not text-conditional (cross_attention_dim=None)."
+            )
+        if text:
+            self._check_text(texts, prompt_attention_mask, negative_prompt_attention_mask, guidance_scale)
+        if guidance_scale > 1:
+            if not (classes or text):
+                raise ValueError(
+                    f"guidance_scale={guidance_scale} needs a class- or text-conditional transformer; this one is "
+                    "unconditional, so use guidance_scale=1."
+                )
+            if class_labels is None and prompt is None and prompt_embeds is None:
+                raise ValueError(
+                    f"guidance_scale={guidance_scale} needs a condition to guide towards: pass class_labels or a "
+                    "prompt (without one every image gets the unconditional input)."
+                )
+
+    def _check_sampling(self, temperature: float, num_head_inference_steps: int | None) -> None:
+        diffusion = self.transformer.config.head_type == "diffusion"
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if not diffusion and (temperature != 1.0 or num_head_inference_steps is not None):
+            raise ValueError(
+                "temperature and num_head_inference_steps set the diffusion head's sampling; this transformer has "
+                "head_type='mse', which predicts the mean: leave them unset."
+            )
+        if diffusion:
+            most = self.transformer.config.diffusion_num_train_timesteps - 1
+            if num_head_inference_steps is not None and not 1 <= num_head_inference_steps <= most:
+                raise ValueError(
+                    f"num_head_inference_steps must lie in [1, {most}] (below the head's training timesteps), got "
+                    f"{num_head_inference_steps}."
+                )
+            self._check_head_scheduler()
+            if temperature != 1.0 and not takes_variance_noise(self.head_scheduler):
+                raise ValueError(
+                    f"temperature={temperature} needs a head_scheduler that takes variance_noise (DDIMScheduler); "
+                    f"{type(self.head_scheduler).__name__} draws its noise itself. Use temperature=1, or "
+                    "pipe.head_scheduler = DDIMScheduler.from_config(pipe.head_scheduler.config)."
+                )
+
+    def _check_head_scheduler(self) -> None:
+        """The head's sampler must use the noise schedule the head was trained with."""
+        trained = self.transformer.diffusion_head.noise_scheduler
+        scheduler = self.head_scheduler
+        alphas = getattr(scheduler, "alphas_cumprod", None)
+        if (
+            alphas is None
+            or alphas.shape != trained.alphas_cumprod.shape
+            or not torch.allclose(alphas.cpu(), trained.alphas_cumprod.cpu())
+        ):
+            raise ValueError(
+                f"head_scheduler ({type(scheduler).__name__}) does not use the diffusion head's training noise "
+                "schedule: build it with DDIMScheduler.from_config(pipe.transformer.diffusion_head.noise_scheduler"
+                ".config)."
+            )
+        if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+            raise ValueError("head_scheduler must have prediction_type='epsilon': the diffusion head predicts noise.")
+
+    def _check_text(self, texts: dict, prompt_mask, negative_mask, guidance_scale: float) -> None:
+        dim = self.transformer.config.cross_attention_dim
+        for name in ("prompt", "negative_prompt"):
+            if texts[name] is not None and texts[f"{name}_embeds"] is not None:
+                raise ValueError(f"Pass either {name} or {name}_embeds, not both.")
+            value = texts[name]
+            if value is not None and not (isinstance(value, str) or all(isinstance(p, str) for p in value)):
+                raise ValueError(f"{name} must be a string or a list of strings, got {value!r}.")
+        needs_encoder = texts["prompt_embeds"] is None or (
+            guidance_scale > 1 and texts["negative_prompt_embeds"] is None
+        )
+        if needs_encoder and not self._text_encoding:
+            raise ValueError(
+                "This pipeline has no tokenizer and text_encoder, so it cannot encode a prompt (nor the empty "
+                "prompt of the unconditional branch): pass prompt_embeds (and negative_prompt_embeds with "
+                "guidance_scale > 1), or build the pipeline with a tokenizer and text_encoder."
+            )
+        for name, mask in (("prompt", prompt_mask), ("negative_prompt", negative_mask)):
+            embeds = texts[f"{name}_embeds"]
+            if embeds is not None and (embeds.ndim != 3 or embeds.shape[-1] != dim):
+                raise ValueError(
+                    f"{name}_embeds must be batch x text tokens x {dim} (the transformer's cross_attention_dim), "
+                    f"got shape {tuple(embeds.shape)}."
+                )
+            if mask is not None and (embeds is None or tuple(mask.shape) != tuple(embeds.shape[:2])):
+                raise ValueError(
+                    f"{name}_attention_mask goes with {name}_embeds and must be batch x text tokens "
+                    f"({None if embeds is None else tuple(embeds.shape[:2])}), got {tuple(mask.shape)}."
+                )
+
+    # -------------------------------------------------------------------------------------- preparation
+    def prepare_class_labels(
+        self, class_labels: ClassLabelInput, batch_size: int, device: torch.device
+    ) -> torch.Tensor | None:
+        """``B`` label ids on ``device`` (names looked up in ``id2label``; one label serves the whole batch);
+        the null class for every image when ``class_labels`` is None; None for a model without classes."""
+        num_classes = self.transformer.config.num_class_embeds
+        if num_classes is None:
+            return None
+        if class_labels is None:
+            return torch.full((batch_size,), num_classes, device=device, dtype=torch.long)
+        if isinstance(class_labels, torch.Tensor) and (class_labels.is_floating_point() or class_labels.ndim > 1):
+            raise ValueError(f"class_labels must be integers, one per image, got a {class_labels.dtype} tensor.")
+        labels = _as_list(class_labels)
+        if labels and all(isinstance(label, str) for label in labels):
+            labels = self.get_label_ids(labels)
+        valid = [isinstance(x, numbers.Integral) and not isinstance(x, bool) and 0 <= x < num_classes for x in labels]
+        if not labels or not all(valid):
+            raise ValueError(
+                f"class_labels must be ids in [0, {num_classes}) or names in id2label, got {class_labels!r}."
+            )
+        labels = torch.tensor([int(x) for x in labels], device=device)
+        return self._broadcast("class_labels", labels, batch_size)
+
+    @staticmethod
+    def _broadcast(name: str, value: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """One row for the whole batch, or one per image."""
+        if value.shape[0] == batch_size:
+            return value
+        if value.shape[0] == 1:
+            return value.expand(batch_size, *value.shape[1:])
+        raise ValueError(f"Got {value.shape[0]} {name} for a batch of {batch_size}: pass one, or one per image.")
+
+    def encode_prompt(
+        self,
+        prompt: PromptInput,
+        batch_size: int,
+        device: torch.device,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        name: str = "prompt",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings and attention mask (``B x S x D``, ``B x S``) of ``prompt`` or the given embeddings,
+        broadcast to the batch; the empty prompt when neither is given."""
+        if prompt_embeds is None:
+            texts = [NULL_PROMPT] if prompt is None else _as_list(prompt)
+            prompt_embeds, prompt_attention_mask = encode_text(self.tokenizer, self.text_encoder, texts, device)
+        if prompt_attention_mask is None:
+            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long)
+        embeds = self._broadcast(name, prompt_embeds.to(device, self.transformer.dtype), batch_size)
+        return embeds, self._broadcast(f"{name} attention masks", prompt_attention_mask.to(device), batch_size)
+
+    def prepare_conditions(
+        self,
+        batch_size: int,
+        device: torch.device,
+        guidance_scale: float,
+        class_labels: ClassLabelInput = None,
+        prompt: PromptInput = None,
+        negative_prompt: PromptInput = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+    ) -> Conditions:
+        """The transformer's condition inputs; with guidance, conditional rows then unconditional ones."""
+        guided = guidance_scale > 1
+        conditions = Conditions(class_labels=self.prepare_class_labels(class_labels, batch_size, device))
+        if guided and conditions.class_labels is not None:
+            null = torch.full_like(conditions.class_labels, self.transformer.config.num_class_embeds)
+            conditions.class_labels = torch.cat([conditions.class_labels, null])
+        if self.transformer.config.cross_attention_dim is None:
+            return conditions
+        embeds, mask = self.encode_prompt(prompt, batch_size, device, prompt_embeds, prompt_attention_mask)
+        if guided:
+            negative = self.encode_prompt(
+                negative_prompt,
+                batch_size,
+                device,
+                negative_prompt_embeds,
+                negative_prompt_attention_mask,
+                name="negative_prompt",
+            )
+            if negative[0].shape != embeds.shape:
+                raise ValueError(
+                    f"prompt_embeds {tuple(embeds.shape)} and negative_prompt_embeds {tuple(negative[0].shape)} must "
+                    "have the same shape to run in one batch."
+                )
+            embeds, mask = torch.cat([embeds, negative[0]]), torch.cat([mask, negative[1]])
+        conditions.encoder_hidden_states, conditions.encoder_attention_mask = embeds, mask
+        return conditions
