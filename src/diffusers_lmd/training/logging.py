@@ -1,4 +1,5 @@
-"""What a training run shows and leaves behind: a progress bar, ``train_log.jsonl`` and matplotlib plots.
+"""What a training run shows and leaves behind: console logging, a progress bar, ``train_log.jsonl``, tracker
+images and matplotlib plots (optional: without matplotlib the scripts skip the plots with a warning).
 
 ``train_log.jsonl`` holds one JSON object per optimiser step (at least ``step``, ``loss``, ``mask_ratio``,
 ``lr`` and ``time``, the seconds since the run started); a resumed run drops the lines logged after its
@@ -8,13 +9,48 @@ checkpoint, so the file always describes one continuous run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
+
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
+LOG_DATE_FORMAT = "%m/%d/%Y %H:%M:%S"
+PACKAGE_LOGGER = "diffusers_lmd"
+PLOT_EXTRA = "pip install matplotlib  (or pip install 'diffusers-lmd[train]')"
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging(accelerator) -> None:
+    """Make a script's console speak as diffusers' example scripts do, one voice per machine.
+
+    Sends ``logging`` records to stderr (``basicConfig``, a no-op when the application configured logging itself),
+    logs this package at INFO on the local main process and ERROR elsewhere, and sets the verbosity of diffusers
+    (INFO / ERROR), transformers and datasets (WARNING / ERROR) the same way; then logs the Accelerate state.
+    Call once, right after building the ``Accelerator``.
+    """
+    import datasets
+    import diffusers
+    import transformers
+
+    logging.basicConfig(format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, level=logging.INFO)
+    main = accelerator.is_local_main_process
+    logging.getLogger(PACKAGE_LOGGER).setLevel(logging.INFO if main else logging.ERROR)
+    if main:
+        datasets.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+        diffusers.utils.logging.set_verbosity_info()
+    else:
+        datasets.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.set_verbosity_error()
+    if main:
+        logging.getLogger(PACKAGE_LOGGER).info("%s", accelerator.state)
 
 
 class JsonlLogger:
@@ -80,7 +116,10 @@ class ProgressBar:
 
 
 def _figure():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError(f"Plotting training curves needs matplotlib, which is not installed: {PLOT_EXTRA}.") from err
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -125,6 +164,16 @@ def plot_loss_curve(records: Sequence[dict], path: str, title: str = "Training l
     return path
 
 
+def plot_or_warn(plot: Callable[..., str], *args, **kwargs) -> str | None:
+    """``plot(*args, **kwargs)``, or ``None`` with a warning when matplotlib is missing: a finished run's model is
+    already saved, and a missing optional plot must not fail it."""
+    try:
+        return plot(*args, **kwargs)
+    except ImportError as err:
+        logger.warning("Skipped %s: %s", getattr(plot, "__name__", "a plot"), err)
+        return None
+
+
 def plot_mask_schedule(records: Sequence[dict], path: str, title: str = "Mask ratio per step") -> str:
     """Plot the logged ``mask_ratio`` against step; save a PNG."""
     plt = _figure()
@@ -145,11 +194,21 @@ def plot_mask_schedule(records: Sequence[dict], path: str, title: str = "Mask ra
 
 
 def log_images(accelerator, tag: str, grid: np.ndarray, step: int) -> None:
-    """Send an ``H x W x 3`` uint8 image to the TensorBoard and Weights & Biases trackers of ``accelerator``."""
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_image(tag, grid, step, dataformats="HWC")
-        elif tracker.name == "wandb":
-            import wandb
+    """Send an ``H x W x 3`` uint8 image to every tracker of ``accelerator`` that logs images.
 
-            tracker.log({tag: [wandb.Image(grid)]}, step=step)
+    Goes through each tracker's own Accelerate ``log_images``; only the value's shape differs between trackers
+    (TensorBoard takes a batch, Aim and ClearML one image, Weights & Biases, SwanLab and others a list).
+    Trackers without ``log_images`` (MLflow, Comet, DVCLive, ...) are skipped.
+    """
+    if grid.ndim != 3 or grid.shape[-1] != 3 or grid.dtype != np.uint8:
+        raise ValueError(f"log_images takes an H x W x 3 uint8 image, got {grid.dtype} of shape {grid.shape}.")
+    for tracker in accelerator.trackers:
+        log = getattr(tracker, "log_images", None)
+        if log is None:
+            continue
+        if tracker.name == "tensorboard":
+            log({tag: grid[None]}, step=step, dataformats="NHWC")
+        elif tracker.name in ("aim", "clearml"):
+            log({tag: grid}, step=step)
+        else:
+            log({tag: [grid]}, step=step)

@@ -2,14 +2,14 @@
 
 At the end the latent statistics are estimated on the training images and stored in the projector's config
 (``scaling_factor`` and ``shift_factor``), so the saved folder produces the zero-mean, unit-variance
-latents LMD trains on; the held-out PSNR is logged during training and reported at the end.
+latents LMD trains on; the held-out PSNR is logged during training (on the EMA weights with ``--use_ema``) and
+reported at the end. With ``--push_to_hub`` the repository is created before training starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import time
@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from diffusers import VQModel
 from PIL import Image
@@ -27,9 +28,10 @@ from ..data.transforms import random_color_batch
 from ..projector import downsample_factor, estimate_latent_stats, set_latent_stats
 from .args import check_training_args, effective_learning_rate
 from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
-from .hub import hub_repo_id, push_to_hub, save_model_card
+from .ema import copy_with_ema_weights, ema_weights
+from .hub import HubUploader, save_model_card
 from .lmd_setup import build_accelerator
-from .logging import JsonlLogger, log_images, plot_loss_curve, read_jsonl
+from .logging import JsonlLogger, log_images, plot_loss_curve, plot_or_warn, read_jsonl, setup_logging
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
 from .projector_model import (
     AutoencoderWithLoss,
@@ -40,7 +42,7 @@ from .projector_model import (
 )
 from .projector_step import ProjectorLossConfig, ProjectorTrainer, evaluate_projector
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # rank-aware: the main process speaks
 
 METRICS_FILE = "projector_metrics.json"
 
@@ -104,9 +106,11 @@ def train_projector(args: argparse.Namespace) -> dict:
     # The LMD run's Accelerator (CPU gloo under torchrun, seedable data order); no torch.compile here, since the
     # adaptive weight differentiates the decoder's last layer outside the compiled forward.
     accelerator = build_accelerator(argparse.Namespace(**vars(args), compile=False))
+    setup_logging(accelerator)
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
+    hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not at the end
 
     train_loader, eval_loader, stats_loader = _dataloaders(args, accelerator)
     vae = build_projector(args)
@@ -154,6 +158,15 @@ def train_projector(args: argparse.Namespace) -> dict:
     if resume_path is not None:
         global_step = load_checkpoint(accelerator, resume_path)["global_step"]
         logger.info("Resumed from %s at step %d", resume_path, global_step)
+    logger.info(
+        "Training %d steps (%d per epoch, %d images, batch %d per process x %d processes x %d accumulation)",
+        max_train_steps,
+        steps_per_epoch,
+        len(train_loader.dataset),
+        args.train_batch_size,
+        accelerator.num_processes,
+        args.gradient_accumulation_steps,
+    )
     log_path = os.path.join(args.output_dir, "train_log.jsonl")
     jsonl = JsonlLogger(log_path, resume_step=global_step if resume_path else None, enabled=accelerator.is_main_process)
     if accelerator.is_main_process and args.report_to != "none":
@@ -185,13 +198,17 @@ def train_projector(args: argparse.Namespace) -> dict:
             record = {"step": global_step, **logs, "lr": lr_scheduler.get_last_lr()[0]}
             record["time"] = time.perf_counter() - start
             if global_step % args.validation_steps == 0 or global_step == max_train_steps:
-                record.update(_validate(accelerator, unwrapped, eval_loader, global_step))
+                with ema_weights(ema, unwrapped):
+                    record.update(_validate(accelerator, unwrapped, eval_loader, global_step))
             jsonl.log(record)
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=global_step)
             bar.set_postfix(loss=f"{record['loss']:.4f}", rec=f"{record['rec_loss']:.4f}", lr=f"{record['lr']:.2e}")
             bar.update(1)
             if global_step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                if hub is not None:
+                    loaders = (eval_loader, stats_loader)
+                    _push_checkpoint(hub, args, unwrapped, ema, loaders, global_step, time.perf_counter() - start)
             if global_step >= max_train_steps:
                 break
         if global_step >= max_train_steps:
@@ -204,7 +221,7 @@ def train_projector(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(unwrapped.parameters())
-        result = _finish(args, unwrapped, eval_loader, stats_loader, global_step, train_seconds)
+        result = _finish(args, unwrapped, eval_loader, stats_loader, global_step, train_seconds, hub)
     accelerator.end_training()
     return result
 
@@ -227,13 +244,37 @@ def _tracker_config(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"}
 
 
-def _finish(args, vae, eval_loader, stats_loader, global_step: int, train_seconds: float) -> dict:
-    """Estimate and store the latent statistics, evaluate, save the projector folder, card and curves."""
+def _finish(args, vae, eval_loader, stats_loader, global_step: int, train_seconds: float, hub) -> dict:
+    """Save the projector folder (:func:`_save_folder`) with the loss curve, push it if asked, report the PSNR."""
+    records = read_jsonl(os.path.join(args.output_dir, "train_log.jsonl"))
+    if records:
+        path = os.path.join(args.output_dir, "loss_curve.png")
+        plot_or_warn(plot_loss_curve, records, path, title="Projector training loss")
+    result = _save_folder(args, vae, eval_loader, stats_loader, global_step, train_seconds, args.output_dir)
+    if hub is not None:
+        hub.push_final()
+    print(f"held-out PSNR: {result['eval_psnr']:.2f} dB (scaling_factor {result['scaling_factor']:.4f})")
+    return result
+
+
+def _push_checkpoint(hub: HubUploader, args, vae, ema, loaders, step: int, seconds: float) -> None:
+    """``--hub_strategy every_save``: upload the projector as it is now (EMA weights with ``--use_ema``, its own
+    latent statistics), saved from a copy so that the model being trained is left untouched."""
+
+    def write(folder: str) -> None:
+        _save_folder(args, copy_with_ema_weights(vae, ema), *loaders, step, seconds, folder)
+
+    hub.push_checkpoint(step, write)
+
+
+def _save_folder(args, vae, eval_loader, stats_loader, global_step: int, train_seconds: float, folder: str) -> dict:
+    """Estimate and store the latent statistics, evaluate, and save the projector, metrics, reconstructions and
+    card to ``folder`` (the output folder at the end, a staging folder for a checkpoint push)."""
     vae.eval()
     scale, shift = estimate_latent_stats(vae, stats_loader, max_batches=args.stats_max_batches)
     set_latent_stats(vae, scale, shift)
     metrics = evaluate_projector(vae, eval_loader)
-    vae.save_pretrained(args.output_dir, safe_serialization=True)
+    vae.save_pretrained(folder, safe_serialization=True)
     result = {
         "projector_class": type(vae).__name__,
         "global_step": global_step,
@@ -245,24 +286,18 @@ def _finish(args, vae, eval_loader, stats_loader, global_step: int, train_second
     }
     if "codebook_usage" in metrics:
         result["codebook_usage"] = metrics["codebook_usage"]
-    with open(os.path.join(args.output_dir, METRICS_FILE), "w") as f:
+    with open(os.path.join(folder, METRICS_FILE), "w") as f:
         json.dump(result, f, indent=2)
-    records = read_jsonl(os.path.join(args.output_dir, "train_log.jsonl"))
-    if records:
-        plot_loss_curve(records, os.path.join(args.output_dir, "loss_curve.png"), title="Projector training loss")
     grid = _reconstruction_grid(vae, next(iter(eval_loader))["pixel_values"])
-    Image.fromarray(grid).save(os.path.join(args.output_dir, "reconstructions.png"))
-    _write_card(args, vae, result)
-    if args.push_to_hub:
-        push_to_hub(args.output_dir, hub_repo_id(args), token=args.hub_token, private=args.hub_private_repo)
-    print(f"held-out PSNR: {metrics['eval_psnr']:.2f} dB (scaling_factor {scale:.4f})")
+    Image.fromarray(grid).save(os.path.join(folder, "reconstructions.png"))
+    _write_card(args, vae, result, folder)
     return result
 
 
-def _write_card(args, vae, result: dict) -> None:
+def _write_card(args, vae, result: dict, folder: str) -> None:
     cls = type(vae).__name__
     save_model_card(
-        args.output_dir,
+        folder,
         title=f"diffusers-lmd projector ({cls})",
         description=f"A {cls} trained with `training/train_projector.py` as the frozen projector of Latent Masking "
         "Diffusion (arXiv 2312.07971). Its config stores the latent `scaling_factor` estimated on the training data.",
