@@ -59,3 +59,18 @@ def test_plot_or_warn_skips_a_plot_without_matplotlib(no_matplotlib, tmp_path, c
 def test_plot_or_warn_plots_when_matplotlib_is_there(tmp_path):
     path = plot_or_warn(plot_loss_curve, RECORDS, str(tmp_path / "loss.png"))
     assert path == str(tmp_path / "loss.png") and (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_the_projector_script_finishes_without_matplotlib(no_matplotlib, tmp_path, caplog, fresh_accelerate_state):
+    from test_scripts_hub import TINY_PROJECTOR, load_script
+
+    from diffusers_lmd.training.projector_training import train_projector
+
+    args = load_script("train_projector").parse_args(
+        [*TINY_PROJECTOR, "--output_dir", str(tmp_path), "--max_train_steps", "1"]
+    )
+    with caplog.at_level(logging.WARNING, logger="diffusers_lmd"):
+        result = train_projector(args)
+    assert result["global_step"] == 1 and (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "README.md").is_file() and not (tmp_path / "loss_curve.png").exists()
+    assert "Skipped plot_loss_curve" in caplog.text
