@@ -124,3 +124,21 @@ def make_image_folder():
         return str(root)
 
     return make
+
+
+@pytest.fixture
+def restore_verbosity():
+    """Runs that call ``diffusers_lmd.training.logging.setup_logging`` change process-wide log levels: put them back."""
+    import logging
+
+    import datasets
+    import diffusers
+    import transformers
+
+    package = logging.getLogger("diffusers_lmd")
+    libraries = (diffusers, transformers, datasets)
+    saved = package.level, [library.utils.logging.get_verbosity() for library in libraries]
+    yield
+    package.setLevel(saved[0])
+    for library, level in zip(libraries, saved[1]):
+        library.utils.logging.set_verbosity(level)

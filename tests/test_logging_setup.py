@@ -19,26 +19,10 @@ from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
 
 from diffusers_lmd.pipelines import LMDPipeline
-from diffusers_lmd.training.logging import PACKAGE_LOGGER, log_images, setup_logging
+from diffusers_lmd.training.logging import log_images, setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
-
-
-@pytest.fixture
-def restore_verbosity():
-    """``setup_logging`` changes process-wide levels: put them back for the other tests."""
-    saved = (
-        logging.getLogger(PACKAGE_LOGGER).level,
-        diffusers.utils.logging.get_verbosity(),
-        transformers.utils.logging.get_verbosity(),
-        datasets.utils.logging.get_verbosity(),
-    )
-    yield
-    logging.getLogger(PACKAGE_LOGGER).setLevel(saved[0])
-    diffusers.utils.logging.set_verbosity(saved[1])
-    transformers.utils.logging.set_verbosity(saved[2])
-    datasets.utils.logging.set_verbosity(saved[3])
 
 
 class OtherRank:

@@ -61,7 +61,9 @@ def test_plot_or_warn_plots_when_matplotlib_is_there(tmp_path):
     assert path == str(tmp_path / "loss.png") and (tmp_path / "loss.png").stat().st_size > 1000
 
 
-def test_the_projector_script_finishes_without_matplotlib(no_matplotlib, tmp_path, caplog, fresh_accelerate_state):
+def test_the_projector_script_finishes_without_matplotlib(
+    no_matplotlib, tmp_path, caplog, fresh_accelerate_state, restore_verbosity
+):
     from test_scripts_hub import TINY_PROJECTOR, load_script
 
     from diffusers_lmd.training.projector_training import train_projector

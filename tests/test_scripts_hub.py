@@ -28,6 +28,7 @@ from diffusers_lmd.training.logging import read_jsonl
 from diffusers_lmd.training.projector_step import evaluate_projector
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("restore_verbosity")  # the scripts call setup_logging
 TINY_PROJECTOR = [
     "--resolution", "16", "--block_out_channels", "8", "16", "--norm_num_groups", "8", "--latent_channels", "4",
     "--num_vq_embeddings", "32", "--disc_channels", "8", "--disc_layers", "2", "--train_batch_size", "4",
