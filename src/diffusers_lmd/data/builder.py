@@ -97,10 +97,19 @@ def uses_demo_data(args: argparse.Namespace) -> bool:
 def build_datasets(args: argparse.Namespace) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
     """``(train_dataset, eval_dataset)`` of ``{"pixel_values": 3 x R x R in [-1, 1]}`` items, never flipped.
 
-    Consumers apply ``--random_flip`` to training batches with :func:`random_flip_batch`.
+    Consumers apply ``--random_flip`` to training batches with :func:`random_flip_batch`. Scripts with
+    ``--label_column`` / ``--caption_column`` flags (``train_lmd.py``) also get ``"class_labels"`` / ``"caption"``.
     """
     check_data_args(args)
+    conditions = dict(
+        label_column=getattr(args, "label_column", None), caption_column=getattr(args, "caption_column", None)
+    )
     if uses_demo_data(args):
+        if any(conditions.values()):
+            raise ValueError(
+                "--label_column and --caption_column need a dataset with such columns (--dataset_name or "
+                "--train_data_dir); the built-in demo photos have neither."
+            )
         return build_demo_datasets(
             resolution=args.resolution,
             crops_per_photo=args.demo_crops_per_photo,
@@ -126,6 +135,7 @@ def build_datasets(args: argparse.Namespace) -> tuple[torch.utils.data.Dataset, 
         seed=args.data_seed,
         num_proc=num_proc,
         pad_to_resolution=getattr(args, "pad_to_resolution", False),
+        **conditions,
     )
     train_dataset = ImageDataset(train, center_crop=args.center_crop, **common)
     eval_dataset = ImageDataset(evaluation, center_crop=True, **common)

@@ -99,7 +99,8 @@ def drop_unreadable(dataset: datasets.Dataset, image_column: str, num_proc: int 
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """A ``datasets.Dataset`` of images as ``{"pixel_values": 3 x R x R in [-1, 1]}`` items.
+    """A ``datasets.Dataset`` of images as ``{"pixel_values": 3 x R x R in [-1, 1]}`` items, with the image's
+    ``"class_labels"`` (an int) and ``"caption"`` (a string) when ``label_column`` / ``caption_column`` are given.
 
     Args:
         dataset: a ``datasets.Dataset``; its ``image_column`` is cast to ``Image(decode=False)`` and read with PIL.
@@ -110,6 +111,8 @@ class ImageDataset(torch.utils.data.Dataset):
         check_images: decode every image once now and drop the unreadable ones (with a warning each).
         num_proc: processes for that check.
         pad_to_resolution: centre images no larger than ``resolution`` on a black square instead of upscaling.
+        label_column: a ``ClassLabel`` column to return as ``"class_labels"``; its names are ``class_names``.
+        caption_column: a string column to return as ``"caption"``.
     """
 
     def __init__(
@@ -122,7 +125,10 @@ class ImageDataset(torch.utils.data.Dataset):
         check_images: bool = True,
         num_proc: int | None = None,
         pad_to_resolution: bool = False,
+        label_column: str | None = None,
+        caption_column: str | None = None,
     ):
+        self.class_names = _check_condition_columns(dataset, label_column, caption_column)
         try:
             dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
         except (TypeError, ValueError) as err:
@@ -130,7 +136,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 f"Column {image_column!r} holds {dataset.features[image_column]}, not images or image paths: "
                 "pass the right --image_column."
             ) from err
-        dataset = dataset.select_columns([image_column])
+        dataset = dataset.select_columns([image_column] + [c for c in (label_column, caption_column) if c])
         if check_images:
             dataset = drop_unreadable(dataset, image_column, num_proc)
         self.dataset = dataset
@@ -139,12 +145,14 @@ class ImageDataset(torch.utils.data.Dataset):
         self.center_crop = center_crop
         self.seed = seed
         self.pad_to_resolution = pad_to_resolution
+        self.label_column, self.caption_column = label_column, caption_column
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        record = self.dataset[index][self.image_column]
+        row = self.dataset[index]
+        record = row[self.image_column]
         generator = None if self.center_crop else torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         try:
             image = open_image(record)
@@ -153,9 +161,37 @@ class ImageDataset(torch.utils.data.Dataset):
                 f"Could not read image {image_name(record, index)} ({err}); build the dataset with check_images=True "
                 "to skip unreadable files."
             ) from err
-        return {
+        item = {
             "pixel_values": image_to_tensor(image, self.resolution, self.center_crop, generator, self.pad_to_resolution)
         }
+        if self.label_column:
+            item["class_labels"] = int(row[self.label_column])
+        if self.caption_column:
+            item["caption"] = str(row[self.caption_column])
+        return item
+
+
+def _check_condition_columns(
+    dataset: datasets.Dataset, label_column: str | None, caption_column: str | None
+) -> list[str] | None:
+    """Raise a ``ValueError`` unless the label column is a ``ClassLabel`` and the caption column holds strings;
+    return the class names."""
+    for flag, column in (("--label_column", label_column), ("--caption_column", caption_column)):
+        if column and column not in dataset.column_names:
+            raise ValueError(f"{flag} {column!r} is not in the dataset; its columns are {dataset.column_names}.")
+    if caption_column and dataset.features[caption_column] != datasets.Value("string"):
+        raise ValueError(
+            f"--caption_column {caption_column!r} holds {dataset.features[caption_column]}, not strings (captions)."
+        )
+    if not label_column:
+        return None
+    feature = dataset.features[label_column]
+    if not isinstance(feature, datasets.ClassLabel):
+        raise ValueError(
+            f"--label_column {label_column!r} holds {feature}, not a datasets.ClassLabel: cast it first, e.g. "
+            f"dataset.cast_column({label_column!r}, datasets.ClassLabel(names=[...])), so the classes have names."
+        )
+    return list(feature.names)
 
 
 def split_train_eval(

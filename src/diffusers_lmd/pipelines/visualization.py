@@ -1,15 +1,18 @@
-"""Pictures of what a pipeline does: original | masked input | reconstruction, one row per image.
+"""Pictures of what a pipeline does: original | masked input | reconstruction, one row per image; or, for a
+class-conditional pipeline, generated samples, one row per class.
 
-Run as a script to make the figure of ``docs/pipeline.md`` from a saved pipeline::
+Run as a script to make the figures of ``docs/pipeline.md`` from a saved pipeline::
 
     python -m diffusers_lmd.pipelines.visualization demo-output/pipeline --output docs/images/reconstruction.png
+    python -m diffusers_lmd.pipelines.visualization fmnist-lmd --samples_per_class 8 --output docs/images/classes.png
 
-Without ``--images`` it uses crops of the demo photo held out of training (``diffusers_lmd.data``).
+Without ``--images`` the reconstruction grid uses crops of the demo photo held out of training.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 
 import numpy as np
 import PIL.Image
@@ -53,6 +56,51 @@ def comparison_grid(
     return PIL.Image.fromarray(np.ascontiguousarray(array))
 
 
+def tile(images: torch.Tensor, columns: int, gap: int = 2) -> PIL.Image.Image:
+    """``N x 3 x H x W`` images in ``[0, 1]`` as a grid of ``columns`` per row, ``gap`` white pixels apart."""
+    rows = -(-images.shape[0] // columns)
+    _, _, height, width = images.shape
+    grid = torch.ones(3, rows * (height + gap) - gap, columns * (width + gap) - gap)
+    for i, image in enumerate(images):
+        top, left = (i // columns) * (height + gap), (i % columns) * (width + gap)
+        grid[:, top : top + height, left : left + width] = image
+    array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return PIL.Image.fromarray(np.ascontiguousarray(array))
+
+
+def class_sample_grid(
+    pipe: LMDBasePipeline,
+    class_labels: Iterable[int],
+    samples_per_class: int = 8,
+    guidance_scale: float = 3.0,
+    num_inference_steps: int = 16,
+    seed: int = 0,
+    scale: int = 1,
+    **kwargs,
+) -> PIL.Image.Image:
+    """Generate ``samples_per_class`` images of each class and lay them out one row per class.
+
+    Sample ``j`` of every class uses the generator seeded ``seed + j``; ``kwargs`` go to the pipeline
+    (``temperature``, ``num_head_inference_steps``...). ``scale`` enlarges every pixel (nearest).
+    """
+    rows = []
+    for label in class_labels:
+        generators = [torch.Generator().manual_seed(seed + j) for j in range(samples_per_class)]
+        out = pipe(
+            class_labels=[int(label)] * samples_per_class,
+            guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps,
+            generator=generators,
+            output_type="pt",
+            **kwargs,
+        )
+        rows.append(out.images.cpu().float())
+    images = torch.cat(rows)
+    if scale > 1:
+        images = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    return tile(images, samples_per_class)
+
+
 def _demo_images(pipe: LMDBasePipeline, num_images: int, seed: int) -> torch.Tensor:
     """The held-out demo photo as random crops and whole, at the model's resolution, in ``[0, 1]``."""
     from ..data import DEFAULT_EVAL_PHOTO, DemoCropDataset
@@ -63,7 +111,10 @@ def _demo_images(pipe: LMDBasePipeline, num_images: int, seed: int) -> torch.Ten
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Save an original | masked | reconstruction grid from a pipeline.")
+    parser = argparse.ArgumentParser(
+        description="Save an original | masked | reconstruction grid from a pipeline, or with --samples_per_class a "
+        "grid of class-conditional samples, one row per class."
+    )
     parser.add_argument("pipeline", help="A folder saved by LMDPipeline.save_pretrained (or a Hub id).")
     parser.add_argument("--output", required=True, help="Where to write the PNG.")
     parser.add_argument("--images", nargs="*", help="Image files; default: crops of the held-out demo photo.")
@@ -71,11 +122,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mask_ratio", type=float, default=0.75)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=4, help="Pixel enlargement of the grid (nearest).")
+    parser.add_argument("--samples_per_class", type=int, default=None, help="Draw a class-sample grid instead.")
+    parser.add_argument("--guidance_scale", type=float, default=3.0, help="Class samples: guidance weight.")
+    parser.add_argument("--num_inference_steps", type=int, default=16, help="Class samples: reveal steps.")
+    parser.add_argument("--temperature", type=float, default=1.0, help="Class samples: diffusion-head temperature.")
     args = parser.parse_args(argv)
 
     from .pipeline_lmd import LMDPipeline
 
     pipe = LMDPipeline.from_pretrained(args.pipeline)
+    if args.samples_per_class is not None:
+        classes = range(pipe.transformer.config.num_class_embeds or 0)
+        if not classes:
+            parser.error(f"{args.pipeline} is not class-conditional: --samples_per_class needs class labels.")
+        extra = {"temperature": args.temperature} if pipe.transformer.config.head_type == "diffusion" else {}
+        grid = class_sample_grid(
+            pipe, classes, args.samples_per_class, args.guidance_scale, args.num_inference_steps, args.seed,
+            args.scale, **extra,
+        )  # fmt: skip
+        grid.save(args.output)
+        print(f"Wrote {args.output} ({len(classes)} classes x {args.samples_per_class} samples).")
+        return
     if args.images:
         images = [PIL.Image.open(path) for path in args.images]
     else:

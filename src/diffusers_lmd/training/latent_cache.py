@@ -6,7 +6,9 @@ epoch would waste most of the run. The cache is a ``datasets`` table (memory-map
 scale and shift included) and the data's identity and preprocessing: any change gives a new table, the same
 inputs reuse it. Random flips stay exact: both ``E(x)`` and ``E(flip(x))`` are cached and each step picks one
 per sample with the same draws as flipping pixels would use. Every process encodes a shard; the table is
-written to a hidden folder and renamed when complete, so an interrupted build is never read.
+written to a hidden folder and renamed when complete, so an interrupted build is never read. Class labels and
+captions of a conditional run travel in the same table (``class_labels``, ``caption``); the captions' text
+embeddings have their own table (:mod:`~diffusers_lmd.training.text_cache`), one row per distinct caption.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def data_identity(args: argparse.Namespace, dataset: torch.utils.data.Dataset) -
     Arrow fingerprint of the underlying ``datasets`` table when there is one (it changes with the files)."""
     names = [a.dest for a in add_data_args(argparse.ArgumentParser())._actions]
     identity = {name: getattr(args, name, None) for name in names if name not in _NOT_IDENTITY}
+    for name in ("label_column", "caption_column"):  # only when set, so unconditional caches keep their key
+        if getattr(args, name, None):
+            identity[name] = getattr(args, name)
     identity["num_images"] = len(dataset)
     table = getattr(dataset, "dataset", None)
     if isinstance(table, datasets.Dataset):
@@ -82,14 +87,22 @@ class LatentCacheInfo:
     seconds: float
 
 
-def _to_table(indices: list[int], latents: list[np.ndarray], flipped: list[np.ndarray] | None) -> datasets.Dataset:
-    """One chunk of the cache as a ``datasets`` table with fixed-shape float32 latent columns."""
+CONDITION_FEATURES = {"class_labels": datasets.Value("int64"), "caption": datasets.Value("string")}
+
+
+def _to_table(
+    indices: list[int], latents: list[np.ndarray], flipped: list[np.ndarray] | None, conditions: dict[str, list]
+) -> datasets.Dataset:
+    """One chunk of the cache as a ``datasets`` table with fixed-shape float32 latent columns (and the images'
+    ``class_labels`` / ``caption`` when the dataset yields them)."""
     columns = {"index": indices, "latents": np.concatenate(latents)}
     if flipped is not None:
         columns["latents_flipped"] = np.concatenate(flipped)
     array = datasets.Array3D(shape=columns["latents"].shape[1:], dtype="float32")
-    features = datasets.Features({"index": datasets.Value("int64"), **{k: array for k in columns if k != "index"}})
-    return datasets.Dataset.from_dict(columns, features=features)
+    features = {"index": datasets.Value("int64"), **{k: array for k in columns if k != "index"}}
+    columns.update(conditions)
+    features.update({k: CONDITION_FEATURES[k] for k in conditions})
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
 def _encode_shard(vae, dataset, indices, out_dir, batch_size, flips, num_workers, chunk_size) -> None:
@@ -98,20 +111,23 @@ def _encode_shard(vae, dataset, indices, out_dir, batch_size, flips, num_workers
         torch.utils.data.Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers
     )
     done, chunk = 0, 0
-    latents, flipped = [], ([] if flips else None)
+    latents, flipped, conditions = [], ([] if flips else None), {}
     for i, batch in enumerate(loader):
         pixels = batch["pixel_values"]
         encoded = encode_images(vae, torch.cat([pixels, pixels.flip(-1)]) if flips else pixels).float().cpu().numpy()
         latents.append(encoded[: len(pixels)])
         if flips:
             flipped.append(encoded[len(pixels) :])
+        for name in CONDITION_FEATURES.keys() & batch.keys():
+            values = batch[name]
+            conditions.setdefault(name, []).extend(values.tolist() if isinstance(values, torch.Tensor) else values)
         pending = sum(len(x) for x in latents)
         if pending >= chunk_size or i == len(loader) - 1:
-            _to_table(list(indices[done : done + pending]), latents, flipped).save_to_disk(
+            _to_table(list(indices[done : done + pending]), latents, flipped, conditions).save_to_disk(
                 os.path.join(out_dir, f"chunk-{chunk:05d}")
             )
             done, chunk = done + pending, chunk + 1
-            latents, flipped = [], ([] if flips else None)
+            latents, flipped, conditions = [], ([] if flips else None), {}
 
 
 def build_latent_cache(
@@ -164,14 +180,16 @@ def build_latent_cache(
 
 
 class CachedLatentDataset(torch.utils.data.Dataset):
-    """Items ``{"latents": C x h x w}`` (and ``"latents_flipped"``) read from a cache table, a batch per read.
+    """Items ``{"latents": C x h x w}`` (and ``"latents_flipped"``, ``"class_labels"``, ``"caption"`` when cached)
+    read from a cache table, a batch per read.
 
     Use with :func:`collate_cached` (``DataLoader(..., collate_fn=collate_cached)``).
     """
 
     def __init__(self, path: str):
         table = datasets.load_from_disk(path)
-        self.columns = [c for c in ("latents", "latents_flipped") if c in table.column_names]
+        names = ("latents", "latents_flipped", *CONDITION_FEATURES)
+        self.columns = [c for c in names if c in table.column_names]
         self.table = table.with_format("torch", columns=self.columns)
 
     @property

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ..data import add_data_args
 from ..models import LMD_PRESETS
+from ..models.diffusion_head import HEAD_TYPES
 from ..schedulers import MASK_SCHEDULES
 from .args import add_training_args, check_training_args
 
@@ -20,6 +21,10 @@ MODEL_OVERRIDES = (
     ("decoder_num_layers", int, "Decoder blocks."),
     ("decoder_num_attention_heads", int, "Decoder attention heads."),
     ("mlp_ratio", float, "MLP width as a multiple of the block width."),
+    ("num_condition_tokens", int, "With --label_column: encoder tokens carrying the class (MAR's buffer tokens)."),
+    ("diffusion_head_width", int, "With --head_type diffusion: the head's MLP width (default: the decoder's)."),
+    ("diffusion_head_layers", int, "With --head_type diffusion: the head's residual blocks."),
+    ("diffusion_batch_mul", int, "With --head_type diffusion: noised copies of each token per step (MAR: 4)."),
 )
 
 
@@ -43,10 +48,23 @@ def add_lmd_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     for name, kind, text in MODEL_OVERRIDES:
         group.add_argument(f"--{name}", type=kind, default=None, help=f"{text} Default: the preset's.")
     group.add_argument(
-        "--mask_schedule", type=str, default="cosine", choices=MASK_SCHEDULES, help="How the mask ratio rises."
+        "--mask_schedule",
+        type=str,
+        default="cosine",
+        choices=MASK_SCHEDULES,
+        help="How the mask ratio rises; truncnorm draws each step's ratio as MAR does (for generative models, with "
+        "--mask_ratio_min 0.7 --mask_ratio_max 1.0).",
     )
-    group.add_argument("--mask_ratio_min", type=float, default=0.15, help="Mask ratio at the first step.")
-    group.add_argument("--mask_ratio_max", type=float, default=0.75, help="Mask ratio at the end of the rise.")
+    group.add_argument(
+        "--mask_ratio_min", type=float, default=0.15, help="Mask ratio at the first step (truncnorm: the lowest)."
+    )
+    group.add_argument(
+        "--mask_ratio_max",
+        type=float,
+        default=0.75,
+        help="Mask ratio at the end of the rise (truncnorm: the highest and the mean), at most 1: generation starts "
+        "from a fully masked latent, so generative models should train up to 1.",
+    )
     group.add_argument(
         "--cache_latents",
         action=argparse.BooleanOptionalAction,
@@ -64,6 +82,54 @@ def add_lmd_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--compile", action="store_true", help="torch.compile the model (through Accelerate).")
     group.add_argument(
         "--gradient_checkpointing", action="store_true", help="Recompute activations in backward to save memory."
+    )
+    add_generation_args(parser)
+    return parser
+
+
+def add_generation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Conditioning (class labels, captions) and the sampling head, for models that generate."""
+    group = parser.add_argument_group("conditioning and generation")
+    group.add_argument(
+        "--label_column",
+        type=str,
+        default=None,
+        help="Class-conditional training from this datasets.ClassLabel column (e.g. `label`); its names are saved as "
+        "the pipeline's id2label.",
+    )
+    group.add_argument(
+        "--caption_column", type=str, default=None, help="Text-conditional training from this column of captions."
+    )
+    group.add_argument(
+        "--text_encoder_name_or_path",
+        type=str,
+        default=None,
+        help="With --caption_column: a frozen CLIP text model and tokenizer (a folder with text_encoder/ and "
+        "tokenizer/, as a diffusers pipeline has, or one folder or Hub id holding both).",
+    )
+    group.add_argument(
+        "--conditioning_dropout_prob",
+        type=float,
+        default=0.1,
+        help="Share of labels / captions replaced by the null class / empty prompt, for classifier-free guidance.",
+    )
+    group.add_argument(
+        "--encoder_cross_attention",
+        action="store_true",
+        help="Text models: cross-attention in the encoder blocks too, not only the decoder's.",
+    )
+    group.add_argument(
+        "--head_type",
+        type=str,
+        default="mse",
+        choices=HEAD_TYPES,
+        help="mse: LMD's L_LIR head (predicts the mean); diffusion: a per-token diffusion head that samples (MAR).",
+    )
+    group.add_argument(
+        "--mse_loss_weight",
+        type=float,
+        default=0.0,
+        help="With --head_type diffusion: also train an MSE head with this loss weight (0: diffusion loss only).",
     )
     return parser
 
@@ -86,13 +152,34 @@ def check_lmd_args(args: argparse.Namespace) -> None:
             "--projector_path is required: a folder saved by VQModel/AutoencoderKL.save_pretrained. Train one "
             "with training/train_projector.py, or use the demo's assets/demo-projector."
         )
-    if not 0.0 <= args.mask_ratio_min <= args.mask_ratio_max < 1.0:
+    if not 0.0 <= args.mask_ratio_min <= args.mask_ratio_max <= 1.0:
         raise ValueError(
-            f"Need 0 <= --mask_ratio_min <= --mask_ratio_max < 1, got {args.mask_ratio_min} and {args.mask_ratio_max}."
+            f"Need 0 <= --mask_ratio_min <= --mask_ratio_max <= 1, got {args.mask_ratio_min} and {args.mask_ratio_max}."
         )
+    check_generation_args(args)
     for name in ("encode_batch_size", "eval_batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}.")
+
+
+def check_generation_args(args: argparse.Namespace) -> None:
+    """Raise a ``ValueError`` naming the first conditioning or head flag that cannot work."""
+    if bool(args.caption_column) != bool(args.text_encoder_name_or_path):
+        raise ValueError(
+            "--caption_column and --text_encoder_name_or_path go together: captions need a text encoder, and a text "
+            "encoder needs captions."
+        )
+    if not 0.0 <= args.conditioning_dropout_prob < 1.0:
+        raise ValueError(f"--conditioning_dropout_prob must lie in [0, 1), got {args.conditioning_dropout_prob}.")
+    if args.encoder_cross_attention and not args.caption_column:
+        raise ValueError("--encoder_cross_attention is for text-conditional models: pass --caption_column too.")
+    if args.mse_loss_weight < 0 or (args.mse_loss_weight and args.head_type != "diffusion"):
+        raise ValueError(
+            f"--mse_loss_weight {args.mse_loss_weight} weighs an extra MSE loss beside the diffusion head: it must be "
+            ">= 0 and needs --head_type diffusion."
+        )
+    if args.num_condition_tokens is not None and not args.label_column:
+        raise ValueError("--num_condition_tokens sets the class tokens: it needs --label_column.")
 
 
 def parse_lmd_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""What a finished LMD run leaves in ``--output_dir``: the pipeline, plots, reconstructions and a model card."""
+"""What a finished LMD run leaves in ``--output_dir``: the pipeline, plots, reconstructions, samples and a card."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from PIL import Image
 from ..evaluation import EVAL_MASK_RATIO, ReconstructionMetrics, reconstruction_grid
 from ..models import LMDModel
 from ..pipelines import LMDPipeline
+from ..pipelines.visualization import class_sample_grid
 from ..projector import Projector
 from ..schedulers import LMDMaskScheduler
 from .hub import hub_repo_id, push_to_hub, save_model_card
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 HUB_PIPELINE_FILE = "lmd_pipeline.py"
 LOG_FILE = "train_log.jsonl"
 GRID_FILE = "reconstructions.png"
+SAMPLES_FILE = "samples.png"
+SAMPLES_PER_CLASS = 8
 
 
 def hub_pipeline_source() -> Path | None:
@@ -35,10 +38,27 @@ def hub_pipeline_source() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def save_pipeline(output_dir: str, vae: Projector, model: LMDModel, mask_scheduler: LMDMaskScheduler) -> LMDPipeline:
-    """Save an ``LMDPipeline`` (``model_index.json`` at the root) plus the Hub pipeline file beside it."""
-    vae, model = (m if m.dtype == torch.float32 else m.to(torch.float32) for m in (vae, model))
-    pipeline = LMDPipeline(vae=vae, transformer=model, scheduler=mask_scheduler)
+def save_pipeline(
+    output_dir: str,
+    vae: Projector,
+    model: LMDModel,
+    mask_scheduler: LMDMaskScheduler,
+    tokenizer=None,
+    text_encoder: torch.nn.Module | None = None,
+    id2label: dict[int, str] | None = None,
+) -> LMDPipeline:
+    """Save an ``LMDPipeline`` (``model_index.json`` at the root) plus the Hub pipeline file beside it; a
+    text-conditional run's tokenizer and text encoder, and a class-conditional run's ``id2label``, go with it."""
+    modules = [m if m is None or m.dtype == torch.float32 else m.to(torch.float32) for m in (vae, model, text_encoder)]
+    vae, model, text_encoder = modules
+    pipeline = LMDPipeline(
+        vae=vae,
+        transformer=model,
+        scheduler=mask_scheduler,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        id2label=id2label,
+    )
     pipeline.save_pretrained(output_dir)
     source = hub_pipeline_source()
     if source is not None:
@@ -74,17 +94,32 @@ pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="lmd_pipeline
 # or, with `pip install diffusers-lmd`: from diffusers_lmd import LMDPipeline; LMDPipeline.from_pretrained("{repo}")
 reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
 """
+    if getattr(args, "label_column", None):
+        usage += "samples = pipe(class_labels=[0, 1, 2], guidance_scale=3.0, num_inference_steps=16).images\n"
+    if getattr(args, "caption_column", None):
+        usage += 'samples = pipe(prompt=["a caption"], guidance_scale=3.0, num_inference_steps=16).images\n'
     description = (
         "An LMD (Latent Masking Diffusion, arXiv 2312.07971) model: a ViT masked autoencoder over the latents of a "
         f"frozen projector, trained with the `{args.mask_schedule}` mask-ratio schedule rising from "
         f"{args.mask_ratio_min} to {args.mask_ratio_max} using diffusers-lmd's `training/train_lmd.py`. Held-out "
         f"PSNR is measured in pixel space on whole images with a fixed, seeded {EVAL_MASK_RATIO:.0%} token mask."
     )
+    conditioning = [
+        name for flag, name in (("label_column", "class"), ("caption_column", "text")) if getattr(args, flag, None)
+    ]
+    if conditioning or getattr(args, "head_type", "mse") == "diffusion":
+        description += (
+            f" Conditioning: {' and '.join(conditioning) or 'none'} (dropout {args.conditioning_dropout_prob} for "
+            f"classifier-free guidance); head: {args.head_type}. Held-out PSNR uses the unconditional input"
+            + (" and patches sampled by the diffusion head." if args.head_type == "diffusion" else ".")
+        )
     images = [
         ("Held-out reconstructions (originals, masked inputs, reconstructions)", GRID_FILE),
         ("Training loss", "loss_curve.png"),
         ("Mask-ratio schedule", "mask_schedule.png"),
     ]
+    if os.path.isfile(os.path.join(output_dir, SAMPLES_FILE)):
+        images.insert(1, ("Class-conditional samples, one row per class", SAMPLES_FILE))
     return save_model_card(
         output_dir,
         title=f"LMD: {Path(os.path.abspath(output_dir)).name}",
@@ -106,14 +141,23 @@ def finish_run(
     eval_dataset,
     evaluation: ReconstructionMetrics | None,
     metrics: dict[str, float],
+    evaluated: torch.nn.Module | None = None,
+    pipeline_extras: dict | None = None,
 ) -> None:
-    """Main process only: save the pipeline, grid, plots and card, then push to the Hub if asked."""
+    """Main process only: save the pipeline, grid, class samples, plots and card, then push to the Hub if asked.
+
+    ``evaluated`` is the model as evaluation calls it (see :mod:`~diffusers_lmd.training.lmd_eval`);
+    ``pipeline_extras`` the pipeline's ``tokenizer``, ``text_encoder`` and ``id2label``.
+    """
     out = args.output_dir
-    save_pipeline(out, vae, model, mask_scheduler)
+    pipeline = save_pipeline(out, vae, model, mask_scheduler, **(pipeline_extras or {}))
     if eval_dataset is not None and len(eval_dataset):
-        save_grid(
-            reconstruction_grid(model, vae, eval_dataset, num_images=min(8, len(eval_dataset))), f"{out}/{GRID_FILE}"
-        )
+        grid = reconstruction_grid(evaluated or model, vae, eval_dataset, num_images=min(8, len(eval_dataset)))
+        save_grid(grid, f"{out}/{GRID_FILE}")
+    if model.config.num_class_embeds is not None:
+        pipeline.set_progress_bar_config(disable=True)
+        grid = class_sample_grid(pipeline, range(model.config.num_class_embeds), SAMPLES_PER_CLASS)
+        grid.save(os.path.join(out, SAMPLES_FILE))
     write_plots(out)
     if evaluation is not None:
         metrics = {f"held-out PSNR (dB, mask {evaluation.mask_ratio})": evaluation.psnr, **metrics}

@@ -1,4 +1,4 @@
-"""Everything ``train_lmd`` builds before its first step: projector, model, accelerator and training data."""
+"""Everything ``train_lmd`` builds before its first step: projector, text encoder, model, accelerator and data."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from diffusers import AutoencoderKL, VQModel
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..models import LMDModel
 from ..projector import (
@@ -62,8 +63,32 @@ def load_projector(path: str, subfolder: str | None = None) -> Projector:
     return vae.requires_grad_(False).eval()
 
 
-def build_lmd_model(args: argparse.Namespace, vae: Projector) -> LMDModel:
-    """The preset, with the flags' overrides, sized for the projector's latents at ``--resolution``."""
+def load_text_encoder(path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
+    """A frozen ``CLIPTokenizer`` and ``CLIPTextModel`` (safetensors): from ``tokenizer/`` and ``text_encoder/``
+    subfolders when ``path`` has them (a diffusers pipeline folder), else from ``path`` itself."""
+    nested = os.path.isdir(os.path.join(path, "text_encoder"))
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer" if nested else "")
+        text_encoder = CLIPTextModel.from_pretrained(
+            path, subfolder="text_encoder" if nested else "", use_safetensors=True
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"--text_encoder_name_or_path {path!r} did not load as a CLIP tokenizer and text model: {err}. Pass a "
+            "folder saved with CLIPTokenizer/CLIPTextModel.save_pretrained (or one with tokenizer/ and "
+            "text_encoder/ subfolders), or a Hub id such as openai/clip-vit-base-patch32."
+        ) from err
+    return tokenizer, text_encoder.requires_grad_(False).eval()
+
+
+def build_lmd_model(
+    args: argparse.Namespace,
+    vae: Projector,
+    num_class_embeds: int | None = None,
+    cross_attention_dim: int | None = None,
+) -> LMDModel:
+    """The preset, with the flags' overrides, sized for the projector's latents at ``--resolution``; class- and
+    text-conditional with ``num_class_embeds`` / ``cross_attention_dim``, with the head of ``--head_type``."""
     factor = downsample_factor(vae)
     if args.resolution % factor:
         raise ValueError(
@@ -76,8 +101,15 @@ def build_lmd_model(args: argparse.Namespace, vae: Projector) -> LMDModel:
             f"The {args.resolution // factor}x{args.resolution // factor} latents of --resolution {args.resolution} "
             f"do not split into {patch_size}x{patch_size} patches: change --resolution or --patch_size."
         )
+    generation = dict(
+        head_type=getattr(args, "head_type", "mse"), mse_loss_weight=getattr(args, "mse_loss_weight", 0.0)
+    )
+    if num_class_embeds is not None:
+        generation.update(num_class_embeds=num_class_embeds, class_dropout_prob=args.conditioning_dropout_prob)
+    if cross_attention_dim is not None:
+        generation.update(cross_attention_dim=cross_attention_dim, encoder_cross_attention=args.encoder_cross_attention)
     model = LMDModel.from_preset(
-        args.preset, sample_size=args.resolution // factor, in_channels=latent_channels(vae), **overrides
+        args.preset, sample_size=args.resolution // factor, in_channels=latent_channels(vae), **overrides, **generation
     )
     check_compatible(vae, model, args.resolution)
     return model

@@ -1,8 +1,11 @@
 """The LMD training loop (SPEC §2-§3), shared by ``training/train_lmd.py``, the demo, benchmarks and tests.
 
-Each optimiser step draws the mask ratio from ``LMDMaskScheduler.get_mask_ratio(global_step)``, a pure function
-of the step, so every rank uses the same ratio and a resumed run continues the same curve. Masks and flips come
-from a generator seeded by (seed, step, micro-batch, rank): a resumed run repeats them exactly.
+Each optimiser step draws the mask ratio from ``LMDMaskScheduler.get_mask_ratio(global_step, seed=seed)``, a pure
+function of the step (and, for MAR's random ratio, of the seed), so every rank uses the same ratio and a resumed
+run continues the same curve. Masks, flips, label and caption dropout and the diffusion head's noise come from a
+generator seeded by (seed, step, micro-batch, rank): a resumed run repeats them exactly. Class labels and
+captions travel with the batch (through the latent cache when it is used); captions become text embeddings of
+the frozen text encoder, cached once per distinct caption.
 """
 
 from __future__ import annotations
@@ -22,22 +25,27 @@ from accelerate.utils import set_seed
 from ..data import build_datasets
 from ..evaluation import ReconstructionMetrics, evaluate_reconstruction, reconstruction_grid
 from ..metrics import EfficiencyTracker
+from ..pipelines.text_inputs import NULL_PROMPT
 from ..schedulers import LMDMaskScheduler
 from .args import effective_learning_rate, total_batch_size
 from .checkpointing import list_checkpoints, load_checkpoint, resolve_resume_path, save_checkpoint
-from .latent_cache import latents_for_batch
+from .latent_cache import default_cache_dir, latents_for_batch
 from .lmd_args import check_lmd_args
+from .lmd_eval import evaluation_model
 from .lmd_outputs import LOG_FILE, finish_run
 from .lmd_setup import (
     build_accelerator,
     build_lmd_model,
     build_train_dataloader,
     load_projector,
+    load_text_encoder,
     maybe_estimate_latent_stats,
     place_projector,
+    weight_dtype,
 )
 from .logging import JsonlLogger, ProgressBar, log_images
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
+from .text_cache import TextEmbeddings, build_text_cache
 
 logger = logging.getLogger(__name__)
 
@@ -118,17 +126,28 @@ class LMDTrainer:
         self.args = args
         self.vae = load_projector(args.projector_path, args.projector_subfolder)
         self.accelerator = accelerator = build_accelerator(args)
+        # The data first: a class-conditional model's size depends on its classes. Datasets draw no global RNG.
+        train_dataset, self.eval_dataset = build_datasets(args)
+        self.class_names = train_dataset.class_names if args.label_column else None
+        self.tokenizer = self.text_encoder = None
+        if args.caption_column:
+            self.tokenizer, self.text_encoder = load_text_encoder(args.text_encoder_name_or_path)
         set_seed(args.seed)
-        model = build_lmd_model(args, self.vae)
+        model = build_lmd_model(
+            args,
+            self.vae,
+            num_class_embeds=len(self.class_names) if self.class_names else None,
+            cross_attention_dim=self.text_encoder.config.hidden_size if self.text_encoder is not None else None,
+        )
         if args.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         if accelerator.is_main_process:
             os.makedirs(args.output_dir, exist_ok=True)
 
-        train_dataset, self.eval_dataset = build_datasets(args)
         maybe_estimate_latent_stats(args, self.vae, train_dataset)
         place_projector(self.vae, accelerator)
         train_loader, self.cache = build_train_dataloader(args, accelerator, self.vae, train_dataset)
+        self.text = self._text_embeddings(train_dataset)
 
         batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
         self.steps_per_epoch = math.ceil(batches_per_process / args.gradient_accumulation_steps)
@@ -154,6 +173,43 @@ class LMDTrainer:
         self.result = LMDTrainingResult(args.output_dir, 0, None, None, 0.0)
         if self.cache is not None:
             self.result.cache_seconds, self.result.cache_reused = self.cache.seconds, self.cache.reused
+
+    def _text_embeddings(self, train_dataset) -> TextEmbeddings | None:
+        """Captions -> embeddings of the frozen text encoder: cached per distinct caption with --cache_latents."""
+        if self.text_encoder is None:
+            return None
+        args, accelerator = self.args, self.accelerator
+        self.text_encoder.to(accelerator.device, dtype=weight_dtype(accelerator))
+        table = None
+        if args.cache_latents:
+            captions = train_dataset.dataset[args.caption_column]
+            cache_dir = args.latent_cache_dir or default_cache_dir()
+            table = build_text_cache(
+                accelerator, self.tokenizer, self.text_encoder, captions, cache_dir, args.encode_batch_size
+            )
+        return TextEmbeddings(self.tokenizer, self.text_encoder, table)
+
+    def mask_ratio(self, step: int) -> float:
+        """The mask ratio of optimiser ``step``: a pure function of (seed, step)."""
+        return self.mask_scheduler.get_mask_ratio(step, seed=self.args.seed)
+
+    def conditions(self, batch: dict, generator: torch.Generator, device: torch.device) -> dict:
+        """The model's condition inputs for a batch: class labels, and caption embeddings after caption dropout
+        (drawn from the step's generator; label dropout happens inside the model, from the same generator)."""
+        kwargs = {}
+        if self.class_names is not None:
+            kwargs["class_labels"] = batch["class_labels"].to(device)
+        if self.text is not None:
+            captions = list(batch["caption"])
+            drop = torch.rand(len(captions), generator=generator) < self.args.conditioning_dropout_prob
+            captions = [NULL_PROMPT if dropped else caption for caption, dropped in zip(captions, drop.tolist())]
+            kwargs["encoder_hidden_states"], kwargs["encoder_attention_mask"] = self.text(captions, device)
+        return kwargs
+
+    def evaluation_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` as held-out evaluation calls it (:mod:`~diffusers_lmd.training.lmd_eval`)."""
+        null_text = self.text([NULL_PROMPT], self.accelerator.device) if self.text is not None else None
+        return evaluation_model(model, null_text)
 
     # ------------------------------------------------------------------------------------------------ run
     def train(self) -> LMDTrainingResult:
@@ -232,12 +288,13 @@ class LMDTrainer:
     def _micro_step(self, batch: dict, micro: int) -> tuple[float, int, list[float]]:
         """Forward and backward on one micro-batch (the update happens on the last of an accumulation)."""
         args, accelerator, model = self.args, self.accelerator, self.model
-        mask_ratio = self.mask_scheduler.get_mask_ratio(self.global_step)
+        mask_ratio = self.mask_ratio(self.global_step)
         generator = step_generator(args.seed, self.global_step, micro, accelerator.process_index)
         with accelerator.accumulate(model):
             latents = latents_for_batch(batch, None if self.cache else self.vae, args.random_flip, generator)
+            conditions = self.conditions(batch, generator, latents.device)
             # A tuple: Accelerate's fp32 output conversion cannot rebuild LMDModelOutput.
-            _, _, loss = model(latents, mask_ratio=mask_ratio, generator=generator, return_dict=False)
+            _, _, loss = model(latents, mask_ratio=mask_ratio, generator=generator, return_dict=False, **conditions)
             mean_loss, rank_ratios = _gather_step_stats(accelerator, loss, mask_ratio)
             self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate of this step's update
             _check_finite(mean_loss, self.global_step, mask_ratio, self.step_lr, args.output_dir)
@@ -252,7 +309,7 @@ class LMDTrainer:
     def _end_step(self, epoch: int, loss: float, images: int, rank_ratios: list[float]) -> None:
         """After an update: EMA, logs, checkpoint and validation at their intervals."""
         args, accelerator = self.args, self.accelerator
-        mask_ratio = self.mask_scheduler.get_mask_ratio(self.global_step)
+        mask_ratio = self.mask_ratio(self.global_step)
         lr = self.step_lr
         self.global_step += 1
         if self.ema is not None:
@@ -275,7 +332,7 @@ class LMDTrainer:
 
     def _validate(self) -> ReconstructionMetrics:
         """Held-out PSNR, and a reconstruction grid for the trackers (main process)."""
-        unwrapped = self.accelerator.unwrap_model(self.model)
+        unwrapped = self.evaluation_model(self.accelerator.unwrap_model(self.model))
         metrics = evaluate_reconstruction(
             unwrapped,
             self.vae,
@@ -295,9 +352,10 @@ class LMDTrainer:
         """Main process: evaluate the final weights (EMA if kept) and write the pipeline folder."""
         args = self.args
         final_model = _final_weights(self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False), self.ema)
+        evaluated = self.evaluation_model(final_model)
         if self.ema is not None or self.global_step % args.validation_steps:  # else just measured at this step
             self.result.eval = evaluate_reconstruction(
-                final_model,
+                evaluated,
                 self.vae,
                 self.eval_dataset,
                 batch_size=args.eval_batch_size,
@@ -307,7 +365,20 @@ class LMDTrainer:
         metrics = {"optimiser steps": self.global_step, "final training loss": self.result.final_loss}
         summary = self.efficiency.summary()
         metrics.update({f"{k} (SPEC §5)": v for k, v in summary.items() if k != "loss_events"})
-        finish_run(args, self.vae, final_model, self.mask_scheduler, self.eval_dataset, self.result.eval, metrics)
+        extras = dict(tokenizer=self.tokenizer, text_encoder=self.text_encoder)
+        if self.class_names is not None:
+            extras["id2label"] = dict(enumerate(self.class_names))
+        finish_run(
+            args,
+            self.vae,
+            final_model,
+            self.mask_scheduler,
+            self.eval_dataset,
+            self.result.eval,
+            metrics,
+            evaluated=evaluated,
+            pipeline_extras=extras,
+        )
 
 
 def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
