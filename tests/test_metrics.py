@@ -145,7 +145,7 @@ def test_tracker_summary_omits_undefined_metrics_and_stops_on_nan():
 
 def test_restart_clock_excludes_non_training_time(monkeypatch):
     clock = iter([0.0, 1.0, 11.0, 12.5])  # perf_counter at: restart, update, restart (after 10 s of eval), update
-    monkeypatch.setattr("diffusers_lmd.metrics.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("diffusers_lmd.metrics.efficiency.time.perf_counter", lambda: next(clock))
     tracker = EfficiencyTracker(warmup_steps=0)
     tracker.restart_clock()
     tracker.update(1.0)  # 1.0 s step

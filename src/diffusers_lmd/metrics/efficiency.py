@@ -1,4 +1,4 @@
-"""Training-efficiency metrics of the LMD paper (SPEC §5) and PSNR.
+"""Training-efficiency metrics of the LMD paper (SPEC §5) and PSNR (``diffusers_lmd.metrics`` re-exports them).
 
 The paper's appendix defining them is lost; SPEC §5 fixes them as follows.
 

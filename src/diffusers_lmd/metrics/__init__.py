@@ -1,0 +1,69 @@
+"""Metrics: the paper's training-efficiency metrics and PSNR (SPEC §5), and generation quality on a Fashion-MNIST
+classifier's features (SPEC §9; :data:`FID_NAME`, not comparable to Inception FID)."""
+
+from .efficiency import (
+    DEFAULT_DELTA,
+    DEFAULT_EMA_DECAY,
+    DEFAULT_WARMUP_STEPS,
+    EfficiencyTracker,
+    accuracy_increase_events,
+    ema_smooth,
+    loss_decrease_events,
+    mean_accuracy_increase_time,
+    mean_iteration_time,
+    mean_loss_decrease_iterations,
+    mean_loss_decrease_time,
+    overall_mean,
+    psnr,
+)
+from .feature_classifier import FeatureClassifier, FeatureClassifierOutput
+from .feature_training import (
+    FASHION_MNIST_FLAGS,
+    LabelledTensors,
+    classifier_accuracy,
+    fashion_mnist_data_args,
+    load_labelled_tensors,
+    train_feature_classifier,
+    write_model_card,
+)
+from .generation import (
+    FID_NAME,
+    GaussianStats,
+    GenerationScorer,
+    classifier_outputs,
+    conditional_accuracy,
+    frechet_distance,
+    precision_recall,
+)
+
+__all__ = [
+    "DEFAULT_DELTA",
+    "DEFAULT_EMA_DECAY",
+    "DEFAULT_WARMUP_STEPS",
+    "FASHION_MNIST_FLAGS",
+    "FID_NAME",
+    "EfficiencyTracker",
+    "FeatureClassifier",
+    "FeatureClassifierOutput",
+    "GaussianStats",
+    "GenerationScorer",
+    "LabelledTensors",
+    "accuracy_increase_events",
+    "classifier_accuracy",
+    "classifier_outputs",
+    "conditional_accuracy",
+    "ema_smooth",
+    "fashion_mnist_data_args",
+    "frechet_distance",
+    "load_labelled_tensors",
+    "loss_decrease_events",
+    "mean_accuracy_increase_time",
+    "mean_iteration_time",
+    "mean_loss_decrease_iterations",
+    "mean_loss_decrease_time",
+    "overall_mean",
+    "precision_recall",
+    "psnr",
+    "train_feature_classifier",
+    "write_model_card",
+]
