@@ -142,3 +142,49 @@ def restore_verbosity():
     package.setLevel(saved[0])
     for library, level in zip(libraries, saved[1]):
         library.utils.logging.set_verbosity(level)
+
+
+# -------------------------- text conditioning (tests/test_conditioning.py, test_pipeline_generation.py, ...)
+TINY_TEXT_MAX_LENGTH = 12
+
+
+def tiny_clip(seed: int = 0, hidden_size: int = 16):
+    """A random tiny ``CLIPTokenizer`` (one token per letter, no merges) and ``CLIPTextModel``, built offline."""
+    import json
+    import tempfile
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        vocab[letter] = len(vocab)
+        vocab[letter + "</w>"] = len(vocab)
+    with tempfile.TemporaryDirectory() as folder:
+        with open(f"{folder}/vocab.json", "w") as f:
+            json.dump(vocab, f)
+        with open(f"{folder}/merges.txt", "w") as f:
+            f.write("#version: 0.2\n")
+        tokenizer = CLIPTokenizer(f"{folder}/vocab.json", f"{folder}/merges.txt", model_max_length=TINY_TEXT_MAX_LENGTH)
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=TINY_TEXT_MAX_LENGTH,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    torch.manual_seed(seed)
+    return tokenizer, CLIPTextModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder_path(tmp_path_factory) -> str:
+    """A saved tiny CLIP tokenizer and text model in a pipeline's layout (``tokenizer/``, ``text_encoder/``)."""
+    tokenizer, text_encoder = tiny_clip()
+    path = tmp_path_factory.mktemp("clip")
+    tokenizer.save_pretrained(path / "tokenizer")
+    text_encoder.save_pretrained(path / "text_encoder")
+    return str(path)

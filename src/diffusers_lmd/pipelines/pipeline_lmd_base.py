@@ -123,7 +123,10 @@ class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
         """Raise a ``ValueError`` naming the first problem with the call's arguments."""
         check_compatible(self.vae, self.transformer)
         if image is None and batch_size is None:
-            raise ValueError("Pass `image` to reconstruct or inpaint, or `batch_size` to generate new images.")
+            raise ValueError(
+                "Pass `image` to reconstruct or inpaint, or `batch_size` (or `class_labels` / `prompt`) to generate "
+                "new images."
+            )
         if image is not None and batch_size is not None:
             raise ValueError("`batch_size` is for generation; with `image`, one image is returned per input image.")
         if image is None and (mask_image is not None or mask_ratio is not None):

@@ -33,7 +33,10 @@ def text_encoder_fingerprint(tokenizer, text_encoder: torch.nn.Module) -> str:
     """SHA-256 of the tokenizer (vocabulary, merges, length) and of the text encoder's config and every weight."""
     digest = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    if backend is not None:  # without the padding / truncation state that each call of the tokenizer sets
+        vocab = json.dumps({**json.loads(backend.to_str()), "padding": None, "truncation": None}, sort_keys=True)
+    else:
+        vocab = json.dumps(tokenizer.get_vocab(), sort_keys=True)
     digest.update(f"{type(tokenizer).__name__}:{tokenizer.model_max_length}:{vocab}".encode())
     digest.update(json.dumps(text_encoder.config.to_dict(), sort_keys=True, default=str).encode())
     for name, tensor in sorted(text_encoder.state_dict().items()):
