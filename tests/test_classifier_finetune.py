@@ -247,3 +247,26 @@ def test_benchmark_rows_share_the_target_both_runs_reach():
     assert by_name["lmd-cs"]["mat_at_1"] == pytest.approx(2.0) and by_name["mae"]["mat_at_1"] == pytest.approx(3.0)
     flat = comparison_rows({"lmd-cs": curve([0.3, 0.3]), "mae": curve([0.3, 0.2])}, pretrain, eval_steps=10)[0]
     assert flat[0]["mat_at_1"] is None  # never improved: no MAT, and the JSON stays standard
+
+
+def test_fmnist_preset_pretrains_as_the_efficiency_benchmark_and_fine_tunes_every_encoder(tiny_projector_path):
+    from diffusers_lmd.benchmarking import build_method
+    from diffusers_lmd.benchmarking import get_preset as efficiency_preset
+    from diffusers_lmd.classification.benchmark import classifiers, get_preset
+    from diffusers_lmd.training.lmd_setup import load_projector
+
+    preset = get_preset("fmnist-cpu")
+    pretraining = preset.efficiency_preset()
+    base = efficiency_preset("fmnist-cpu")
+    assert pretraining.lmd_overrides == base.lmd_overrides and pretraining.learning_rates == base.learning_rates
+    assert pretraining.budget_s == preset.pretrain_s and preset.data_flags[:2] == ("--dataset_name", "fashion_mnist")
+    assert set(preset.pretrain_methods) == {"lmd-cs", "mae", "mae-ours"}
+    vae = load_projector(tiny_projector_path)
+    tiny = pretraining.with_overrides(resolution=16, lmd_preset="tiny", lmd_overrides={})
+    trained = {row: (build_method(name, tiny, vae), {}) for row, name in preset.pretrain_methods.items()}
+    models = classifiers(trained, num_labels=10)
+    assert set(models) == {"lmd-cs", "mae", "mae-ours", "lmd-scratch"}
+    assert isinstance(models["mae-ours"], LMDForImageClassification) and models["mae-ours"].config.in_channels == 3
+    pixels = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert models["mae-ours"](latents=pixels).logits.shape == (2, 10)  # the pixel encoder takes pixels as latents
+    assert type(models["mae"]).__name__ == "ViTForImageClassification"

@@ -20,6 +20,7 @@ import torch
 from accelerate import Accelerator
 
 from ..benchmarking import BenchmarkData, EfficiencyPreset, build_method, train_for_budget
+from ..benchmarking.presets import get_preset as get_efficiency_preset
 from ..models import LMDModel
 from ..models.lmd_classifier import LMDForImageClassification
 from ..projector import Projector, encode_images
@@ -33,6 +34,8 @@ from .vit_baseline import vit_classifier_from_mae, vit_layer_id
 # Paper Table 2 (ImageNet-1K fine-tuning), MAT@1 / MAT@5 in the paper's units.
 PAPER_TABLE_2 = {"mae": (0.374, 0.253), "lmd-ps": (0.158, 0.137), "lmd-cs": (0.135, 0.102)}
 PRETRAIN_METHODS = {"lmd-cs": "lmd-cs", "mae": "mae-pixel"}  # our row -> efficiency-benchmark method
+# Rows whose encoder is an LMDModel on pixels (fine-tuned on pixels as its "latents"), not on projector latents.
+PIXEL_LMD_ROWS = ("mae-ours",)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class FinetunePreset:
         projector_path: the projector to use, relative to the repository (``None``: train one on the digits).
         projector_args: ``training/train_projector.py`` flags used when the projector has to be trained.
         mixed_precision: ``"bf16"`` on CUDA, ``None`` for fp32.
+        efficiency_base: pre-train exactly as this efficiency-benchmark preset does (its architecture overrides and
+            swept per-method rates), with this preset's budget, batch and evaluation sizes.
+        data_flags: data flags of a real labelled data set (``add_data_args``'s); empty for the MNIST digits.
+        pretrain_methods: fine-tuning row -> efficiency-benchmark method that pre-trains its encoder.
     """
 
     name: str
@@ -75,9 +82,19 @@ class FinetunePreset:
     projector_path: str | None = None
     projector_args: tuple[str, ...] = field(default_factory=tuple)
     mixed_precision: str | None = None
+    efficiency_base: str | None = None
+    data_flags: tuple[str, ...] = ()
+    pretrain_methods: dict = field(default_factory=lambda: dict(PRETRAIN_METHODS))
 
     def efficiency_preset(self) -> EfficiencyPreset:
         """The pre-training configuration in the efficiency benchmark's terms."""
+        if self.efficiency_base is not None:
+            return get_efficiency_preset(self.efficiency_base).with_overrides(
+                name=f"finetune-{self.name}",
+                budget_s=self.pretrain_s,
+                train_batch_size=self.pretrain_batch_size,
+                num_evals=self.num_pretrain_evals,
+            )
         return EfficiencyPreset(
             name=f"finetune-{self.name}",
             resolution=self.resolution,
@@ -141,6 +158,28 @@ PRESETS: dict[str, FinetunePreset] = {
     ),
 }  # fmt: skip
 
+# Fashion-MNIST on two CPU cores: encoders pre-trained exactly as in the efficiency benchmark's fmnist-cpu preset
+# (same ViT, projector, swept rates and 120 s budget), then fine-tuned on the training labels, scored on a fixed
+# 2,000-image subset of the test split. Both MAEs of that benchmark are pre-trained: transformers' ViTMAE and our
+# LMDModel on pixels at 0.75.
+PRESETS["fmnist-cpu"] = FinetunePreset(
+    name="fmnist-cpu",
+    resolution=32,
+    lmd_preset="small",
+    pretrain_s=120.0,
+    finetune_s=90.0,
+    pretrain_batch_size=64,
+    pretrain_learning_rate=1e-3,
+    finetune_batch_size=64,
+    finetune_learning_rate=1e-3,
+    eval_steps=25,
+    max_eval_samples=2000,
+    projector_path="assets/fashion-mnist-projector",
+    efficiency_base="fmnist-cpu",
+    data_flags=("--dataset_name", "fashion_mnist", "--pad_to_resolution"),
+    pretrain_methods={"lmd-cs": "lmd-cs", "mae": "mae-pixel", "mae-ours": "mae-ours"},
+)
+
 
 def get_preset(name: str) -> FinetunePreset:
     """The named preset, or a ``ValueError`` listing the names."""
@@ -154,30 +193,33 @@ def pretrain(preset: FinetunePreset, vae: Projector, data: BenchmarkData, device
     efficiency = preset.efficiency_preset()
     data = dataclasses.replace(data, eval_images=data.eval_images[: preset.pretrain_eval_images])
     trained = {}
-    for row, method_name in PRETRAIN_METHODS.items():
+    for row, method_name in preset.pretrain_methods.items():
         method = build_method(method_name, efficiency, vae, seed=seed)
         trained[row] = (method, train_for_budget(method, data, efficiency, device=device, seed=seed))
     return trained
 
 
 def classifiers(trained: dict, num_labels: int, pooling: str = "cls", seed: int = 0) -> dict[str, torch.nn.Module]:
-    """Fresh heads on the pre-trained encoders (``LMDForImageClassification`` on latents, transformers'
-    ``ViTForImageClassification`` on pixels; both read the CLS token after the final LayerNorm), and the control
-    ``lmd-scratch``: the LMD encoder at its initialisation, before pre-training (the same seed)."""
-    pretrained = trained["lmd-cs"][0].model
+    """Fresh heads on the pre-trained encoders (``LMDForImageClassification`` for ``LMDModel`` encoders, on latents
+    or pixels; transformers' ``ViTForImageClassification`` for the ViTMAE; all read the CLS token after the final
+    LayerNorm), and the control ``lmd-scratch``: the LMD encoder at its initialisation (the same seed)."""
+    models = {}
+    for row, (method, _) in trained.items():
+        if isinstance(method.model, LMDModel):
+            models[row] = LMDForImageClassification.from_lmd_model(method.model, num_labels, pooling=pooling)
+        else:
+            models[row] = vit_classifier_from_mae(method.model, num_labels)
     torch.manual_seed(seed)
-    scratch = LMDModel.from_config(pretrained.config)
-    return {
-        "lmd-cs": LMDForImageClassification.from_lmd_model(pretrained, num_labels, pooling=pooling),
-        "mae": vit_classifier_from_mae(trained["mae"][0].model, num_labels),
-        "lmd-scratch": LMDForImageClassification.from_lmd_model(scratch, num_labels, pooling=pooling),
-    }
+    scratch = LMDModel.from_config(trained["lmd-cs"][0].model.config)
+    models["lmd-scratch"] = LMDForImageClassification.from_lmd_model(scratch, num_labels, pooling=pooling)
+    return models
 
 
 def finetune_datasets(
     data: BenchmarkData, vae: Projector, train_labels: torch.Tensor, eval_labels: torch.Tensor, batch_size: int = 256
 ) -> dict[str, tuple[TensorDictDataset, TensorDictDataset]]:
-    """The same digits for every run: cached latents for the LMD encoders, pixels for the ViT; no augmentation."""
+    """The same images for every run: cached latents for the LMD encoders, pixels for the ViT and for the LMDModel
+    encoders trained on pixels (as their "latents"); no augmentation."""
     eval_latents = torch.cat([encode_images(vae, chunk).float().cpu() for chunk in data.eval_images.split(batch_size)])
     latents = (
         TensorDictDataset(latents=data.train_latents.cpu(), labels=train_labels),
@@ -187,7 +229,16 @@ def finetune_datasets(
         TensorDictDataset(pixel_values=data.train_images.cpu(), labels=train_labels),
         TensorDictDataset(pixel_values=data.eval_images.cpu(), labels=eval_labels),
     )
-    return {"lmd-cs": latents, "mae": pixels, "lmd-scratch": latents}
+    pixels_as_latents = (
+        TensorDictDataset(latents=data.train_images.cpu(), labels=train_labels),
+        TensorDictDataset(latents=data.eval_images.cpu(), labels=eval_labels),
+    )
+    return {
+        "lmd-cs": latents,
+        "mae": pixels,
+        "lmd-scratch": latents,
+        **{row: pixels_as_latents for row in PIXEL_LMD_ROWS},
+    }
 
 
 def finetune_args(preset: FinetunePreset) -> argparse.Namespace:
@@ -274,7 +325,7 @@ def comparison_rows(
     has its top-1 after ``common_step`` optimiser steps, the last evaluation step that every run reached (returned
     third): on a shared machine the load changes the steps per second, not the accuracy per step.
     """
-    target = min(max(r["top1"] for r in curves[name]) for name in PRETRAIN_METHODS)
+    target = min(max(r["top1"] for r in records) for name, records in curves.items() if name in pretrain_rows)
     common_step = min(records[-1]["step"] // eval_steps * eval_steps for records in curves.values())
     rows = []
     for name, records in curves.items():
