@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -115,11 +116,22 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="Budget and times in elapsed seconds, or in the process's CPU seconds (CPU only: with --num_threads 1 "
         "it measures each method's work, not how much of a shared machine it got).",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="Methods trained at once, each in its own process; more than 1 only with --clock cpu --num_threads 1 "
+        "(each run's CPU seconds are its own work, however many run side by side).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one method
     args = parser.parse_args(argv)
     if args.methods is not None:
         check_methods(args.methods)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}.")
+    if args.jobs > 1 and (args.clock != "cpu" or args.num_threads != 1):
+        parser.error("--jobs > 1 shares the machine between runs: use it with --clock cpu --num_threads 1.")
     return args
 
 
@@ -241,11 +253,20 @@ def method_seeds(preset: EfficiencyPreset, method: str, first_seed: int) -> list
     return [first_seed + k for k in range(count)]
 
 
+def run_all(args: argparse.Namespace, runs: list[tuple]) -> list[dict]:
+    """``run_method_process(args, *run)`` for every run, ``--jobs`` at a time, rows in the order of ``runs``."""
+    if args.jobs == 1:
+        return [run_method_process(args, *run) for run in runs]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        return list(pool.map(lambda run: run_method_process(args, *run), runs))
+
+
 def sweep(args: argparse.Namespace, methods: list[str], rates: list[float]) -> dict:
     """Every method at every rate (first seed): best held-out PSNR within the budget, and the rate that wins."""
     results = {}
-    for method in methods:
-        rows = [run_method_process(args, method, learning_rate=rate) for rate in rates]
+    every_row = run_all(args, [(method, args.seed, rate) for method in methods for rate in rates])
+    for index, method in enumerate(methods):
+        rows = every_row[index * len(rates) : (index + 1) * len(rates)]
         scored = [(best_psnr(row), row) for row in rows if best_psnr(row) is not None]
         entry = {
             "runs": [
