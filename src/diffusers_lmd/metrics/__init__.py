@@ -35,6 +35,7 @@ from .generation import (
     frechet_distance,
     precision_recall,
 )
+from .validation import add_noise, degradation_fids, gaussian_blur
 
 __all__ = [
     "DEFAULT_DELTA",
@@ -49,12 +50,15 @@ __all__ = [
     "GenerationScorer",
     "LabelledTensors",
     "accuracy_increase_events",
+    "add_noise",
     "classifier_accuracy",
     "classifier_outputs",
     "conditional_accuracy",
+    "degradation_fids",
     "ema_smooth",
     "fashion_mnist_data_args",
     "frechet_distance",
+    "gaussian_blur",
     "load_labelled_tensors",
     "loss_decrease_events",
     "mean_accuracy_increase_time",
