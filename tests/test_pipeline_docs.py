@@ -48,18 +48,40 @@ def test_grid_script_writes_a_png_from_a_saved_pipeline(make_pipeline, tmp_path)
         assert grid.size == (3 * 32 + 2 * 2, 2 * 32 + 2)
 
 
+def save_conditional_pipelines(components: dict, folder: Path) -> None:
+    """The docs' ``fmnist-lmd`` (class-conditional, diffusion head, Fashion-MNIST's names) and ``text-lmd``, tiny."""
+    from conftest import tiny_clip
+
+    from diffusers_lmd import LMDModel, LMDPipeline
+    from diffusers_lmd.data.fashion_mnist import FASHION_MNIST_LABELS
+
+    tiny = dict(sample_size=8, in_channels=4, patch_size=2)
+    classes = LMDModel.from_preset("tiny", **tiny, num_class_embeds=10, head_type="diffusion")
+    names = dict(enumerate(FASHION_MNIST_LABELS))
+    LMDPipeline(**{**components, "transformer": classes}, id2label=names).save_pretrained(folder / "fmnist-lmd")
+    text = LMDModel.from_preset("tiny", **tiny, cross_attention_dim=16)
+    tokenizer, text_encoder = tiny_clip()
+    LMDPipeline(**{**components, "transformer": text}, tokenizer=tokenizer, text_encoder=text_encoder).save_pretrained(
+        folder / "text-lmd"
+    )
+
+
 @pytest.mark.slow
-def test_docs_examples_run(make_pipeline, tmp_path):
+def test_docs_examples_run(make_pipeline, make_pipeline_components, tmp_path):
     blocks = python_blocks((REPO / "docs" / "pipeline.md").read_text())
-    assert len(blocks) >= 8
+    assert len(blocks) >= 12
     make_pipeline().save_pretrained(tmp_path / "demo-output")
+    save_conditional_pipelines(make_pipeline_components(), tmp_path)
     shutil.copy(REPO / "pipelines" / "lmd_pipeline.py", tmp_path / "demo-output")  # as train_lmd.py does
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    env["OMP_NUM_THREADS"] = "1"  # tiny models: one thread is many times faster than two on a shared CPU
     result = subprocess.run(
         [sys.executable, "-c", "\n\n".join(blocks)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("reconstruction.png", "inpainted.png", "generated.png", "comparison.png"):
+    for name in ("reconstruction.png", "inpainted.png", "generated.png", "comparison.png", "sneaker.png",
+                 "classes.png", "prompted.png"):  # fmt: skip
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "my-lmd-pipeline" / "model_index.json").is_file()
     assert "still masked" in result.stdout
+    assert "'Sneaker': 7" in result.stdout and "[7, 8]" in result.stdout and "DDIMScheduler" in result.stdout

@@ -183,6 +183,13 @@ def test_callback_sees_each_reveal_step_of_the_diffusion_head(diffusion_pipe):
     assert remaining == sorted(remaining, reverse=True) and remaining[-1] == 0 and remaining[0] < 16
 
 
+def test_model_cpu_offload_gives_the_same_diffusion_head_samples(diffusion_pipe):
+    kwargs = dict(class_labels=[1], guidance_scale=2.0, num_inference_steps=2, num_head_inference_steps=4)
+    reference = latents_of(diffusion_pipe, generator=gen(0), **kwargs)
+    diffusion_pipe.enable_model_cpu_offload(device="cpu")  # the hook machinery, exercised without an accelerator
+    assert torch.equal(latents_of(diffusion_pipe, generator=gen(0), **kwargs), reference)
+
+
 # ----------------------------------------------------------------------------------------- save and load
 def test_class_and_diffusion_pipelines_round_trip(diffusion_pipe, tmp_path):
     diffusion_pipe.save_pretrained(tmp_path)

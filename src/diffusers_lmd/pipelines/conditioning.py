@@ -224,9 +224,7 @@ class LMDConditioningMixin:
             return torch.full((batch_size,), num_classes, device=device, dtype=torch.long)
         if isinstance(class_labels, torch.Tensor) and (class_labels.is_floating_point() or class_labels.ndim > 1):
             raise ValueError(f"class_labels must be integers, one per image, got a {class_labels.dtype} tensor.")
-        labels = _as_list(class_labels)
-        if labels and all(isinstance(label, str) for label in labels):
-            labels = self.get_label_ids(labels)
+        labels = [self.get_label_ids(x)[0] if isinstance(x, str) else x for x in _as_list(class_labels)]
         valid = [isinstance(x, numbers.Integral) and not isinstance(x, bool) and 0 <= x < num_classes for x in labels]
         if not labels or not all(valid):
             raise ValueError(

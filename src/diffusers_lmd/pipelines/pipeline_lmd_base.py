@@ -272,6 +272,7 @@ class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
         picked = (mask > 0) & (new_mask == 0)
         guided = guidance_scale > 1
         model_input, model_mask = (torch.cat([latents] * 2), torch.cat([mask] * 2)) if guided else (latents, mask)
+        self._onload(self.transformer)  # offload hooks wrap forward(), and this is not forward()
         features = self.transformer.forward_features(model_input, model_mask, **conditions.model_kwargs())
         tokens = sample_tokens(
             self.transformer.diffusion_head,
