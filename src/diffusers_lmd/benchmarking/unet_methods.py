@@ -89,9 +89,15 @@ class DDPMMethod(EfficiencyMethod):
         self.token_pixels = 0
 
     def training_loss(self, batch: torch.Tensor, progress: float, generator: torch.Generator) -> torch.Tensor:
+        return self.denoising_loss(batch, generator)
+
+    def denoising_loss(
+        self, batch: torch.Tensor, generator: torch.Generator, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Noise-prediction MSE at uniformly drawn timesteps; ``class_labels`` go to a class-conditional U-Net."""
         noise = torch.randn(batch.shape, generator=generator, device=generator.device).to(batch)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (batch.shape[0],), generator=generator, device=generator.device)
         timesteps = timesteps.to(batch.device)
         noisy = self.noise_scheduler.add_noise(batch, noise, timesteps)
-        return F.mse_loss(self.model(noisy, timesteps).sample.float(), noise.float())
+        return F.mse_loss(self.model(noisy, timesteps, class_labels=class_labels).sample.float(), noise.float())

@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Generation quality against diffusion U-Nets at equal training time (paper Tables 3 and 4, measured).
+
+Class-conditional Fashion-MNIST (32 px): LMD-CS with the MSE head (``lmd-mse``), LMD with the diffusion head
+(``lmd-diffusion``), a class-conditional diffusers ``UNet2DModel`` DDPM on pixels (``ddpm-pixel``) and LDM on the
+same projector's latents (``ldm-latent``), each trained for the same budget on the same images, then sampled with
+a fixed setting and one guidance scale and scored by FID on a Fashion-MNIST classifier's features (not
+comparable to Inception FID), conditional accuracy and precision / recall, with the sampling time per image.
+
+    python benchmarks/bench_generation.py --preset fmnist-cpu \\
+        --output benchmarks/results/generation_fmnist_cpu.json --plots_dir docs/images
+    # smoke test (a couple of minutes):
+    python benchmarks/bench_generation.py --budget_s 10 --num_evals 2 --eval_samples 50 --final_samples 100 \\
+        --max_train_samples 2000 --output /tmp/gen.json --plots_dir /tmp/gen
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+import torch
+
+from diffusers_lmd.benchmarking.generation import build_generation_data
+from diffusers_lmd.benchmarking.generation_bench import (
+    GENERATION_METHODS,
+    check_generation_methods,
+    load_classifier,
+    run_generation_benchmark,
+)
+from diffusers_lmd.benchmarking.generation_presets import GENERATION_PRESETS, get_generation_preset
+from diffusers_lmd.benchmarking.generation_report import (
+    floor_lines,
+    generation_table,
+    headline,
+    plot_fid_vs_time,
+    save_sample_grid,
+    table_3,
+    table_4,
+)
+from diffusers_lmd.benchmarking.loop import CLOCKS
+from diffusers_lmd.metrics import fashion_mnist_data_args
+from diffusers_lmd.training.lmd_setup import load_projector
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance_scale", "ddim_steps", "lmd_steps",
+             "lmd_head_steps", "train_batch_size", "learning_rate", "max_train_samples")  # fmt: skip
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(GENERATION_PRESETS), default="fmnist-cpu")
+    parser.add_argument("--output", required=True, help="Where to write the JSON result.")
+    parser.add_argument("--methods", nargs="+", default=list(GENERATION_METHODS), help="Methods (default: all).")
+    parser.add_argument("--budget_s", type=float, help="Training seconds per method (preset's).")
+    parser.add_argument("--num_evals", type=int, help="Points of the FID curve, the last at the end (preset's).")
+    parser.add_argument("--eval_samples", type=int, help="Samples per curve point (preset's).")
+    parser.add_argument("--final_samples", type=int, help="Samples of the final score (preset's).")
+    parser.add_argument("--guidance_scale", type=float, help="Classifier-free guidance of every method (preset's).")
+    parser.add_argument("--ddim_steps", type=int, help="DDIM steps of the U-Nets (preset's).")
+    parser.add_argument("--lmd_steps", type=int, help="LMD's reveal steps (preset's).")
+    parser.add_argument("--lmd_head_steps", type=int, help="Steps of LMD's diffusion head (preset's).")
+    parser.add_argument("--train_batch_size", type=int, help="Batch size of every method (preset's).")
+    parser.add_argument("--learning_rate", type=float, help="Peak rate of every method (preset's).")
+    parser.add_argument("--max_train_samples", type=int, help="Train on a seeded subset (smoke tests).")
+    parser.add_argument("--projector_path", default=None, help="Projector folder (the preset's committed one).")
+    parser.add_argument("--classifier_path", default=None, help="Feature classifier folder (the preset's).")
+    parser.add_argument("--work_dir", default=None, help="Latent cache folder (a temporary one by default).")
+    parser.add_argument("--plots_dir", default=None, help="Write the FID-vs-time plot and the sample grids here.")
+    parser.add_argument("--markdown", default=None, help="Write the tables as markdown here.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--num_threads", type=int, default=None, help="CPU threads (torch's default).")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="Elapsed or process CPU seconds.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    check_generation_methods(args.methods)
+    return args
+
+
+def _folder(given: str | None, default: str, what: str, flag: str) -> str:
+    path = given or os.path.join(REPO, default)
+    if not os.path.isdir(path):
+        raise ValueError(f"No {what} at {path}: pass {flag} (e.g. assets/demo-projector for a smoke test).")
+    return path
+
+
+def write_outputs(result: dict, samples: dict, label_names: list[str], args: argparse.Namespace) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=1)
+    tables = "\n\n".join([floor_lines(result), generation_table(result), table_3(result), table_4(result)])
+    print(tables + "\n\n" + headline(result))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(tables + "\n")
+    if args.plots_dir:
+        os.makedirs(args.plots_dir, exist_ok=True)
+        name = f"generation_{result['preset'].replace('-', '_')}"
+        plot_fid_vs_time(result, os.path.join(args.plots_dir, f"{name}_fid_vs_time.png"))
+        for method, (images, labels) in samples.items():
+            save_sample_grid(images, labels, label_names, os.path.join(args.plots_dir, f"{name}_{method}.png"))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    preset = get_generation_preset(args.preset).with_overrides(**{k: getattr(args, k) for k in OVERRIDES})
+    projector_path = _folder(args.projector_path, preset.default_projector, "projector", "--projector_path")
+    classifier_path = _folder(args.classifier_path, preset.default_classifier, "classifier", "--classifier_path")
+    vae = load_projector(projector_path).to(args.device)
+    classifier, classifier_info = load_classifier(classifier_path, args.device)
+    extra = ["--random_flip", "--data_seed", str(args.seed)]
+    if preset.max_train_samples:
+        extra += ["--max_train_samples", str(preset.max_train_samples)]
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="lmd-generation-")
+
+    from accelerate import Accelerator
+
+    data, cache = build_generation_data(
+        fashion_mnist_data_args(extra), vae, os.path.join(work_dir, "latents"), Accelerator()
+    )
+    result, samples = run_generation_benchmark(
+        preset, args.methods, vae, data, classifier, args.device, args.seed, args.clock, repo=REPO
+    )
+    result["classifier"] = classifier_info
+    result["projector"] = {"path": os.path.relpath(projector_path, REPO), **_projector_metrics(projector_path)}
+    result["latent_cache"] = {k: v for k, v in cache.items() if k != "cache_path"}
+    write_outputs(result, samples, data.label_names, args)
+    return result
+
+
+def _projector_metrics(path: str) -> dict:
+    metrics = os.path.join(path, "projector_metrics.json")
+    if not os.path.isfile(metrics):
+        return {}
+    with open(metrics) as f:
+        recorded = json.load(f)
+    return {k: recorded[k] for k in ("train_seconds", "global_step", "eval_psnr", "projector_class") if k in recorded}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Train one class-conditional generator for a wall-clock budget and score its samples like every other method.
+
+The clock counts training steps only (batch indexing, forward, backward, optimiser, the weights' EMA and the
+loss read-back); sampling and scoring pause it and are timed on their own. Every method gets the same data order,
+flips, optimiser (:func:`~diffusers_lmd.benchmarking.loop.optimizer_args`), EMA, label dropout and guidance.
+Quality is :data:`~diffusers_lmd.metrics.FID_NAME` (not comparable to Inception FID), conditional accuracy and
+precision / recall against the Fashion-MNIST test split, on class-balanced samples from a fixed seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+from diffusers.training_utils import EMAModel
+
+from ..metrics import EfficiencyTracker, GenerationScorer, LabelledTensors
+from ..training.optim import build_lr_scheduler, build_optimizer
+from .data import BenchmarkData, EpochSampler, build_benchmark_data
+from .generation_methods import GenerationMethod, balanced_labels
+from .generation_presets import GenerationPreset
+from .loop import CLOCKS, MAX_LOGGED_LOSSES, _autocast, _thin, optimizer_args
+
+SAMPLE_SEED = 1234  # every evaluation of every method samples from the same seed (the same U-Net start noise)
+
+
+@dataclass
+class GenerationData:
+    """The benchmark's images (pixels and cached latents, :class:`BenchmarkData`), the training labels, the
+    test split the samples are scored against, and the class names."""
+
+    data: BenchmarkData
+    train_labels: torch.Tensor
+    test: LabelledTensors
+    label_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def balanced_train_subset(self, count: int) -> LabelledTensors:
+        """``count`` training images, class-balanced and ordered like :func:`balanced_labels` (for the floor)."""
+        labels = balanced_labels(count, self.num_classes)
+        per_class = [torch.nonzero(self.train_labels == c).flatten() for c in range(self.num_classes)]
+        smallest = min(len(p) for p in per_class)
+        if count > smallest * self.num_classes:
+            raise ValueError(f"A balanced set of {count} needs {count // self.num_classes} images per class; the "
+                             f"training set has {smallest} of its rarest class: score fewer samples.")  # fmt: skip
+        taken = [0] * self.num_classes
+        indices = []
+        for label in labels.tolist():
+            indices.append(int(per_class[label][taken[label]]))
+            taken[label] += 1
+        index = torch.tensor(indices)
+        return LabelledTensors(self.data.train_images[index], self.train_labels[index])
+
+
+def build_generation_data(
+    data_args: argparse.Namespace, vae, cache_dir: str, accelerator, encode_batch_size: int = 250
+) -> tuple[GenerationData, dict]:
+    """Labelled Fashion-MNIST through the library's data path, training latents encoded once (both flips)."""
+    from ..classification import build_labelled_datasets
+
+    train, test, names = build_labelled_datasets(data_args)
+    data, cost = build_benchmark_data(data_args, train, test, vae, cache_dir, accelerator, encode_batch_size)
+    test_tensors = LabelledTensors(data.eval_images, test.labels.clone())  # stacked in dataset order
+    return GenerationData(data, train.labels.clone(), test_tensors, names), cost
+
+
+class _EMA:
+    """The weights' EMA (diffusers' ``EMAModel`` with warm-up), or nothing when ``decay`` is 0."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        params = list(model.parameters())
+        self.params = params
+        self.ema = EMAModel(params, decay=decay, use_ema_warmup=True, inv_gamma=1.0, power=0.75) if decay else None
+
+    def step(self) -> None:
+        if self.ema is not None:
+            self.ema.step(self.params)
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.params)
+            self.ema.copy_to(self.params)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.ema is not None:
+            self.ema.restore(self.params)
+
+
+@torch.no_grad()
+def sample_classes(
+    method: GenerationMethod,
+    num_samples: int,
+    guidance_scale: float,
+    batch_size: int,
+    device: torch.device,
+    clock: str = "wall",
+    seed: int = SAMPLE_SEED,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(images, labels, seconds)``: ``num_samples`` class-balanced samples on the CPU and the time they took."""
+    now = CLOCKS[clock]
+    labels = balanced_labels(num_samples, method.num_classes)
+    generator = torch.Generator(device).manual_seed(seed)
+    was_training = method.model.training
+    method.model.eval()
+    images = []
+    start = now()
+    try:
+        for first in range(0, num_samples, batch_size):
+            images.append(method.sample(labels[first : first + batch_size], guidance_scale, generator).cpu())
+    finally:
+        method.model.train(was_training)
+    seconds = now() - start
+    images = torch.cat(images)
+    if images.shape[0] != num_samples or images.ndim != 4:
+        raise ValueError(f"{method.name}.sample returned {tuple(images.shape)} for {num_samples} labels.")
+    return images, labels, seconds
+
+
+def score_method(
+    method: GenerationMethod,
+    scorer: GenerationScorer,
+    preset: GenerationPreset,
+    num_samples: int,
+    device: torch.device,
+    clock: str = "wall",
+) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Sample ``num_samples`` images and score them; returns ``(scores, images, labels)``."""
+    images, labels, seconds = sample_classes(
+        method, num_samples, preset.guidance_scale, preset.sample_batch_size, device, clock
+    )
+    scores = scorer.score(images, labels)
+    scores.update(sample_s=round(seconds, 3), samples_per_s=num_samples / seconds if seconds > 0 else None)
+    return scores, images, labels
+
+
+def _curve_point(seconds: float, step: int, scores: dict) -> list:
+    return [round(seconds, 3), step, scores["fid"], scores["conditional_accuracy"], scores["precision"],
+            scores["recall"]]  # fmt: skip
+
+
+CURVE_COLUMNS = ("train_s", "step", "fid", "conditional_accuracy", "precision", "recall")
+
+
+def train_generator_for_budget(
+    method: GenerationMethod,
+    data: GenerationData,
+    preset: GenerationPreset,
+    scorer: GenerationScorer,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    clock: str = "wall",
+) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Train ``method`` for ``preset.budget_s`` seconds of training; return its row and its final samples.
+
+    The row holds ``fid``, ``conditional_accuracy``, ``precision``, ``recall``, ``samples_per_s`` (of the final
+    ``final_samples``), ``train_s``, ``steps``, ``mit_s`` / ``mli`` / ``mlt_s`` (SPEC §5), ``curve`` (rows of
+    :data:`CURVE_COLUMNS` at ``eval_samples`` each, the last from the first ``eval_samples`` final samples) and
+    ``losses`` (``[step, train_seconds, loss]``).
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}.")
+    now, device = CLOCKS[clock], torch.device(device)
+    model = method.model.to(device).train()
+    images = data.data.to(device)
+    train_labels = data.train_labels.to(device)
+    args = optimizer_args(preset)
+    optimizer = build_optimizer(model, args, preset.learning_rate)
+    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps=10**9, num_processes=1)
+    sampler = EpochSampler(len(images), preset.train_batch_size, torch.Generator().manual_seed(seed))
+    flip_generator = torch.Generator(device).manual_seed(seed + 1)
+    noise_generator = torch.Generator(device).manual_seed(seed + 2)
+    tracker = EfficiencyTracker(warmup_steps=preset.mit_warmup_steps)
+    ema = _EMA(model, preset.ema_decay)
+    eval_times = [preset.budget_s * k / preset.num_evals for k in range(1, preset.num_evals)]
+    curve, losses, elapsed, next_eval, load_before = [], [], 0.0, 0, os.getloadavg()[0]
+
+    while elapsed < preset.budget_s:
+        start = now()
+        indices = next(sampler).to(device)
+        batch = images.batch(method.space, indices, flip_generator)
+        with _autocast(device, preset.mixed_precision):
+            loss = method.conditional_loss(batch, train_labels[indices], elapsed / preset.budget_s, noise_generator)
+        loss.backward()
+        if args.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step()
+        value = loss.item()  # synchronises the device: the step is over
+        step_time = now() - start
+        elapsed += step_time
+        tracker.update(value, step_time)  # raises ValueError on a NaN loss
+        losses.append([tracker.steps, round(elapsed, 4), value])
+        if next_eval < len(eval_times) and elapsed >= eval_times[next_eval]:
+            with ema:
+                scores, _, _ = score_method(method, scorer, preset, preset.eval_samples, device, clock)
+            curve.append(_curve_point(elapsed, tracker.steps, scores))
+            while next_eval < len(eval_times) and elapsed >= eval_times[next_eval]:
+                next_eval += 1
+
+    with ema:
+        final, samples, labels = score_method(method, scorer, preset, preset.final_samples, device, clock)
+    prefix = scorer.score(samples[: preset.eval_samples], labels[: preset.eval_samples])
+    curve.append(_curve_point(elapsed, tracker.steps, prefix))
+    row = {
+        "method": method.name,
+        **{k: final[k] for k in ("fid", "conditional_accuracy", "precision", "recall", "num_samples")},
+        "samples_per_s": final["samples_per_s"],
+        "sample_s": final["sample_s"],
+        "train_s": round(elapsed, 3),
+        "steps": tracker.steps,
+        "mit_s": tracker.mit,
+        "mli": tracker.mli if math.isfinite(tracker.mli) else None,
+        "mlt_s": tracker.mlt if math.isfinite(tracker.mli) else None,
+        "loss_events": tracker.num_events,
+        "final_loss": losses[-1][2] if losses else None,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+        "space": method.space,
+        "sampler": {**method.sampler_setting(), "guidance_scale": preset.guidance_scale},
+        "clock": clock,
+        "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "curve_columns": list(CURVE_COLUMNS),
+        "curve": curve,
+        "losses": _thin(losses, MAX_LOGGED_LOSSES),
+    }
+    return row, samples, labels
+
+
+def fid_floor(data: GenerationData, scorer: GenerationScorer, counts: tuple[int, ...]) -> dict:
+    """The metric's own floor: class-balanced training images scored against the test split at each count, and
+    all training images (FID only). What a perfect generator of the training distribution would get."""
+    floor = {}
+    for count in counts:
+        subset = data.balanced_train_subset(count)
+        floor[str(count)] = scorer.score(subset.images, subset.labels)
+    start = time.perf_counter()
+    floor["all_train"] = {"fid": scorer.fid(data.data.train_images), "num_samples": len(data.data)}
+    floor["all_train"]["score_s"] = round(time.perf_counter() - start, 1)
+    return floor

@@ -1,0 +1,141 @@
+"""Sizes of the generation benchmark (paper Tables 3 and 4, measured): Fashion-MNIST, class-conditional.
+
+Every method of a preset trains on the same 60,000 images in the same order with the same flips, batch size,
+optimiser (AdamW as in the efficiency benchmark), weight EMA, label dropout and wall-clock budget, and is
+sampled with one guidance scale and scored on the same number of samples by the same classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .presets import _unet
+
+# lmd-mse is LMD-CS: the paper's cosine rise, to 1.0 instead of 0.75 so the fully masked start is trained;
+# lmd-diffusion trains as MAR does its diffusion head (a truncated normal over [0.7, 1.0], a fresh ratio per step).
+DEFAULT_LMD_SCHEDULES = {"lmd-mse": ("cosine", 0.15, 1.0), "lmd-diffusion": ("truncnorm", 0.7, 1.0)}
+
+
+@dataclass(frozen=True)
+class GenerationPreset:
+    """One generation-benchmark configuration.
+
+    Args:
+        budget_s: training seconds per method (sampling and scoring pause the clock).
+        train_batch_size / learning_rate / lr_warmup_steps: the optimiser of every method (AdamW 0.9/0.95,
+            weight decay 0.05, constant after the warm-up).
+        ema_decay: the largest decay of the weights' EMA (diffusers' ``EMAModel`` with warm-up), sampled from for
+            every method; ``0`` samples the raw weights.
+        num_evals: scored points of the FID curve, evenly spaced in training time, the last at the end.
+        eval_samples: samples per curve point; final_samples: samples of the final score (both class-balanced).
+        guidance_scale: classifier-free guidance of every method (1 = none); label_dropout: its training side.
+        ddim_steps: DDIM steps of the U-Nets; lmd_steps: LMD's reveal steps; lmd_head_steps: its diffusion head's
+            DDIM steps; lmd_temperature: the head's sampling-noise scale.
+        lmd_schedules: per LMD method, the training mask-ratio ``(schedule, min, max)``; both reach 1.0, since
+            generation starts from a fully masked latent.
+        lmd_preset / lmd_overrides / patch_size: the LMD ViT (``LMDModel.from_preset(lmd_preset, **overrides)``)
+            and its latent patch side.
+        unet_pixel / unet_latent: ``UNet2DModel`` architecture of DDPM (32x32x3) and LDM (on the latents).
+        default_projector / default_classifier: committed folders (relative to the repository).
+        max_train_samples: train on a seeded subset (smoke tests); ``None`` = all 60,000.
+        sample_batch_size: images per sampling call.
+    """
+
+    name: str
+    budget_s: float
+    train_batch_size: int
+    learning_rate: float
+    num_evals: int
+    eval_samples: int
+    final_samples: int
+    lmd_preset: str
+    lmd_overrides: dict = field(default_factory=dict)
+    unet_pixel: dict = field(default_factory=dict)
+    unet_latent: dict = field(default_factory=dict)
+    guidance_scale: float = 1.0
+    label_dropout: float = 0.0
+    ema_decay: float = 0.9999
+    ddim_steps: int = 50
+    lmd_steps: int = 16
+    lmd_head_steps: int = 50
+    lmd_temperature: float = 1.0
+    lmd_schedules: dict = field(default_factory=lambda: dict(DEFAULT_LMD_SCHEDULES))
+    patch_size: int = 2
+    lr_warmup_steps: int = 100
+    mit_warmup_steps: int = 5
+    sample_batch_size: int = 250
+    max_train_samples: int | None = None
+    mixed_precision: str | None = None
+    default_projector: str = "assets/fashion-mnist-projector"
+    default_classifier: str = "assets/fashion-mnist-classifier"
+    num_classes: int = 10
+
+    def with_overrides(self, **changes) -> GenerationPreset:
+        """A copy with the given fields changed (``None`` values are ignored), checked."""
+        preset = replace(self, **{k: v for k, v in changes.items() if v is not None})
+        preset.check()
+        return preset
+
+    def check(self) -> None:
+        """Raise a ``ValueError`` naming the first setting that cannot work."""
+        k = self.num_classes
+        if self.budget_s <= 0 or self.num_evals < 1:
+            raise ValueError(f"budget_s must be positive and num_evals >= 1, got {self.budget_s}, {self.num_evals}.")
+        if self.eval_samples < 2 * k or self.eval_samples % k or self.final_samples % k:
+            raise ValueError(
+                f"eval_samples ({self.eval_samples}) and final_samples ({self.final_samples}) must be multiples of "
+                f"the {k} classes (class-balanced sets), eval_samples at least {2 * k}."
+            )
+        if self.final_samples < self.eval_samples:
+            raise ValueError(
+                f"final_samples ({self.final_samples}) must be at least eval_samples ({self.eval_samples}): the "
+                "curve's last point is scored on the first eval_samples of the final samples."
+            )
+        if self.guidance_scale < 1.0 or not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(
+                f"guidance_scale must be >= 1 and label_dropout in [0, 1), got {self.guidance_scale}, "
+                f"{self.label_dropout}."
+            )
+        if self.guidance_scale > 1.0 and self.label_dropout == 0.0:
+            raise ValueError("guidance_scale > 1 needs label_dropout > 0: nothing would train the null class.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}.")
+
+
+GENERATION_PRESETS: dict[str, GenerationPreset] = {
+    # Two CPU cores, the whole run (data and latent cache, 4 methods, 2,400 scored samples each) in about 40
+    # minutes. Sampling costs as much as training on a CPU (a U-Net sample ~0.2 s), so: no guidance for any method
+    # (it would double every sampling pass), 20 denoising steps for every sampler (the U-Nets' DDIM steps, LMD's
+    # diffusion-head steps; LMD reveals its 64 tokens in 16 steps), networks whose forward pass costs about the
+    # same per image: the efficiency benchmark's Fashion-MNIST ViT (width 128, 4 + 2 blocks, 1.2 M), a 2.8 M
+    # latent U-Net on the f=2 projector's 16x16x4 latents and a 0.7 M pixel U-Net (a pixel U-Net's
+    # full-resolution convolutions cost several times a ViT's per parameter). One rate for all: the short-run
+    # rate the efficiency benchmark's Fashion-MNIST sweep chose.
+    "fmnist-cpu": GenerationPreset(
+        name="fmnist-cpu",
+        budget_s=180.0,
+        train_batch_size=64,
+        learning_rate=1e-3,
+        lr_warmup_steps=50,
+        num_evals=3,
+        eval_samples=200,
+        final_samples=2000,
+        guidance_scale=1.0,
+        label_dropout=0.0,
+        ddim_steps=20,
+        lmd_steps=16,
+        lmd_head_steps=20,
+        lmd_preset="small",
+        lmd_overrides=dict(hidden_size=128, num_layers=4, num_attention_heads=4, decoder_hidden_size=128,
+                           decoder_num_layers=2, decoder_num_attention_heads=4),
+        unet_pixel=_unet((16, 32, 64), (False, False, True), 1),
+        unet_latent=_unet((32, 64, 128), (False, True, True), 1),
+    ),
+}  # fmt: skip
+
+
+def get_generation_preset(name: str) -> GenerationPreset:
+    """The named preset, or a ``ValueError`` listing the names."""
+    if name not in GENERATION_PRESETS:
+        raise ValueError(f"Unknown generation preset {name!r}; choose one of {sorted(GENERATION_PRESETS)}.")
+    return GENERATION_PRESETS[name]

@@ -1,0 +1,210 @@
+"""The generation benchmark at tiny sizes: every method trains, samples and is scored; each peer learns; guidance
+and the preset checks behave; the report, plot and grids are written. Synthetic 16-px data, random tiny models."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+from diffusers import VQModel
+
+from diffusers_lmd.benchmarking.data import BenchmarkData
+from diffusers_lmd.benchmarking.generation import GenerationData, sample_classes, train_generator_for_budget
+from diffusers_lmd.benchmarking.generation_bench import (
+    GENERATION_METHODS,
+    build_generation_method,
+    check_generation_methods,
+    run_generation_benchmark,
+)
+from diffusers_lmd.benchmarking.generation_methods import balanced_labels, drop_labels
+from diffusers_lmd.benchmarking.generation_presets import GenerationPreset, get_generation_preset
+from diffusers_lmd.benchmarking.generation_report import (
+    generation_table,
+    plot_fid_vs_time,
+    save_sample_grid,
+    table_3,
+    table_4,
+)
+from diffusers_lmd.benchmarking.presets import _unet
+from diffusers_lmd.metrics import FeatureClassifier, GenerationScorer, LabelledTensors
+from diffusers_lmd.projector import encode_images
+from tests.conftest import TINY_PROJECTOR
+
+NUM_CLASSES = 4
+
+
+def tiny_preset(**changes) -> GenerationPreset:
+    preset = GenerationPreset(
+        name="tiny",
+        budget_s=0.3,
+        train_batch_size=8,
+        learning_rate=1e-3,
+        num_evals=2,
+        eval_samples=8,
+        final_samples=16,
+        lmd_preset="tiny",
+        unet_pixel=_unet((8, 16), (False, True), 1),
+        unet_latent=_unet((8, 16), (False, True), 1),
+        ddim_steps=3,
+        lmd_steps=2,
+        lmd_head_steps=3,
+        lr_warmup_steps=0,
+        mit_warmup_steps=1,
+        sample_batch_size=8,
+        ema_decay=0.99,
+        guidance_scale=1.5,  # exercise classifier-free guidance in every sampler
+        label_dropout=0.2,
+        num_classes=NUM_CLASSES,
+    )
+    return preset.with_overrides(**changes)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    """A tiny projector, a tiny random classifier and 64 labelled 16-px images whose class sets their brightness."""
+    torch.manual_seed(0)
+    vae = VQModel(**TINY_PROJECTOR, num_vq_embeddings=16, vq_embed_dim=4).eval()
+    labels = torch.arange(64) % NUM_CLASSES
+    images = (torch.rand(64, 3, 16, 16) * 0.5 + labels[:, None, None, None] * 0.3 - 0.9).clamp(-1, 1)
+    data = BenchmarkData(
+        train_images=images,
+        eval_images=images[:32],
+        train_latents=encode_images(vae, images),
+        train_latents_flipped=encode_images(vae, images.flip(-1)),
+    )
+    names = [f"class {c}" for c in range(NUM_CLASSES)]
+    generation_data = GenerationData(data, labels, LabelledTensors(images[:32], labels[:32]), names)
+    classifier = FeatureClassifier(sample_size=16, num_classes=NUM_CLASSES, block_channels=(4, 8), feature_dim=8)
+    return vae, generation_data, classifier.eval()
+
+
+def test_the_benchmark_runs_every_method_and_reports(setting, tmp_path, one_thread):
+    vae, data, classifier = setting
+    preset = tiny_preset()
+    result, samples = run_generation_benchmark(preset, list(GENERATION_METHODS), vae, data, classifier, log=lambda m: 0)
+    json.dumps(result)  # the whole result is JSON
+    assert [row["method"] for row in result["rows"]] == list(GENERATION_METHODS)
+    assert set(result["fid_floor"]) == {"8", "16", "all_train"}
+    for row in result["rows"]:
+        assert row["fid"] >= 0 and 0 <= row["conditional_accuracy"] <= 1 and row["samples_per_s"] > 0
+        assert row["train_s"] >= preset.budget_s and row["steps"] >= 1 and row["num_samples"] == 16
+        assert len(row["curve"]) == preset.num_evals and row["curve"][-1][1] == row["steps"]
+        assert row["sampler"]["guidance_scale"] == preset.guidance_scale
+        images, labels = samples[row["method"]]
+        assert images.shape == (16, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
+        assert torch.equal(labels, balanced_labels(16, NUM_CLASSES))
+    assert result["fid_target"] is not None
+    for table in (generation_table(result), table_3(result), table_4(result)):
+        assert all(method in table for method in GENERATION_METHODS)
+    plot_fid_vs_time({**result, "hardware": "test"}, str(tmp_path / "fid.png"))
+    save_sample_grid(*samples["lmd-diffusion"], data.label_names, str(tmp_path / "grid.png"))
+    assert (tmp_path / "fid.png").stat().st_size > 0 and (tmp_path / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", GENERATION_METHODS)
+def test_every_method_learns_a_fixed_batch(setting, name, one_thread):
+    """Each peer's conditional loss falls when it trains on one batch (so no row measures a broken method)."""
+    vae, data, _ = setting
+    method = build_generation_method(name, tiny_preset(label_dropout=0.0, guidance_scale=1.0), vae, 16, seed=0)
+    batch = data.data.train_latents[:8] if method.space == "latent" else data.data.train_images[:8]
+    labels = data.train_labels[:8]
+    optimizer = torch.optim.AdamW(method.model.parameters(), lr=3e-3)
+
+    def loss_at(seed: int) -> float:
+        with torch.no_grad():
+            return float(sum(method.conditional_loss(batch, labels, 0.9, torch.Generator().manual_seed(s))
+                             for s in range(seed, seed + 4)))  # fmt: skip
+
+    before = loss_at(100)
+    for step in range(40):
+        loss = method.conditional_loss(batch, labels, 0.9, torch.Generator().manual_seed(step))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss_at(100) < 0.8 * before
+
+
+def test_guidance_one_is_the_conditional_pass_and_labels_matter(setting, one_thread):
+    vae, data, _ = setting
+    method = build_generation_method("ddpm-pixel", tiny_preset(), vae, 16)
+    torch.nn.init.normal_(method.model.class_embedding.weight, std=1.0)  # make the classes differ at init
+    labels = torch.tensor([0, 1, 2, 3])
+
+    def draw(scale, labels=labels):
+        return method.sample(labels, scale, torch.Generator().manual_seed(0))
+
+    assert torch.equal(draw(1.0), draw(1.0))  # seeded
+    assert not torch.allclose(draw(1.0), draw(3.0))  # guidance changes samples
+    assert not torch.allclose(draw(1.0), draw(1.0, torch.tensor([3, 2, 1, 0])))  # so do the labels
+
+
+def test_label_dropout_and_balanced_labels():
+    labels = torch.arange(1000) % 10
+    dropped = drop_labels(labels, 10, 0.1, torch.Generator().manual_seed(0))
+    share = float((dropped == 10).double().mean())
+    assert 0.07 < share < 0.13 and torch.equal(dropped[dropped != 10], labels[dropped != 10])
+    assert torch.equal(drop_labels(labels, 10, 0.0, torch.Generator()), labels)
+    assert balanced_labels(20, 10).bincount().tolist() == [2] * 10
+
+
+def test_sampling_is_timed_and_class_balanced(setting, one_thread):
+    vae, data, classifier = setting
+    method = build_generation_method("ldm-latent", tiny_preset(), vae, 16)
+    images, labels, seconds = sample_classes(method, 12, 1.5, 5, torch.device("cpu"))
+    assert images.shape == (12, 3, 16, 16) and seconds > 0
+    assert labels.bincount().tolist() == [3] * NUM_CLASSES
+
+
+def test_bad_settings_are_refused(setting):
+    with pytest.raises(ValueError, match="multiples"):
+        tiny_preset(eval_samples=9)
+    with pytest.raises(ValueError, match="at least eval_samples"):
+        tiny_preset(final_samples=4, eval_samples=8)
+    with pytest.raises(ValueError, match="label_dropout > 0"):
+        tiny_preset(label_dropout=0.0, guidance_scale=2.0)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        tiny_preset(guidance_scale=0.5)
+    with pytest.raises(ValueError, match="distinct keys"):
+        check_generation_methods(["ddpm-pixel", "ddpm-pixel"])
+    with pytest.raises(ValueError, match="Unknown generation preset"):
+        get_generation_preset("nope")
+    vae, data, classifier = setting
+    with pytest.raises(ValueError, match="classes"):
+        run_generation_benchmark(tiny_preset(num_classes=10), ["ddpm-pixel"], vae, data, classifier)
+    scorer = GenerationScorer(classifier, data.test.images)
+    method = build_generation_method("ddpm-pixel", tiny_preset(), vae, 16)
+    with pytest.raises(ValueError, match="clock"):
+        train_generator_for_budget(method, data, tiny_preset(), scorer, clock="sundial")
+
+
+def test_the_cpu_preset_meets_the_issue():
+    preset = get_generation_preset("fmnist-cpu")
+    assert preset.final_samples >= 2000 and preset.eval_samples < preset.final_samples
+    assert preset.lmd_schedules["lmd-mse"][0] == "cosine"  # LMD-CS
+    assert all(high == 1.0 for _, _, high in preset.lmd_schedules.values())  # generation starts fully masked
+
+
+def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_path, one_thread, capsys):
+    """benchmarks/bench_generation.py end to end on real Fashion-MNIST (500 training images), the committed
+    classifier and the demo projector, at seconds-long sizes."""
+    root = os.path.dirname(os.path.dirname(__file__))
+    spec = importlib.util.spec_from_file_location(
+        "bench_generation", os.path.join(root, "benchmarks/bench_generation.py")
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    flags = ["--budget_s", "1", "--num_evals", "1", "--eval_samples", "20", "--final_samples", "20", "--ddim_steps",
+             "2", "--lmd_steps", "2", "--lmd_head_steps", "2", "--max_train_samples", "500", "--projector_path",
+             os.path.join(root, "assets/demo-projector"), "--output", str(tmp_path / "gen.json"),
+             "--plots_dir", str(tmp_path), "--markdown", str(tmp_path / "tables.md"),
+             "--work_dir", str(tmp_path / "work")]  # fmt: skip
+    result = script.main(flags)
+    with open(tmp_path / "gen.json") as f:
+        saved = json.load(f)
+    assert [row["method"] for row in saved["rows"]] == list(GENERATION_METHODS)
+    assert saved["classifier"]["test_accuracy"] > 0.9 and saved["num_test_images"] == 10000
+    assert saved["fid_floor"]["20"]["fid"] < min(row["fid"] for row in result["rows"])  # untrained models
+    assert "Table 3" in capsys.readouterr().out and "Table 4" in (tmp_path / "tables.md").read_text()
+    for name in ["fid_vs_time", *GENERATION_METHODS]:
+        assert (tmp_path / f"generation_fmnist_cpu_{name}.png").stat().st_size > 0
