@@ -154,3 +154,26 @@ def test_the_environment_variable_points_at_a_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(fmnist, "FASHION_MNIST_DEBIAN_DIR", str(tmp_path / "nowhere"))
     monkeypatch.setenv(fmnist.DATA_DIR_ENV, fake_fashion_mnist(tmp_path))
     assert fmnist.find_local_data_dir() == str(tmp_path)
+
+
+def test_committed_projector_reconstructs_the_test_split_with_normalised_latents(fashion_mnist_dir, one_thread):
+    """assets/fashion-mnist-projector: f = 2, 4x16x16 latents of about zero mean and unit variance, ~34 dB."""
+    import os
+
+    from diffusers import VQModel
+
+    from diffusers_lmd import decode_latents, downsample_factor, encode_images, psnr
+
+    folder = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "fashion-mnist-projector"
+    )
+    vae = VQModel.from_pretrained(folder).eval()
+    assert downsample_factor(vae) == 2 and vae.config.latent_channels == 4
+    _, evaluation = build_datasets(parse("--dataset_name", "fashion_mnist", "--resolution", "32", "--pad_to_resolution",
+                                         "--max_eval_samples", "128"))  # fmt: skip
+    images = torch.stack([evaluation[i]["pixel_values"] for i in range(len(evaluation))])
+    latents = encode_images(vae, images)
+    assert latents.shape == (128, 4, 16, 16)
+    assert abs(latents.mean().item()) < 0.1 and 0.8 < latents.var().item() < 1.2  # the stored shift and scale
+    reconstruction = decode_latents(vae, latents).clamp(-1, 1)
+    assert psnr(reconstruction, images).mean().item() > 32.0  # the card: 33.83 dB on all 10,000 test images
