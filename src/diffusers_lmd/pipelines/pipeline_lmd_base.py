@@ -246,7 +246,15 @@ class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
             return self.scheduler.reveal(t, mask, generator)
         return torch.cat([self.scheduler.reveal(t, mask[i : i + 1], g) for i, g in enumerate(generator)])
 
-    def _mse_step(self, latents, mask, t, conditions: Conditions, guidance_scale: float, generator: Generator):
+    def _mse_step(
+        self,
+        latents: torch.Tensor,
+        mask: torch.Tensor,
+        t: torch.Tensor,
+        conditions: Conditions,
+        guidance_scale: float,
+        generator: Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict every masked token's mean (guided), then let the scheduler reveal a share of them."""
         guided = guidance_scale > 1
         model_input, model_mask = (torch.cat([latents] * 2), torch.cat([mask] * 2)) if guided else (latents, mask)

@@ -95,13 +95,19 @@ pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="lmd_pipeline
 reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
 """
     if getattr(args, "label_column", None):
-        usage += "samples = pipe(class_labels=[0, 1, 2], guidance_scale=3.0, num_inference_steps=16).images\n"
+        usage += "samples = pipe(class_labels=[0, 0, 0, 0], guidance_scale=3.0, num_inference_steps=16).images\n"
     if getattr(args, "caption_column", None):
         usage += 'samples = pipe(prompt=["a caption"], guidance_scale=3.0, num_inference_steps=16).images\n'
+    schedule = (
+        f"the `{args.mask_schedule}` mask-ratio schedule rising from {args.mask_ratio_min} to {args.mask_ratio_max}"
+    )
+    if args.mask_schedule == "truncnorm":
+        schedule = (
+            f"mask ratios drawn each step in [{args.mask_ratio_min}, {args.mask_ratio_max}] (MAR's truncated normal)"
+        )
     description = (
         "An LMD (Latent Masking Diffusion, arXiv 2312.07971) model: a ViT masked autoencoder over the latents of a "
-        f"frozen projector, trained with the `{args.mask_schedule}` mask-ratio schedule rising from "
-        f"{args.mask_ratio_min} to {args.mask_ratio_max} using diffusers-lmd's `training/train_lmd.py`. Held-out "
+        f"frozen projector, trained with {schedule} using diffusers-lmd's `training/train_lmd.py`. Held-out "
         f"PSNR is measured in pixel space on whole images with a fixed, seeded {EVAL_MASK_RATIO:.0%} token mask."
     )
     conditioning = [
