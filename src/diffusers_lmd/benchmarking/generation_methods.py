@@ -146,7 +146,7 @@ class ConditionalDiffusionMethod(DDPMMethod, GenerationMethod):
         schedule = self.noise_scheduler.config
         return {
             "sampler": f"DDIM {self.num_inference_steps} steps, eta 0 (diffusers DDIMScheduler)",
-            "network_evaluations_per_image": self.num_inference_steps,
+            "steps": self.num_inference_steps,
             "noise_schedule": f"{schedule.beta_schedule} {schedule.beta_start:g}-{schedule.beta_end:g}, "
             f"{schedule.num_train_timesteps} steps, epsilon prediction",
             "label_dropout": self.label_dropout,
