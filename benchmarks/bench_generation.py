@@ -45,8 +45,9 @@ from diffusers_lmd.metrics import fashion_mnist_data_args
 from diffusers_lmd.training.lmd_setup import load_projector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance_scale", "ddim_steps", "lmd_steps",
-             "lmd_head_steps", "train_batch_size", "learning_rate", "max_train_samples")  # fmt: skip
+OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance_scale", "label_dropout", "ema_decay",
+             "ddim_steps", "lmd_steps", "lmd_head_steps", "train_batch_size", "learning_rate",
+             "max_train_samples")  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval_samples", type=int, help="Samples per curve point (preset's).")
     parser.add_argument("--final_samples", type=int, help="Samples of the final score (preset's).")
     parser.add_argument("--guidance_scale", type=float, help="Classifier-free guidance of every method (preset's).")
+    parser.add_argument("--label_dropout", type=float, help="Training label dropout of every method (preset's).")
+    parser.add_argument("--ema_decay", type=float, help="Largest weight-EMA decay, 0 = raw weights (preset's).")
     parser.add_argument("--ddim_steps", type=int, help="DDIM steps of the U-Nets (preset's).")
     parser.add_argument("--lmd_steps", type=int, help="LMD's reveal steps (preset's).")
     parser.add_argument("--lmd_head_steps", type=int, help="Steps of LMD's diffusion head (preset's).")
@@ -79,10 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _folder(given: str | None, default: str, what: str, flag: str) -> str:
+def _folder(given: str | None, default: str, what: str, hint: str) -> str:
     path = given or os.path.join(REPO, default)
     if not os.path.isdir(path):
-        raise ValueError(f"No {what} at {path}: pass {flag} (e.g. assets/demo-projector for a smoke test).")
+        raise ValueError(f"No {what} at {path}: {hint}.")
     return path
 
 
@@ -108,8 +111,10 @@ def main(argv=None) -> dict:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     preset = get_generation_preset(args.preset).with_overrides(**{k: getattr(args, k) for k in OVERRIDES})
-    projector_path = _folder(args.projector_path, preset.default_projector, "projector", "--projector_path")
-    classifier_path = _folder(args.classifier_path, preset.default_classifier, "classifier", "--classifier_path")
+    hint = "pass --projector_path (assets/demo-projector will do for a smoke test)"
+    projector_path = _folder(args.projector_path, preset.default_projector, "projector", hint)
+    hint = "train one with training/train_feature_classifier.py or pass --classifier_path"
+    classifier_path = _folder(args.classifier_path, preset.default_classifier, "classifier", hint)
     vae = load_projector(projector_path).to(args.device)
     classifier, classifier_info = load_classifier(classifier_path, args.device)
     extra = ["--random_flip", "--data_seed", str(args.seed)]

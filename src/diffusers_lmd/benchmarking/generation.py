@@ -141,12 +141,12 @@ def score_method(
     return scores, images, labels
 
 
-def _curve_point(seconds: float, step: int, scores: dict) -> list:
-    return [round(seconds, 3), step, scores["fid"], scores["conditional_accuracy"], scores["precision"],
-            scores["recall"]]  # fmt: skip
+def _curve_point(seconds: float, step: int, scores: dict, samples_per_s: float | None) -> list:
+    keys = ("fid", "conditional_accuracy", "precision", "recall")
+    return [round(seconds, 3), step, *(scores[k] for k in keys), samples_per_s]
 
 
-CURVE_COLUMNS = ("train_s", "step", "fid", "conditional_accuracy", "precision", "recall")
+CURVE_COLUMNS = ("train_s", "step", "fid", "conditional_accuracy", "precision", "recall", "samples_per_s")
 
 
 def train_generator_for_budget(
@@ -203,14 +203,14 @@ def train_generator_for_budget(
         if next_eval < len(eval_times) and elapsed >= eval_times[next_eval]:
             with ema:
                 scores, _, _ = score_method(method, scorer, preset, preset.eval_samples, device, clock)
-            curve.append(_curve_point(elapsed, tracker.steps, scores))
+            curve.append(_curve_point(elapsed, tracker.steps, scores, scores["samples_per_s"]))
             while next_eval < len(eval_times) and elapsed >= eval_times[next_eval]:
                 next_eval += 1
 
     with ema:
         final, samples, labels = score_method(method, scorer, preset, preset.final_samples, device, clock)
     prefix = scorer.score(samples[: preset.eval_samples], labels[: preset.eval_samples])
-    curve.append(_curve_point(elapsed, tracker.steps, prefix))
+    curve.append(_curve_point(elapsed, tracker.steps, prefix, final["samples_per_s"]))
     row = {
         "method": method.name,
         **{k: final[k] for k in ("fid", "conditional_accuracy", "precision", "recall", "num_samples")},
