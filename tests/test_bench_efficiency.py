@@ -210,17 +210,19 @@ def test_target_is_the_best_psnr_every_masked_autoencoder_reaches():
     ]
     assert target_psnr(rows) == 15.0
     add_time_to_target(rows, 15.0)
+    # The crossing is interpolated between the evaluations around it: lmd-cs passes 15 halfway from 14 to 16.
     assert [(r["time_to_target_s"], r["steps_to_target"]) for r in rows] == [
-        (2.0, 9),
+        (1.5, 7),
         (2.0, 6),
         (None, None),
         (None, None),
     ]
-    assert first_reach(rows[0]["curve"], 13.0) == (1.0, 5)
-    # lmd-cs: 9 steps in 2 s, mae-pixel: 6 steps in 2 s -> same time = 1.5x the steps x (2/9)/(2/6) = 2/3 the cost
+    assert first_reach(rows[0]["curve"], 13.0) == (0.75, 4)
+    assert first_reach(rows[0]["curve"], 10.0) == (0.0, 0)
+    # lmd-cs: 7 steps in 1.5 s, mae-pixel: 6 steps in 2 s -> 0.75x the time = 7/6 the steps x 0.64 the step cost
     ratio = speedup(rows)
-    assert ratio["time_ratio"] == pytest.approx(1.0) and ratio["steps_ratio"] == pytest.approx(1.5)
-    assert ratio["step_cost_ratio"] == pytest.approx(2 / 3) and ratio["meets_one_third"] is False
+    assert ratio["time_ratio"] == pytest.approx(0.75) and ratio["steps_ratio"] == pytest.approx(7 / 6)
+    assert ratio["step_cost_ratio"] == pytest.approx(0.75 * 6 / 7) and ratio["meets_one_third"] is False
     assert speedup(rows, method="lmd-unet") is None  # never reached the target
     assert target_psnr([{"method": "ddpm-pixel", "curve": []}]) is None
 
@@ -356,13 +358,13 @@ def test_target_between_the_floor_and_the_headline_runs_peaks_and_seeded_headlin
         target_psnr(rows, fraction=0.5)
     add_time_to_target(rows, target)
     headline = seeded_speedup(rows)
-    # mae-pixel reaches 17.5 at 1 s (seed 0: 17 < 17.5 at 1 s, so 3 s; seed 1: 1 s): median 2 s; mae-ours 4 s.
+    # Interpolated crossings of 17.5 dB: mae-pixel 1.25 s (seed 0) and 0.9375 s (seed 1); mae-ours 3.75 s twice.
     assert headline["reference"] == "mae-pixel" and "mae-ours" in headline["other_references"]
-    # lmd-cs: 1 s (seed 0) and 2 s (seed 1) -> ratios 1/3 and 2/1.
-    assert sorted(r["time_ratio"] for r in headline["per_seed"]) == pytest.approx([1 / 3, 2.0])
-    assert headline["time_ratio"] == pytest.approx((1 / 3 + 2.0) / 2) and headline["num_seeds"] == 2
-    assert headline["time_ratio_range"] == pytest.approx([1 / 3, 2.0])
-    assert headline["other_references"]["mae-ours"]["time_ratio"] == pytest.approx((1 / 4 + 2 / 4) / 2)
+    # lmd-cs: 0.9375 s (seed 0) and 1.875 s (seed 1) -> ratios 0.75 and 2.
+    assert sorted(r["time_ratio"] for r in headline["per_seed"]) == pytest.approx([0.75, 2.0])
+    assert headline["time_ratio"] == pytest.approx((0.75 + 2.0) / 2) and headline["num_seeds"] == 2
+    assert headline["time_ratio_range"] == pytest.approx([0.75, 2.0])
+    assert headline["other_references"]["mae-ours"]["time_ratio"] == pytest.approx((0.25 + 0.5) / 2)
 
 
 def test_fmnist_preset_rates_overrides_and_the_like_for_like_mae(tiny_projector_path):

@@ -43,10 +43,19 @@ def target_psnr(
 
 
 def first_reach(curve: list, target: float) -> tuple[float | None, int | None]:
-    """``(train_seconds, step)`` of the first evaluation at or above ``target``, or ``(None, None)``."""
+    """``(train_seconds, step)`` at which the PSNR curve first reaches ``target``, or ``(None, None)``.
+
+    Between the last evaluation below the target and the first at or above it, the crossing is interpolated
+    linearly (in seconds and in steps), so the time's resolution is not the spacing of the evaluations.
+    """
+    previous = None
     for seconds, step, value in curve:
         if value >= target:
-            return seconds, step
+            if previous is None or previous[2] >= value:
+                return seconds, step
+            share = (target - previous[2]) / (value - previous[2])
+            return previous[0] + share * (seconds - previous[0]), round(previous[1] + share * (step - previous[1]))
+        previous = (seconds, step, value)
     return None, None
 
 
