@@ -87,7 +87,7 @@ def test_ragged_masks_with_condition_tokens_match_single_runs():
 
 # ----------------------------------------------------------------------------------------------------- text
 def test_text_enters_through_cross_attention_and_padding_is_ignored():
-    model = model_with(cross_attention_dim=12)
+    model = model_with(cross_attention_dim=12, encoder_cross_attention=False)
     x, mask = latents(2), random_mask(2, NUM_TOKENS, 0.5, generator=gen())
     text = torch.randn(2, 5, 12, generator=gen(4))
     keep = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
@@ -100,11 +100,11 @@ def test_text_enters_through_cross_attention_and_padding_is_ignored():
     changed = model(x, mask=mask, encoder_hidden_states=other, encoder_attention_mask=keep).sample
     assert not torch.allclose(changed[0], base[0]) and torch.equal(changed[1], base[1])
     assert all(block.cross_attn is not None for block in model.decoder_blocks)
-    assert all(block.cross_attn is None for block in model.blocks)  # the encoder only with encoder_cross_attention
+    assert all(block.cross_attn is None for block in model.blocks)  # encoder_cross_attention=False: decoder only
 
 
 def test_encoder_cross_attention_lets_the_text_reach_the_encoder():
-    model = model_with(cross_attention_dim=12, encoder_cross_attention=True)
+    model = model_with(cross_attention_dim=12)  # the encoder attends to the text by default
     assert all(block.cross_attn is not None for block in model.blocks)
     x = latents(1)
     encoded = [
@@ -243,7 +243,6 @@ def test_a_label_column_that_is_not_a_class_label_or_absent_fails_before_trainin
         (["--conditioning_dropout_prob", "1.0"], "--conditioning_dropout_prob"),
         (["--mse_loss_weight", "0.5"], "--head_type diffusion"),
         (["--mask_ratio_max", "1.2"], "--mask_ratio_max <= 1"),
-        (["--encoder_cross_attention"], "--caption_column"),
         (["--num_condition_tokens", "8"], "--label_column"),
     ],
 )

@@ -115,8 +115,10 @@ def add_generation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     group.add_argument(
         "--encoder_cross_attention",
-        action="store_true",
-        help="Text models: cross-attention in the encoder blocks too, not only the decoder's.",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Text models: cross-attention in the encoder blocks too, not only the decoder's (--no-encoder_cross_"
+        "attention: decoder only).",
     )
     group.add_argument(
         "--head_type",
@@ -171,8 +173,6 @@ def check_generation_args(args: argparse.Namespace) -> None:
         )
     if not 0.0 <= args.conditioning_dropout_prob < 1.0:
         raise ValueError(f"--conditioning_dropout_prob must lie in [0, 1), got {args.conditioning_dropout_prob}.")
-    if args.encoder_cross_attention and not args.caption_column:
-        raise ValueError("--encoder_cross_attention is for text-conditional models: pass --caption_column too.")
     if args.mse_loss_weight < 0 or (args.mse_loss_weight and args.head_type != "diffusion"):
         raise ValueError(
             f"--mse_loss_weight {args.mse_loss_weight} weighs an extra MSE loss beside the diffusion head: it must be "
