@@ -23,13 +23,14 @@ def write_idx(path, array: np.ndarray, magic: int | None = None, gz: bool = True
     return str(path)
 
 
-def fake_fashion_mnist(folder, num_train=12, num_test=5, seed=0) -> str:
-    """The four IDX files, with random images and labels, as Debian names them."""
+def fake_fashion_mnist(folder, num_train=12, num_test=5, seed=0, balanced=False) -> str:
+    """The four IDX files, with random images and labels (``balanced``: labels cycling 0-9), as Debian names them."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for split, count in (("train", num_train), ("t10k", num_test)):
         write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28)))
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
+        labels = np.arange(count) % 10 if balanced else rng.integers(0, 10, count)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
     return str(folder)
 
 

@@ -1,13 +1,18 @@
-"""training/demo.py: the built-in demo's outputs, on a tiny projector and a few steps."""
+"""training/demo.py: the Fashion-MNIST demo's outputs, on a tiny projector, fake IDX files and a few steps."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+from test_fashion_mnist import fake_fashion_mnist
 
 from diffusers_lmd import LMDPipeline
+from diffusers_lmd.metrics.feature_classifier import FeatureClassifier
+from diffusers_lmd.training.demo_report import FIGURES, one_per_class, with_row_labels
 from diffusers_lmd.training.lmd_args import build_lmd_parser
 from diffusers_lmd.training.lmd_setup import build_lmd_model, load_projector
 
@@ -22,26 +27,56 @@ def load_demo():
     return module
 
 
-def test_demo_saves_a_pipeline_and_reconstructions_and_prints_psnr(tiny_projector_path, tmp_path, capsys):
-    out = tmp_path / "demo-output"
-    load_demo().main(["--projector_path", tiny_projector_path, "--output_dir", str(out), "--preset", "tiny",
-                      "--max_train_steps", "3", "--demo_crops_per_photo", "4", "--demo_eval_crops", "2",
-                      "--train_batch_size", "4"])  # fmt: skip
+@pytest.mark.slow
+def test_demo_trains_saves_a_loadable_pipeline_and_reports_scores_and_figures(tiny_projector_path, tmp_path, capsys):
+    data = fake_fashion_mnist(tmp_path / "idx", num_train=40, num_test=30, balanced=True)
+    torch.manual_seed(0)
+    classifier = tmp_path / "classifier"
+    FeatureClassifier(sample_size=16, block_channels=(4, 8), feature_dim=8).save_pretrained(classifier)
+    out, figures = tmp_path / "demo-output", tmp_path / "figures"
+    argv = ["--projector_path", tiny_projector_path, "--train_data_dir", data, "--resolution", "16", "--output_dir",
+            str(out), "--preset", "tiny", "--hidden_size", "32", "--num_layers", "1", "--num_attention_heads", "2",
+            "--decoder_hidden_size", "32", "--decoder_num_layers", "1", "--decoder_num_attention_heads", "2",
+            "--max_train_steps", "3", "--train_batch_size", "8", "--max_eval_samples", "30", "--classifier_path",
+            str(classifier), "--accuracy_samples_per_class", "1", "--figures_dir", str(figures)]  # fmt: skip
+    scores = load_demo().main(argv)
     printed = capsys.readouterr().out
-    assert re.search(r"held-out PSNR: \d+\.\d\d dB", printed), printed
-    assert (out / "model_index.json").is_file()
-    grid = Image.open(out / "reconstructions.png")
-    assert grid.size == (3 * 16, 3 * 16)  # the 16 px projector's resolution; 3 held-out images, 3 rows
+    assert re.search(r"held-out PSNR: \d+\.\d\d dB", printed) and "visible mean colour" in printed, printed
+    assert re.search(r"conditional accuracy of 10 generated samples: \d+\.\d%", printed), printed
+    pipe = LMDPipeline.from_pretrained(out)  # the saved folder loads, class-conditional, with the class names
+    assert pipe.transformer.config.num_class_embeds == 10 and pipe.config.id2label["9"] == "Ankle boot"
+    saved = json.loads((out / "demo_scores.json").read_text())
+    for key in ("heldout_psnr", "mean_pixel", "mean_latent", "projector", "conditional_accuracy", "train_s"):
+        assert key in saved and saved[key] == scores[key]
+    assert 0.0 <= saved["conditional_accuracy"] <= 1.0 and saved["num_eval_images"] == 30
+    assert all(10.0 < saved[key] < 60.0 for key in ("heldout_psnr", "mean_pixel", "mean_latent", "projector"))
+    reconstruction = Image.open(out / FIGURES["reconstruction"])
+    assert reconstruction.size == (3 * 32 + 2 * 2, 10 * 32 + 9 * 2)  # one test image per class, 3 columns, x2
+    generation = Image.open(out / FIGURES["generation"])
+    assert generation.height == 10 * 32 + 9 * 2 and generation.width > 8 * 32  # 10 labelled rows of 8 samples
+    for name in ("demo_reconstruction.png", "demo_inpainting.png", "demo_generation.png", "demo_loss_curve.png"):
+        assert (figures / name).is_file()  # what the README shows, refreshed by --figures_dir
     assert (out / "latent_cache").is_dir()  # the demo keeps its cache beside its outputs
-    assert LMDPipeline.from_pretrained(out).transformer.config.sample_size == 8
 
 
-def test_the_committed_demo_projector_fits_the_demo_model():
+def test_the_committed_fashion_mnist_projector_fits_the_demo_model():
     demo = load_demo()
     path = demo.DEMO_DEFAULTS["projector_path"]
-    args = build_lmd_parser().parse_args(["--projector_path", path, "--preset", demo.DEMO_DEFAULTS["preset"]])
-    args.resolution = demo.projector_resolution(path)
-    vae = load_projector(path)
-    model = build_lmd_model(args, vae)  # raises if the latents do not fit the model
-    assert args.resolution == 64 and model.config.sample_size == 16 and model.config.in_channels == 4
-    assert vae.config.scaling_factor != 0.18215  # its own latent statistics, not diffusers' SD default
+    parser = build_lmd_parser()
+    parser.set_defaults(**demo.DEMO_DEFAULTS)
+    args = parser.parse_args([])
+    model = build_lmd_model(args, load_projector(path))  # raises if the latents do not fit the model
+    assert model.config.sample_size == 16 and model.config.in_channels == 4
+    assert model.num_tokens(16, 16) == 64  # as many tokens as a pixel MAE with patch 4 on the 32x32 images
+    assert (REPO / "assets" / "fashion-mnist-classifier" / "config.json").is_file()
+
+
+def test_one_image_per_class_and_labelled_rows():
+    dataset = [{"class_labels": label} for label in (2, 0, 2, 1, 0)]
+    assert one_per_class(dataset, 3) == [1, 3, 0]
+    with pytest.raises(ValueError, match="no image of classes \\[3\\]"):
+        one_per_class(dataset, 4)
+    grid = Image.new("RGB", (20, 2 * 10 + 2), "red")
+    labelled = with_row_labels(grid, ["Coat", "Ankle boot"], row_height=10)
+    assert labelled.height == grid.height and labelled.width > grid.width
+    assert labelled.getpixel((labelled.width - 1, 0)) == (255, 0, 0)  # the grid itself is unchanged, at the right
