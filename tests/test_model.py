@@ -260,3 +260,29 @@ def test_bad_construction_raises():
         LMDModel.from_preset("tiny", sample_size=6, patch_size=4)
     with pytest.raises(ValueError, match="num_attention_heads=3"):
         LMDModel.from_preset("tiny", num_attention_heads=3)
+
+
+def test_the_loss_is_computed_only_when_asked():
+    model = tiny_model(head_type="diffusion", mse_loss_weight=0.5)
+    latents, mask = latents_like(2), fixed_mask(2, 16)
+    full = model(latents, mask=mask, generator=torch.Generator().manual_seed(0))
+    calls = []
+    original = model.diffusion_head.loss
+    model.diffusion_head.loss = lambda *a, **k: calls.append(1) or original(*a, **k)
+    bare = model(latents, mask=mask, return_loss=False)
+    assert bare.loss is None and not calls and torch.equal(bare.sample, full.sample)
+    sample, used, loss = model(latents, mask=mask, generator=torch.Generator().manual_seed(0), return_dict=False)
+    assert calls and torch.equal(loss, full.loss)  # the trainer's call still gets (sample, mask, loss)
+
+
+def test_the_finiteness_check_stays_off_the_training_step(monkeypatch):
+    model = tiny_model().train()
+    nan = latents_like(2).index_fill(2, torch.tensor([3]), float("nan"))
+    calls = []
+    isfinite = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda x: calls.append(x.shape) or isfinite(x))
+    loss = model(nan, mask_ratio=0.5).loss
+    assert not calls  # no isfinite (a host-device sync) on the training step
+    assert not isfinite(loss)  # the NaN shows in the loss, which the trainer stops on
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.eval()(nan, mask_ratio=0.5)  # inference still says what is wrong

@@ -52,8 +52,8 @@ def reconstruct(model: LMDModel, vae: Projector, images: torch.Tensor, mask: tor
     """Images in ``[-1, 1]`` with masked tokens predicted (visible latents kept), decoded and clamped."""
     latents = encode_images(vae, images)
     model_dtype = next(model.parameters()).dtype
-    # A tuple, so a model wrapped by Accelerate's mixed-precision forward works too.
-    prediction = model(latents.to(model_dtype), mask=mask.to(latents.device), return_dict=False)[0]
+    # A tuple, so a model wrapped by Accelerate's mixed-precision forward works too; no loss: it is not training.
+    prediction = model(latents.to(model_dtype), mask=mask.to(latents.device), return_dict=False, return_loss=False)[0]
     completed = keep_visible(latents, prediction, mask, model.config.patch_size)
     return decode_latents(vae, completed).float().clamp(-1.0, 1.0)
 

@@ -78,12 +78,12 @@ def token_mask_to_latent_mask(mask: torch.Tensor, patch_size: int, height: int, 
 
 
 def pixel_mask_to_token_mask(pixel_mask: torch.Tensor, patch_pixels: int) -> torch.Tensor:
-    """Map a ``B x 1 x H x W`` pixel mask (>0.5 = redo) to a ``B x L`` token mask.
+    """Map a ``B x 1 x H x W`` pixel mask (>= 0.5 = redo, diffusers' binarisation) to a ``B x L`` token mask.
 
     A token is masked if any pixel of its ``patch_pixels x patch_pixels`` footprint is (SPEC §4);
     ``patch_pixels`` is the projector's downsampling factor times the LMD patch size.
     """
-    hit = F.max_pool2d((pixel_mask > 0.5).float(), kernel_size=patch_pixels, stride=patch_pixels)
+    hit = F.max_pool2d((pixel_mask >= 0.5).float(), kernel_size=patch_pixels, stride=patch_pixels)
     return hit.flatten(1)
 
 
@@ -91,3 +91,25 @@ def keep_visible(latents: torch.Tensor, prediction: torch.Tensor, mask: torch.Te
     """Take ``prediction`` at masked tokens and ``latents`` (exactly) at visible ones."""
     masked = token_mask_to_latent_mask(mask, patch_size, latents.shape[2], latents.shape[3]) > 0
     return torch.where(masked.to(latents.device), prediction.to(latents.dtype), latents)
+
+
+def mask_tokens(
+    tokens: torch.Tensor, mask: torch.Tensor, num_visible: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Keep the visible tokens of each row, in their original order.
+
+    Returns the kept tokens (``B x K x D``, K the most visible in any row), the permutation that puts
+    visible tokens first, and a key-padding mask (``B x K``, True = real token) when rows differ in count.
+    ``num_visible`` (the same for every row, known for random masks) avoids a device sync.
+    """
+    order = mask.to(torch.uint8).argsort(dim=1, stable=True)  # visible (0) first
+    ragged = False
+    if num_visible is None:
+        row_visible = tokens.shape[1] - mask.sum(dim=1)
+        num_visible = int(row_visible.max())
+        ragged = bool((row_visible != num_visible).any())
+    kept = torch.gather(tokens, 1, order[:, :num_visible, None].expand(-1, -1, tokens.shape[2]))
+    padding = None
+    if ragged:
+        padding = torch.arange(num_visible, device=tokens.device)[None] < row_visible[:, None]
+    return kept, order, padding

@@ -19,7 +19,15 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..masking import check_mask_ratio, check_patchable, num_masked_tokens, patchify, random_mask, unpatchify
+from ..masking import (
+    check_mask_ratio,
+    check_patchable,
+    mask_tokens,
+    num_masked_tokens,
+    patchify,
+    random_mask,
+    unpatchify,
+)
 from .conditioning import ClassConditionTokens, text_context_mask
 from .diffusion_head import DiffusionHead, check_head_options
 from .embeddings import sincos_2d_position_embedding
@@ -36,7 +44,7 @@ class LMDModelOutput(BaseOutput):
             ``None`` for a model whose only head is the diffusion head (the pipelines sample with it).
         mask: the token mask used, ``B x L``, 1 = masked.
         loss: the training loss over the masked patches (a scalar): ``L_LIR``'s MSE, or the diffusion head's
-            noise-prediction loss (plus ``mse_loss_weight`` x the MSE).
+            noise-prediction loss (plus ``mse_loss_weight`` x the MSE); ``None`` with ``return_loss=False``.
     """
 
     sample: torch.Tensor | None = None
@@ -203,7 +211,8 @@ class LMDModel(ModelMixin, ConfigMixin):
         return sincos_2d_position_embedding(dim, *grid).to(like.device, like.dtype)[None]
 
     def check_inputs(self, latents: torch.Tensor, mask: torch.Tensor | None, mask_ratio: float | None) -> None:
-        """Raise a ``ValueError`` naming what is wrong with the inputs of :meth:`forward`."""
+        """Raise a ``ValueError`` naming what is wrong with the inputs of :meth:`forward` (NaN or infinite latents
+        too, in eval mode only: that check costs a host-device sync, which the training step does without)."""
         if latents.ndim != 4:
             raise ValueError(f"latents must be B x C x H x W, got shape {tuple(latents.shape)}.")
         if latents.shape[1] != self.config.in_channels:
@@ -222,7 +231,9 @@ class LMDModel(ModelMixin, ConfigMixin):
                 )
         if mask_ratio is not None:
             check_mask_ratio(mask_ratio, allow_one=True)
-        if not torch.compiler.is_compiling() and not torch.isfinite(latents).all():
+        # Off the training hot path: the check reads a value back from the device (a sync). In training a NaN latent
+        # makes a NaN loss, which the trainer stops on and then traces to the latents (NonFiniteLossError).
+        if not self.training and not torch.compiler.is_compiling() and not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or infinite values: check the projector and its scaling_factor.")
 
     def prepare_conditions(
@@ -243,27 +254,7 @@ class LMDModel(ModelMixin, ConfigMixin):
         dim = self.config.cross_attention_dim
         return class_labels, text_context_mask(encoder_hidden_states, encoder_attention_mask, dim, batch_size)
 
-    @staticmethod
-    def mask_tokens(
-        tokens: torch.Tensor, mask: torch.Tensor, num_visible: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Keep the visible tokens of each row, in their original order.
-
-        Returns the kept tokens (``B x K x D``, K the most visible in any row), the permutation that puts
-        visible tokens first, and a key-padding mask (``B x K``, True = real token) when rows differ in count.
-        ``num_visible`` (the same for every row, known for random masks) avoids a device sync.
-        """
-        order = mask.to(torch.uint8).argsort(dim=1, stable=True)  # visible (0) first
-        ragged = False
-        if num_visible is None:
-            row_visible = tokens.shape[1] - mask.sum(dim=1)
-            num_visible = int(row_visible.max())
-            ragged = bool((row_visible != num_visible).any())
-        kept = torch.gather(tokens, 1, order[:, :num_visible, None].expand(-1, -1, tokens.shape[2]))
-        padding = None
-        if ragged:
-            padding = torch.arange(num_visible, device=tokens.device)[None] < row_visible[:, None]
-        return kept, order, padding
+    mask_tokens = staticmethod(mask_tokens)  # masking.mask_tokens: the visible tokens of each row, in order
 
     def _run_blocks(
         self,
@@ -363,6 +354,25 @@ class LMDModel(ModelMixin, ConfigMixin):
         per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)
         return (per_patch * mask).sum() / mask.sum().clamp(min=1)
 
+    def training_loss(
+        self,
+        latents: torch.Tensor,
+        features: torch.Tensor,
+        pred: torch.Tensor | None,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The loss :meth:`forward` returns: ``L_LIR`` on the MSE head's ``pred``, or the diffusion head's loss on the
+        decoder ``features`` (plus ``mse_loss_weight`` x ``L_LIR`` when the model has both heads)."""
+        target = patchify(latents, self.patch_size)
+        loss = self.forward_loss(target, pred, mask) if pred is not None else None
+        if self.diffusion_head is None:
+            return loss
+        diffusion = self.diffusion_head.loss(
+            target.flatten(0, 1), features.flatten(0, 1), mask.flatten(), generator, self.config.diffusion_batch_mul
+        )
+        return diffusion if loss is None else diffusion + self.config.mse_loss_weight * loss
+
     def forward(
         self,
         latents: torch.Tensor,
@@ -373,6 +383,7 @@ class LMDModel(ModelMixin, ConfigMixin):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         return_dict: bool = True,
+        return_loss: bool = True,
     ) -> LMDModelOutput | tuple:
         """Predict the latent from its visible patches, and the training loss on the masked ones.
 
@@ -387,6 +398,8 @@ class LMDModel(ModelMixin, ConfigMixin):
             encoder_hidden_states: ``B x S x cross_attention_dim`` text embeddings of a text-conditional model.
             encoder_attention_mask: ``B x S``, 1 = attend to that text token (hides padding).
             return_dict: return an :class:`LMDModelOutput` rather than a tuple ``(sample, mask, loss)``.
+            return_loss: compute the training loss (the default, the trainer's call); inference passes ``False``, as
+                the pipelines do, and gets ``loss=None`` without the loss's work (the diffusion head's noised copies).
         """
         self.check_inputs(latents, mask, mask_ratio)
         b, _, h, w = latents.shape
@@ -400,19 +413,12 @@ class LMDModel(ModelMixin, ConfigMixin):
         features = self.forward_features(
             latents, mask, class_labels, encoder_hidden_states, encoder_attention_mask, generator, num_visible
         )
-        target = patchify(latents, self.patch_size)
-        sample = loss = None
+        pred = sample = loss = None
         if self.decoder_pred is not None:
             pred = self.decoder_pred(features)
-            loss = self.forward_loss(target, pred, mask)
             sample = unpatchify(pred.to(latents.dtype), self.patch_size, h, w)
-        if self.diffusion_head is not None:
-            mse_loss = loss
-            loss = self.diffusion_head.loss(
-                target.flatten(0, 1), features.flatten(0, 1), mask.flatten(), generator, self.config.diffusion_batch_mul
-            )
-            if mse_loss is not None:
-                loss = loss + self.config.mse_loss_weight * mse_loss
+        if return_loss:
+            loss = self.training_loss(latents, features, pred, mask, generator)
         if not return_dict:
             return sample, mask, loss
         return LMDModelOutput(sample=sample, mask=mask, loss=loss)

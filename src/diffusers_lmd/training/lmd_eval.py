@@ -51,8 +51,10 @@ class UnconditionalPredictor(nn.Module):
     def num_tokens(self, height: int, width: int) -> int:
         return self.model.num_tokens(height, width)
 
-    def forward(self, latents: torch.Tensor, mask: torch.Tensor, return_dict: bool = False) -> tuple:
-        """``(predicted latent, mask, None)``, the prediction taken where ``mask`` is 1."""
+    def forward(
+        self, latents: torch.Tensor, mask: torch.Tensor, return_dict: bool = False, return_loss: bool = False
+    ) -> tuple:
+        """``(predicted latent, mask, None)``, the prediction taken where ``mask`` is 1 (never a loss)."""
         kwargs = {}
         if self.null_text is not None:
             hidden, attention = self.null_text
@@ -61,7 +63,7 @@ class UnconditionalPredictor(nn.Module):
                 encoder_attention_mask=attention.to(latents.device).expand(latents.shape[0], -1),
             )
         if self.head_scheduler is None:
-            return self.model(latents, mask=mask, return_dict=False, **kwargs)
+            return self.model(latents, mask=mask, return_dict=False, return_loss=False, **kwargs)
         features = self.model.forward_features(latents, mask, **kwargs)
         picked = mask.to(latents.device).bool()
         generator = torch.Generator().manual_seed(EVAL_SAMPLING_SEED)
