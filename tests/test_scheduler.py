@@ -108,7 +108,7 @@ def test_bad_steps_raise():
     with pytest.raises(ValueError, match="total_steps"):
         scheduler.get_mask_ratio(3, 0)
     with pytest.raises(ValueError, match="set_timesteps"):
-        scheduler.step(torch.zeros(1, 4, 4, 4), 0, torch.zeros(1, 4, 4, 4), torch.ones(1, 4))
+        scheduler.step(torch.zeros(1, 4, 4, 4), 0, torch.zeros(1, 4, 4, 4), mask=torch.ones(1, 4))
 
 
 def _unmask(num_steps, mask, seed=0, height=8, width=12, patch=2):
@@ -120,7 +120,7 @@ def _unmask(num_steps, mask, seed=0, height=8, width=12, patch=2):
     history = [(sample, mask)]
     for i, t in enumerate(scheduler.timesteps):
         prediction = torch.full_like(sample, float(i + 1))
-        out = scheduler.step(prediction, t, sample, mask, generator=generator)
+        out = scheduler.step(prediction, t, sample, mask=mask, generator=generator)
         sample, mask = out.prev_sample, out.mask
         history.append((sample, mask))
     return scheduler, history
@@ -157,8 +157,22 @@ def test_step_rejects_mismatched_shapes():
     scheduler.set_timesteps(2)
     sample = torch.zeros(1, 4, 8, 8)
     with pytest.raises(ValueError, match="differ"):
-        scheduler.step(torch.zeros(1, 4, 8, 4), 1, sample, torch.ones(1, 16))
+        scheduler.step(torch.zeros(1, 4, 8, 4), 1, sample, mask=torch.ones(1, 16))
     with pytest.raises(ValueError, match="does not tile"):
-        scheduler.step(sample, 1, sample, torch.ones(1, 15))
+        scheduler.step(sample, 1, sample, mask=torch.ones(1, 15))
     with pytest.raises(ValueError, match="outside"):
-        scheduler.step(sample, 2, sample, torch.ones(1, 16))
+        scheduler.step(sample, 2, sample, mask=torch.ones(1, 16))
+
+
+def test_step_takes_the_mask_as_a_keyword_and_the_old_positional_call_still_works():
+    scheduler = LMDMaskScheduler()
+    scheduler.set_timesteps(3)
+    sample, prediction, mask = torch.zeros(2, 4, 8, 8), torch.ones(2, 4, 8, 8), torch.ones(2, 16)
+    keyword = scheduler.step(prediction, 2, sample, mask=mask, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(FutureWarning, match="mask=mask"):
+        positional = scheduler.step(prediction, 2, sample, mask, torch.Generator().manual_seed(0), False)
+    assert torch.equal(positional[0], keyword.prev_sample) and torch.equal(positional[1], keyword.mask)
+    with pytest.raises(ValueError, match="needs the current token mask"):
+        scheduler.step(prediction, 2, sample)
+    with pytest.raises(TypeError, match="both positionally and as a keyword"):
+        scheduler.step(prediction, 2, sample, mask, mask=mask)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,20 +114,29 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         model_output: torch.Tensor,
         timestep: int | torch.Tensor,
         sample: torch.Tensor,
-        mask: torch.Tensor,
+        *args,
+        mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> LMDMaskSchedulerOutput | tuple:
         """Reveal a share of the masked tokens, chosen uniformly at random, taking the model's prediction.
 
+        Called as diffusers' schedulers are, with the extras as keywords:
+        ``scheduler.step(model_output, t, sample, mask=mask, generator=generator)``.
+
         Args:
             model_output: the model's predicted latent, ``B x C x H x W``.
             timestep: the current entry of ``timesteps``.
             sample: the current latent; its visible tokens are kept exactly.
-            mask: the current token mask, ``B x L`` (1 = masked).
+            mask: the current token mask, ``B x L`` (1 = masked); required. Passing it positionally after
+                ``sample`` (the old signature) still works, with a ``FutureWarning``.
             generator: makes the reveal order reproducible.
             return_dict: return a :class:`LMDMaskSchedulerOutput` rather than a tuple.
         """
+        if args:
+            mask, generator, return_dict = _positional_step_args(args, mask, generator, return_dict)
+        if mask is None:
+            raise ValueError("LMDMaskScheduler.step needs the current token mask: pass mask=... (B x L, 1 = masked).")
         if model_output.shape != sample.shape:
             raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ.")
         patch_size = _patch_size_from(mask, *sample.shape[2:])
@@ -166,6 +176,23 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.config.num_train_steps
+
+
+def _positional_step_args(args: tuple, mask, generator, return_dict) -> tuple:
+    """``step(out, t, sample, mask[, generator[, return_dict]])``, the old positional call, mapped to the keywords
+    with a ``FutureWarning``; a ``TypeError`` for too many arguments or one given both ways."""
+    if len(args) > 3:
+        raise TypeError(f"LMDMaskScheduler.step takes at most 6 positional arguments, got {3 + len(args)}.")
+    if mask is not None or (len(args) > 1 and generator is not None):
+        raise TypeError("LMDMaskScheduler.step got mask (or generator) both positionally and as a keyword.")
+    warnings.warn(
+        "Passing mask (and generator, return_dict) positionally to LMDMaskScheduler.step is deprecated and will be "
+        "removed in diffusers-lmd 0.2: call step(model_output, timestep, sample, mask=mask, generator=generator).",
+        FutureWarning,
+        stacklevel=3,
+    )
+    positional = list(args) + [generator, return_dict][len(args) - 1 :]
+    return positional[0], positional[1], positional[2]
 
 
 def _piecewise_ratio(s: int, total: int, r_min: float, r_max: float, plateau: float = 0.4) -> float:
