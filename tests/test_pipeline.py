@@ -222,3 +222,74 @@ def test_model_cpu_offload_gives_the_same_output(make_pipeline):
     reference = pipe(image=photo(), generator=gen(0), output_type="pt").images
     pipe.enable_model_cpu_offload(device="cpu")  # the hook machinery, exercised without an accelerator
     assert torch.equal(pipe(image=photo(), generator=gen(0), output_type="pt").images, reference)
+
+
+def test_a_bf16_transformer_keeps_the_fp32_projectors_latents_exact(make_pipeline):
+    pipe = make_pipeline()
+    pipe.transformer.to(torch.bfloat16)  # the fast transformer beside a projector that stays in fp32
+    image = photo()
+    encoded = encode_images(pipe.vae, pipe.prepare_image(image)[0])
+    out = pipe(image=image, mask_ratio=0.75, generator=gen(0), output_type="latent")
+    visible = latent_visible(out.mask).expand_as(encoded)
+    assert out.images.dtype == torch.float32 and torch.equal(out.images[visible], encoded[visible])
+    projector = pipe.image_processor.postprocess(decode_latents(pipe.vae, encoded), output_type="pt")
+    assert torch.equal(pipe(image=image, mask_ratio=0.0, output_type="pt").images, projector)
+    generated = pipe(batch_size=1, num_inference_steps=2, generator=gen(0), output_type="latent").images
+    assert generated.dtype == torch.float32 and torch.isfinite(generated).all()
+
+
+def test_a_callback_can_interrupt_and_the_pipeline_reports_its_steps(make_pipeline):
+    pipe = make_pipeline()
+    seen, after_two = [], {}
+
+    def interrupt_after_two(p, i, t, kwargs):
+        seen.append((i, p.num_timesteps, p.interrupt))
+        p._interrupt = i == 1
+        return kwargs
+
+    def record(p, i, t, kwargs):
+        after_two.update(kwargs if i == 1 else {})
+        return kwargs
+
+    out = pipe(batch_size=2, num_inference_steps=5, generator=gen(0), output_type="latent",
+               callback_on_step_end=interrupt_after_two)  # fmt: skip
+    assert seen == [(0, 5, False), (1, 5, False)] and pipe.interrupt
+    full = pipe(
+        batch_size=2, num_inference_steps=5, generator=gen(0), output_type="latent", callback_on_step_end=record
+    )
+    assert not pipe.interrupt and pipe.num_timesteps == 5 and not torch.equal(full.images, after_two["latents"])
+    assert torch.equal(out.images, after_two["latents"])  # stopped after the second of five steps
+
+
+def test_model_cpu_offload_moves_the_transformer_off_before_the_projector_decodes(make_pipeline, monkeypatch):
+    from accelerate.hooks import CpuOffload
+
+    pipe = make_pipeline()
+    pipe.enable_model_cpu_offload(device="cpu")  # on a GPU, a hook's pre_forward offloads its previous module
+    names = {id(m): n for n, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+    events, pre_forward = [], CpuOffload.pre_forward
+
+    def spy(self, module, *args, **kwargs):
+        previous = self.prev_module_hook.model if self.prev_module_hook is not None else None
+        events.append(f"{names[id(module)]} onloaded, offloading {names.get(id(previous))}")
+        return pre_forward(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(CpuOffload, "pre_forward", spy)
+    decode = pipe.vae.decode
+    monkeypatch.setattr(pipe.vae, "decode", lambda *a, **k: events.append("decode") or decode(*a, **k))
+    pipe(image=photo(), generator=gen(0), output_type="pt")
+    assert pipe.model_cpu_offload_seq == "text_encoder->transformer->vae"  # diffusers' image-to-image order
+    last_transformer, decoded = (
+        max(i for i, e in enumerate(events) if e.startswith("transformer")),
+        events.index("decode"),
+    )
+    assert "vae onloaded, offloading transformer" in events[last_transformer + 1 : decoded], events
+
+
+def test_inpainting_redoes_pixels_from_one_half_up_as_diffusers_binarises(make_pipeline):
+    pipe = make_pipeline(LMDInpaintPipeline)
+    mask = np.zeros((16, 16), np.float32)
+    mask[0, 0] = 0.5  # token 0: exactly one half is white
+    mask[0, 5] = 0.499  # token 1: just below
+    out = pipe(image=photo(), mask_image=mask, output_type="latent")
+    assert out.mask[0].tolist() == [1.0] + [0.0] * (NUM_TOKENS - 1)

@@ -52,11 +52,22 @@ def test_rgba_inputs_are_composited_on_white(make_pipeline):
         assert torch.equal(latents_of(pipe, image), reference)
 
 
-def test_odd_sizes_are_resized_to_the_model_resolution_and_reported(make_pipeline):
+def test_odd_sizes_keep_their_aspect_and_round_down_to_whole_tokens(make_pipeline, caplog):
     pipe = make_pipeline()
     out = pipe(image=Image.fromarray(rgb_array(30, 22)), generator=gen(), output_type="np")
-    assert out.image_size == pipe.default_image_size == (16, 16)
-    assert out.images.shape == (1, 16, 16, 3)
+    assert out.image_size == (28, 20) != pipe.default_image_size  # not squashed to the model's 16 x 16
+    assert out.images.shape == (1, 28, 20, 3) and out.mask.shape == (1, 7 * 5)
+    assert "resizing to 28x20" in caplog.text
+    assert pipe(image=rgb_array(3, 30), generator=gen(), output_type="np").image_size == (4, 28)  # one token at least
+
+
+def test_the_docs_chelsea_photo_keeps_its_aspect_ratio(make_pipeline):
+    from skimage import data
+
+    pipe = make_pipeline()
+    photo = Image.fromarray(data.chelsea())  # docs/pipeline.md's example: 300 x 451
+    out = pipe(image=photo, mask_ratio=0.75, generator=gen(), output_type="np")
+    assert out.image_size == (300, 448) and out.images.shape == (1, 300, 448, 3)
 
 
 def test_sizes_that_fit_are_kept_and_height_width_override(make_pipeline):

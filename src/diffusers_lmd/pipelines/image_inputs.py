@@ -86,3 +86,11 @@ def pixel_size(image: PipelineImageInput, is_mask: bool = False) -> tuple[int, i
             return tuple(image.shape[1:3])
         return tuple(image.shape[:2])
     raise TypeError(f"Expected a PIL image, a NumPy array or a torch tensor, got {type(image)}.")
+
+
+def token_multiple_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """``(height, width)`` rounded down to multiples of ``multiple`` (at least one each), so the aspect ratio is kept
+    up to the rounding: what diffusers' ``VaeImageProcessor`` does with its ``vae_scale_factor``."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be a positive number of pixels, got {multiple}.")
+    return tuple(max(multiple, side - side % multiple) for side in size)

@@ -65,10 +65,12 @@ class LMDPipeline(LMDBasePipeline):
 
         Args:
             image: PIL image(s), ``H x W x C`` / ``B x H x W x C`` arrays or ``C x H x W`` / ``B x C x H x W``
-                tensors in ``[0, 1]``; grayscale and RGBA are converted to RGB. Sizes that are not a multiple of
-                ``pipe.patch_pixels`` are resized to the model's resolution (``output.image_size`` says which).
-            mask_image: pixel mask of the same size as ``image``, white (> 0.5) = redo; a latent patch is
-                predicted if any of its pixels is white. One mask for the batch, or one per image.
+                tensors in ``[0, 1]``; grayscale and RGBA are converted to RGB. A side that is not a multiple of
+                ``pipe.patch_pixels`` is rounded down to one, keeping the aspect ratio (``output.image_size`` says
+                which size was used).
+            mask_image: pixel mask of the same size as ``image``, white (>= 0.5, as diffusers binarises masks) =
+                redo; a latent patch is predicted if any of its pixels is white. One mask for the batch, or one per
+                image.
             mask_ratio: share of latent patches masked at random, in ``[0, 1]`` (default 0.75, MAE's ratio);
                 0 gives the projector's own reconstruction.
             batch_size: number of images to generate when no ``image`` is given; default: one per class label or
@@ -82,7 +84,9 @@ class LMDPipeline(LMDBasePipeline):
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (the completed normalised latents).
             return_dict: return an [`LMDPipelineOutput`] rather than a tuple ``(images, mask, image_size)``.
             callback_on_step_end: called after each step as ``callback(pipe, step, timestep, callback_kwargs)``;
-                the tensors it returns (``"latents"``, ``"mask"``) replace the pipeline's.
+                the tensors it returns (``"latents"``, ``"mask"``) replace the pipeline's. Setting
+                ``pipe._interrupt = True`` there stops after that step (``pipe.interrupt``, ``pipe.num_timesteps``
+                as in diffusers' pipelines).
             callback_on_step_end_tensor_inputs: which of ``"latents"`` and ``"mask"`` the callback receives.
             class_labels: for a class-conditional transformer, class ids in ``[0, num_class_embeds)`` or names of
                 ``id2label`` (see :meth:`get_label_ids`): one per image, or one for all; none = the null class

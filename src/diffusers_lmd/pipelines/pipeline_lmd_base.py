@@ -11,7 +11,7 @@ share one transformer batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipeline, VQModel
@@ -20,24 +20,21 @@ from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.utils import logging
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..masking import check_mask_ratio, patchify, pixel_mask_to_token_mask, random_mask, unpatchify
+from ..masking import check_mask_ratio, keep_visible, pixel_mask_to_token_mask, random_mask
 from ..models import LMDModel
-from ..models.diffusion_head import sample_tokens
 from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
 from ..schedulers import LMDMaskScheduler
-from .conditioning import CONDITION_INPUTS, Conditions, LMDConditioningMixin, condition_count
-from .image_inputs import images_to_rgb, mask_to_float, pixel_size
+from .conditioning import CONDITION_INPUTS, LMDConditioningMixin, condition_count
+from .image_inputs import images_to_rgb, mask_to_float, pixel_size, token_multiple_size
 from .pipeline_output import LMDPipelineOutput
+from .unmasking import DEFAULT_HEAD_INFERENCE_STEPS, Generator, LMDUnmaskingMixin, StepCallback
 
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-DEFAULT_HEAD_INFERENCE_STEPS = 50
-Generator = torch.Generator | list[torch.Generator] | None
-StepCallback = Callable[..., dict] | PipelineCallback | MultiPipelineCallbacks | None
 
 
-class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
+class LMDBasePipeline(LMDUnmaskingMixin, LMDConditioningMixin, DiffusionPipeline):
     """Components and steps shared by :class:`LMDPipeline` and :class:`LMDInpaintPipeline`; not called directly.
 
     Args:
@@ -54,7 +51,8 @@ class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
             separated by commas), saved in ``model_index.json``; :meth:`get_label_ids` maps names to ids.
     """
 
-    model_cpu_offload_seq = "text_encoder->vae->transformer"
+    # diffusers' order for an image-to-image pipeline: the transformer is offloaded when the projector decodes.
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
     _optional_components = ["tokenizer", "text_encoder", "head_scheduler"]
     _callback_tensor_inputs = ["latents", "mask"]
 
@@ -170,17 +168,17 @@ class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------ preparation
     def working_size(self, input_size: tuple[int, int], height: int | None, width: int | None) -> tuple[int, int]:
-        """The size images are processed at: ``height x width`` if given, else the input's own size when it
-        splits into whole tokens, else the transformer's resolution (with a warning), as diffusers resizes."""
+        """The size images are processed at: ``height x width`` if given, else the input's own size when it splits
+        into whole tokens, else that size rounded down to a multiple of :attr:`patch_pixels` (keeping the aspect
+        ratio, as diffusers' ``VaeImageProcessor`` rounds to its ``vae_scale_factor``), with a warning."""
         if height is not None:
             return height, width
-        if input_size[0] % self.patch_pixels == 0 and input_size[1] % self.patch_pixels == 0:
-            return tuple(input_size)
-        size = self.default_image_size
-        logger.warning(
-            f"Image size {input_size[0]}x{input_size[1]} is not a multiple of {self.patch_pixels} pixels (one token); "
-            f"resizing to the model's resolution {size[0]}x{size[1]}."
-        )
+        size = token_multiple_size(input_size, self.patch_pixels)
+        if size != tuple(input_size):
+            logger.warning(
+                f"Image size {input_size[0]}x{input_size[1]} is not a multiple of {self.patch_pixels} pixels (one "
+                f"token); resizing to {size[0]}x{size[1]}."
+            )
         return size
 
     def prepare_image(
@@ -218,116 +216,15 @@ class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
             hook.pre_forward(module)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in ``[-1, 1]`` -> normalised latents in the transformer's dtype."""
+        """Images in ``[-1, 1]`` -> normalised latents, in the projector's dtype (kept so through unmasking, so
+        visible latents are exactly the encoded ones whatever the transformer's dtype)."""
         self._onload(self.vae)
-        return encode_images(self.vae, images).to(self.transformer.dtype)
+        return encode_images(self.vae, images)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> images in about ``[-1, 1]``."""
         self._onload(self.vae)
         return decode_latents(self.vae, latents)
-
-    # ------------------------------------------------------------------------------------- unmasking
-    def _reveal(
-        self, model_output: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor, generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One scheduler step; per sample with a list of generators, so a batch equals its single runs."""
-        if not isinstance(generator, list):
-            return self.scheduler.step(model_output, t, latents, mask, generator=generator, return_dict=False)
-        rows = [
-            self.scheduler.step(model_output[i : i + 1], t, latents[i : i + 1], mask[i : i + 1], g, return_dict=False)
-            for i, g in enumerate(generator)
-        ]
-        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
-
-    def _reveal_tokens(self, t: torch.Tensor, mask: torch.Tensor, generator: Generator) -> torch.Tensor:
-        """The mask after this step (``LMDMaskScheduler.reveal``), per image with a list of generators."""
-        if not isinstance(generator, list):
-            return self.scheduler.reveal(t, mask, generator)
-        return torch.cat([self.scheduler.reveal(t, mask[i : i + 1], g) for i, g in enumerate(generator)])
-
-    def _mse_step(
-        self,
-        latents: torch.Tensor,
-        mask: torch.Tensor,
-        t: torch.Tensor,
-        conditions: Conditions,
-        guidance_scale: float,
-        generator: Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predict every masked token's mean (guided), then let the scheduler reveal a share of them."""
-        guided = guidance_scale > 1
-        model_input, model_mask = (torch.cat([latents] * 2), torch.cat([mask] * 2)) if guided else (latents, mask)
-        prediction = self.transformer(model_input, mask=model_mask, return_dict=False, **conditions.model_kwargs())[0]
-        if guided:
-            cond, uncond = prediction.chunk(2)
-            prediction = uncond + guidance_scale * (cond - uncond)
-        return self._reveal(prediction, t, latents, mask, generator)
-
-    def _diffusion_step(
-        self,
-        latents: torch.Tensor,
-        mask: torch.Tensor,
-        t: torch.Tensor,
-        conditions: Conditions,
-        guidance_scale: float,
-        generator: Generator,
-        temperature: float,
-        num_head_inference_steps: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Choose the tokens this step reveals, then sample only those with the diffusion head (guided)."""
-        new_mask = self._reveal_tokens(t, mask, generator)
-        picked = (mask > 0) & (new_mask == 0)
-        guided = guidance_scale > 1
-        model_input, model_mask = (torch.cat([latents] * 2), torch.cat([mask] * 2)) if guided else (latents, mask)
-        self._onload(self.transformer)  # offload hooks wrap forward(), and this is not forward()
-        features = self.transformer.forward_features(model_input, model_mask, **conditions.model_kwargs())
-        tokens = sample_tokens(
-            self.transformer.diffusion_head,
-            features,
-            picked,
-            self.head_scheduler,
-            num_head_inference_steps,
-            generator,
-            temperature,
-            guidance_scale,
-        )
-        patches = patchify(latents, self.transformer.config.patch_size)
-        patches[picked] = tokens.to(patches.dtype)
-        return unpatchify(patches, self.transformer.config.patch_size, *latents.shape[2:]), new_mask
-
-    def unmask(
-        self,
-        latents: torch.Tensor,
-        mask: torch.Tensor,
-        num_inference_steps: int,
-        generator: Generator = None,
-        callback_on_step_end: StepCallback = None,
-        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
-        conditions: Conditions | None = None,
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
-        num_head_inference_steps: int = DEFAULT_HEAD_INFERENCE_STEPS,
-    ) -> torch.Tensor:
-        """Predict (or sample) and reveal masked tokens over ``num_inference_steps`` steps; the last reveals all."""
-        conditions = conditions or Conditions()
-        self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
-            for i, t in enumerate(self.scheduler.timesteps):
-                if self.transformer.diffusion_head is None:
-                    latents, mask = self._mse_step(latents, mask, t, conditions, guidance_scale, generator)
-                else:
-                    latents, mask = self._diffusion_step(
-                        latents, mask, t, conditions, guidance_scale, generator, temperature, num_head_inference_steps
-                    )
-                if callback_on_step_end is not None:
-                    tensors = {"latents": latents, "mask": mask}
-                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                    latents = callback_outputs.pop("latents", latents)
-                    mask = callback_outputs.pop("mask", mask)
-                progress_bar.update()
-        return latents
 
     def _run(
         self,
@@ -354,6 +251,7 @@ class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
         (``class_labels``, ``prompt``, ``negative_prompt``, ``prompt_embeds``... ).
         """
         condition_inputs = condition_inputs or {}
+        self._interrupt = False
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if image is None and batch_size is None:  # generation: the conditions may say how many images
@@ -397,9 +295,12 @@ class LMDBasePipeline(LMDConditioningMixin, DiffusionPipeline):
             size = (height, width) if height is not None else self.default_image_size
             factor = downsample_factor(self.vae)
             shape = (batch_size, self.transformer.config.in_channels, size[0] // factor, size[1] // factor)
-            latents = torch.zeros(shape, device=device, dtype=self.transformer.dtype)  # every value will be predicted
+            latents = torch.zeros(shape, device=device, dtype=self.vae.dtype)  # every value will be predicted
             mask = torch.ones(batch_size, self.transformer.num_tokens(*shape[2:]))
         mask = mask.to(device)
+        # Masked tokens start at the mean latent (0), not at the image's own encoding: nothing of what is to be
+        # predicted reaches a callback or an interrupted call's output. The transformer never sees masked values.
+        latents = keep_visible(latents, torch.zeros_like(latents), mask, self.transformer.config.patch_size)
         conditions = self.prepare_conditions(batch_size, device, guidance_scale, **condition_inputs)
 
         latents = self.unmask(

@@ -66,7 +66,8 @@ class LMDInpaintPipeline(LMDBasePipeline):
 
         Args:
             image: PIL image(s), arrays or tensors in ``[0, 1]``, as for [`LMDPipeline`].
-            mask_image: pixel mask of the same size, white (> 0.5) = redo; one for the batch or one per image.
+            mask_image: pixel mask of the same size, white (>= 0.5, as diffusers binarises masks) = redo; one for
+                the batch or one per image.
             num_inference_steps: unmasking steps; 1 predicts every masked patch at once, more reveal them
                 progressively, each step conditioning on what earlier steps filled in.
             height, width: working size in pixels, multiples of ``pipe.patch_pixels``; default the image's own.
