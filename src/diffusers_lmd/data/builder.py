@@ -34,7 +34,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument(
         "--center_crop",
         action="store_true",
-        help="Crop the centre after resizing; otherwise a seeded random crop, fixed per image.",
+        help="Crop the centre after resizing; otherwise a seeded random crop, redrawn each epoch (train_lmd.py's "
+        "latent cache keeps the one crop it encoded: see docs/training.md).",
     )
     group.add_argument(
         "--pad_to_resolution",
@@ -120,7 +121,9 @@ def build_datasets(args: argparse.Namespace) -> tuple[torch.utils.data.Dataset, 
             max_train_samples=args.max_train_samples,
         )
     train, evaluation = split_train_eval(
-        load_dataset_dict(args.dataset_name, args.dataset_config_name, args.train_data_dir),
+        load_dataset_dict(
+            args.dataset_name, args.dataset_config_name, args.train_data_dir, getattr(args, "cache_dir", None)
+        ),
         args.eval_split_ratio,
         args.max_eval_samples,
         args.data_seed,

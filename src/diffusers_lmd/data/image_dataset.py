@@ -12,6 +12,7 @@ import os
 import warnings
 
 import datasets
+import numpy as np
 import torch
 
 from .fashion_mnist import has_idx_files, is_fashion_mnist_name, load_fashion_mnist, load_fashion_mnist_dataset
@@ -25,8 +26,11 @@ class UnreadableImageWarning(UserWarning):
     """An image that could not be decoded was left out of the dataset."""
 
 
-def load_dataset_dict(dataset_name: str | None, config_name: str | None, train_data_dir: str | None):
-    """``datasets.load_dataset`` for a Hub id / local path, ``load_from_disk`` for a saved dataset, or imagefolder.
+def load_dataset_dict(
+    dataset_name: str | None, config_name: str | None, train_data_dir: str | None, cache_dir: str | None = None
+):
+    """``datasets.load_dataset`` for a Hub id / local path, ``load_from_disk`` for a saved dataset, or imagefolder;
+    ``cache_dir`` is ``load_dataset``'s (``--cache_dir``, as in diffusers' example scripts).
 
     Fashion-MNIST (``fashion_mnist`` or its Hub id, or a folder holding its four IDX files) comes from the local
     IDX files when they exist (:mod:`diffusers_lmd.data.fashion_mnist`).
@@ -41,10 +45,10 @@ def load_dataset_dict(dataset_name: str | None, config_name: str | None, train_d
         )
         if saved:
             return datasets.load_from_disk(dataset_name)
-        return datasets.load_dataset(dataset_name, config_name)
+        return datasets.load_dataset(dataset_name, config_name, cache_dir=cache_dir)
     if not os.path.isdir(train_data_dir):
         raise ValueError(f"--train_data_dir {train_data_dir!r} is not a directory of images.")
-    return datasets.load_dataset("imagefolder", data_dir=train_data_dir)
+    return datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir)
 
 
 def find_image_column(dataset: datasets.Dataset, image_column: str | None) -> str:
@@ -106,8 +110,9 @@ class ImageDataset(torch.utils.data.Dataset):
         dataset: a ``datasets.Dataset``; its ``image_column`` is cast to ``Image(decode=False)`` and read with PIL.
         image_column: the column holding images (``Image`` feature, or paths).
         resolution: side of the returned images.
-        center_crop: crop the centre; otherwise a random crop fixed per item by ``seed`` (the same every epoch).
-        seed: seeds the per-item random crops.
+        center_crop: crop the centre; otherwise a random crop drawn from (``seed``, epoch, item): redrawn each epoch
+            (:meth:`set_epoch`, which Accelerate's prepared loaders call), the same on a resumed run.
+        seed: seeds the random crops.
         check_images: decode every image once now and drop the unreadable ones (with a warning each).
         num_proc: processes for that check.
         pad_to_resolution: centre images no larger than ``resolution`` on a black square instead of upscaling.
@@ -146,6 +151,21 @@ class ImageDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.pad_to_resolution = pad_to_resolution
         self.label_column, self.caption_column = label_column, caption_column
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's random crops (``DataLoader`` workers start from the dataset as it is at each epoch)."""
+        self.epoch = int(epoch)
+
+    def crop_generator(self, index: int) -> torch.Generator | None:
+        """The generator of item ``index``'s random crop this epoch (``None`` with ``center_crop``). Epoch 0 draws the
+        crops this class always drew, so latent caches built before crops were redrawn still match."""
+        if self.center_crop:
+            return None
+        if self.epoch == 0:
+            return torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(state))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -153,7 +173,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         row = self.dataset[index]
         record = row[self.image_column]
-        generator = None if self.center_crop else torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        generator = self.crop_generator(index)
         try:
             image = open_image(record)
         except Exception as err:  # noqa: BLE001 - only reached with check_images=False
