@@ -126,9 +126,10 @@ def make_image_folder():
     return make
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_verbosity():
-    """Runs that call ``diffusers_lmd.training.logging.setup_logging`` change process-wide log levels: put them back."""
+    """Runs that call ``diffusers_lmd.training.logging.setup_logging`` change process-wide log levels: put them back
+    (every test: each LMD, projector and classifier training run calls it)."""
     import logging
 
     import datasets

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import VQModel
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 from safetensors.torch import load_file
 
 from diffusers_lmd import LMDMaskScheduler, LMDModel, LMDPipeline
-from diffusers_lmd.data import UnreadableImageWarning
+from diffusers_lmd.data import UnreadableImageWarning, build_datasets
+from diffusers_lmd.projector import estimate_latent_stats
 from diffusers_lmd.training import list_checkpoints, read_jsonl, resolve_resume_path
 from diffusers_lmd.training.lmd_args import parse_lmd_args
 from diffusers_lmd.training.lmd_trainer import NonFiniteLossError, train_lmd
@@ -132,7 +134,7 @@ def test_interrupted_run_resumed_from_latest_matches_an_uninterrupted_one(tiny_p
 def test_two_processes_share_the_mask_ratio_and_reduce_the_log(tiny_projector_path, tmp_path):
     out = tmp_path / "ddp"
     argv = tiny_argv(tiny_projector_path, out, tmp_path / "cache", "--max_train_steps", 4, "--train_batch_size", 4,
-                     "--checkpointing_steps", 2, "--random_flip")  # fmt: skip
+                     "--checkpointing_steps", 2, "--random_flip", "--estimate_latent_stats")  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29517", SCRIPT, *argv]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -144,6 +146,13 @@ def test_two_processes_share_the_mask_ratio_and_reduce_the_log(tiny_projector_pa
     for r in records:
         assert r["rank_mask_ratios"] == [schedule.get_mask_ratio(r["step"] - 1)] * 2
     assert (out / "model_index.json").is_file() and [s for s, _ in list_checkpoints(str(out))] == [2, 4]
+    # The main process estimated the latent statistics on the whole training set, and the other got its numbers (had
+    # they differed, the two ranks would have looked for different latent caches).
+    train_images = build_datasets(parse_lmd_args(argv))[0]
+    loader = torch.utils.data.DataLoader(train_images, batch_size=64)
+    expected = estimate_latent_stats(VQModel.from_pretrained(tiny_projector_path), loader, max_batches=32)
+    saved = json.loads((out / "vae" / "config.json").read_text())
+    assert (saved["scaling_factor"], saved["shift_factor"]) == pytest.approx(expected, rel=1e-6)
 
 
 def test_push_to_hub_uploads_the_pipeline_folder(tiny_projector_path, tmp_path, monkeypatch):
@@ -216,7 +225,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_projector_p
     out = tmp_path / "out"
     assert [s for s, _ in list_checkpoints(str(out))] == [2, 4]
     assert not (out / "model_index.json").exists()  # nothing written after the NaN
-    weights = load_file(out / "checkpoint-4" / "model.safetensors")
+    weights = load_file(out / "checkpoint-4" / "transformer" / "diffusion_pytorch_model.safetensors")
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
     assert all(r["step"] <= 4 for r in step_records(out))
     state = json.loads((out / "checkpoint-4" / "training_state.json").read_text())
@@ -232,8 +241,9 @@ def test_a_bad_projector_path_fails_before_training(tiny_projector_path, tmp_pat
         bad.mkdir()
         (bad / "config.json").write_text((Path(tiny_projector_path) / "config.json").read_text())
         (bad / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 64)
-    message = {"missing": "could not be read", "not_a_projector": "holds a LMDModel, not a VQModel",
-               "corrupt_weights": "weights did not load"}[kind]  # fmt: skip
+    message = {"missing": "neither an existing local folder nor a Hub repository id",
+               "not_a_projector": "holds a 'LMDModel', not a VQModel or AutoencoderKL.*--projector_subfolder",
+               "corrupt_weights": "--projector_path .*: the VQModel did not load"}[kind]  # fmt: skip
     args = parse_lmd_args(tiny_argv(str(bad), tmp_path / "out", tmp_path / "cache", "--max_train_steps", 2))
     with pytest.raises(ValueError, match=message):
         train_lmd(args)

@@ -1,7 +1,7 @@
 """Training: the infrastructure every script shares (flags, checkpoints, logging, optimisers, Hub upload), the
 latent cache and the LMD training loop."""
 
-from .args import add_training_args, check_training_args, effective_learning_rate, total_batch_size
+from .args import add_pretrained_args, add_training_args, check_training_args, effective_learning_rate, total_batch_size
 from .checkpointing import (
     list_checkpoints,
     load_checkpoint,
@@ -10,21 +10,36 @@ from .checkpointing import (
     resolve_resume_path,
     save_checkpoint,
 )
-from .hub import hub_repo_id, push_to_hub, save_model_card
+from .ema import copy_with_ema_weights, ema_weights
+from .hub import HubUploader, hub_repo_id, push_to_hub, save_model_card
 from .latent_cache import CachedLatentDataset, build_latent_cache, cache_fingerprint
 from .lmd_args import add_lmd_args, build_lmd_parser, parse_lmd_args
+from .lmd_hooks import register_transformer_hooks
+from .lmd_setup import load_projector, projector_dtype
 from .lmd_trainer import LMDTrainer, LMDTrainingResult, NonFiniteLossError, train_lmd
-from .logging import JsonlLogger, ProgressBar, plot_loss_curve, plot_mask_schedule, read_jsonl
+from .logging import (
+    JsonlLogger,
+    ProgressBar,
+    plot_loss_curve,
+    plot_mask_schedule,
+    plot_or_warn,
+    read_jsonl,
+    setup_logging,
+)
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
+from .pretrained import PretrainedSource, load_pretrained_projector, resolve_pretrained
 
 __all__ = [
     "CachedLatentDataset",
+    "HubUploader",
     "JsonlLogger",
     "LMDTrainer",
     "LMDTrainingResult",
     "NonFiniteLossError",
+    "PretrainedSource",
     "ProgressBar",
     "add_lmd_args",
+    "add_pretrained_args",
     "add_training_args",
     "build_ema",
     "build_latent_cache",
@@ -33,21 +48,30 @@ __all__ = [
     "build_optimizer",
     "cache_fingerprint",
     "check_training_args",
+    "copy_with_ema_weights",
     "effective_learning_rate",
+    "ema_weights",
     "hub_repo_id",
     "list_checkpoints",
-    "parse_lmd_args",
     "load_checkpoint",
+    "load_pretrained_projector",
+    "load_projector",
+    "parse_lmd_args",
     "plot_loss_curve",
     "plot_mask_schedule",
+    "plot_or_warn",
+    "projector_dtype",
     "prune_checkpoints",
     "push_to_hub",
     "read_jsonl",
     "read_training_state",
     "register_ema_hooks",
+    "register_transformer_hooks",
+    "resolve_pretrained",
     "resolve_resume_path",
     "save_checkpoint",
     "save_model_card",
+    "setup_logging",
     "total_batch_size",
     "train_lmd",
 ]

@@ -9,8 +9,13 @@ from ..data import add_data_args
 from ..models import LMD_PRESETS
 from ..models.diffusion_head import HEAD_TYPES
 from ..schedulers import MASK_SCHEDULES
-from .args import add_training_args, check_training_args
+from .args import add_pretrained_args, add_training_args, check_training_args
 
+MISSING_PROJECTOR = (
+    "--projector_path is required: a VQModel/AutoencoderKL folder or Hub repository (e.g. stabilityai/sd-vae-ft-mse), "
+    "or an LMD pipeline whose vae/ is used. Train one with training/train_projector.py, or use the committed "
+    "assets/demo-projector or assets/fashion-mnist-projector."
+)
 # Architecture flags that override the preset when given.
 MODEL_OVERRIDES = (
     ("patch_size", int, "Side of a latent patch (one token per patch)."),
@@ -35,10 +40,24 @@ def add_lmd_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--projector_path",
         type=str,
         default=None,
-        help="The frozen projector: a folder saved by VQModel/AutoencoderKL.save_pretrained (e.g. by "
-        "training/train_projector.py), an LMD pipeline folder (its vae/ is used), or a Hub id.",
+        help="(Required.) The frozen projector: a VQModel/AutoencoderKL folder or Hub repository (e.g. the output of "
+        "training/train_projector.py, or stabilityai/sd-vae-ft-mse), or an LMD or other diffusers pipeline, "
+        "local or on the Hub, whose vae/ is used. Safetensors weights only.",
     )
-    group.add_argument("--projector_subfolder", type=str, default=None, help="Subfolder of --projector_path.")
+    group.add_argument(
+        "--projector_subfolder",
+        type=str,
+        default=None,
+        help="The folder of --projector_path holding the projector (default: found through model_index.json).",
+    )
+    group.add_argument(
+        "--upcast_projector",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Run the frozen projector in fp32 under --mixed_precision fp16/bf16 (--no-upcast_projector: in that "
+        "dtype). Default: fp32 when its config sets force_upcast (Stable Diffusion's VAE does), else the "
+        "mixed-precision dtype, as diffusers' example scripts cast it.",
+    )
     group.add_argument(
         "--estimate_latent_stats",
         action="store_true",
@@ -141,6 +160,7 @@ def build_lmd_parser(description: str = "Train an LMD model (Latent Masking Diff
     parser = argparse.ArgumentParser(description=description)
     add_data_args(parser)
     add_training_args(parser)
+    add_pretrained_args(parser)
     add_lmd_args(parser)
     parser.set_defaults(output_dir="lmd-model")
     return parser
@@ -150,10 +170,7 @@ def check_lmd_args(args: argparse.Namespace) -> None:
     """Raise a ``ValueError`` naming the first LMD or training flag that cannot work."""
     check_training_args(args)
     if not args.projector_path:
-        raise ValueError(
-            "--projector_path is required: a folder saved by VQModel/AutoencoderKL.save_pretrained. Train one "
-            "with training/train_projector.py, or use the demo's assets/demo-projector."
-        )
+        raise ValueError(MISSING_PROJECTOR)
     if not 0.0 <= args.mask_ratio_min <= args.mask_ratio_max <= 1.0:
         raise ValueError(
             f"Need 0 <= --mask_ratio_min <= --mask_ratio_max <= 1, got {args.mask_ratio_min} and {args.mask_ratio_max}."
@@ -183,7 +200,11 @@ def check_generation_args(args: argparse.Namespace) -> None:
 
 
 def parse_lmd_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and check ``train_lmd.py`` flags (``sys.argv`` when ``argv`` is ``None``)."""
-    args = build_lmd_parser().parse_args(argv)
+    """Parse and check ``train_lmd.py`` flags (``sys.argv`` when ``argv`` is ``None``): a missing
+    ``--projector_path`` is an argparse error (usage and exit status 2), other bad flags a ``ValueError``."""
+    parser = build_lmd_parser()
+    args = parser.parse_args(argv)
+    if not args.projector_path:
+        parser.error(MISSING_PROJECTOR)
     check_lmd_args(args)
     return args

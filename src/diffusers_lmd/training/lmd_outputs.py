@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import shutil
@@ -18,12 +19,11 @@ from ..pipelines import LMDPipeline
 from ..pipelines.visualization import class_sample_grid
 from ..projector import Projector
 from ..schedulers import LMDMaskScheduler
-from .hub import hub_repo_id, push_to_hub, save_model_card
-from .logging import plot_loss_curve, plot_mask_schedule, read_jsonl
+from .hub import HUB_PIPELINE_FILE, HubUploader, hub_pipeline_file, hub_repo_id, save_model_card
+from .logging import plot_loss_curve, plot_mask_schedule, plot_or_warn, read_jsonl
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)  # finish_run runs on the main process only
 
-HUB_PIPELINE_FILE = "lmd_pipeline.py"
 LOG_FILE = "train_log.jsonl"
 GRID_FILE = "reconstructions.png"
 SAMPLES_FILE = "samples.png"
@@ -32,10 +32,16 @@ SAMPLES_PER_CLASS = 8
 
 def hub_pipeline_source() -> Path | None:
     """The ``lmd_pipeline.py`` (for ``custom_pipeline=``) shipped as package data: from a pip install or a checkout."""
-    from .hub import hub_pipeline_file
-
     candidate = hub_pipeline_file()
     return candidate if candidate.is_file() else None
+
+
+def _float32(module: torch.nn.Module | None) -> torch.nn.Module | None:
+    """``module`` in float32 for saving: a float32 copy when it runs in another dtype, so the run's module is untouched
+    (a checkpoint push happens mid-run)."""
+    if module is None or module.dtype == torch.float32:
+        return module
+    return copy.deepcopy(module).to(torch.float32)
 
 
 def save_pipeline(
@@ -47,16 +53,15 @@ def save_pipeline(
     text_encoder: torch.nn.Module | None = None,
     id2label: dict[int, str] | None = None,
 ) -> LMDPipeline:
-    """Save an ``LMDPipeline`` (``model_index.json`` at the root) plus the Hub pipeline file beside it; a
-    text-conditional run's tokenizer and text encoder, and a class-conditional run's ``id2label``, go with it."""
-    modules = [m if m is None or m.dtype == torch.float32 else m.to(torch.float32) for m in (vae, model, text_encoder)]
-    vae, model, text_encoder = modules
+    """Save an ``LMDPipeline`` (``model_index.json`` at the root, float32 safetensors) plus the Hub pipeline file
+    beside it; a text-conditional run's tokenizer and text encoder, and a class-conditional run's ``id2label``, go
+    with it."""
     pipeline = LMDPipeline(
-        vae=vae,
-        transformer=model,
+        vae=_float32(vae),
+        transformer=_float32(model),
         scheduler=mask_scheduler,
         tokenizer=tokenizer,
-        text_encoder=text_encoder,
+        text_encoder=_float32(text_encoder),
         id2label=id2label,
     )
     pipeline.save_pretrained(output_dir)
@@ -64,7 +69,10 @@ def save_pipeline(
     if source is not None:
         shutil.copyfile(source, os.path.join(output_dir, HUB_PIPELINE_FILE))
     else:
-        logger.warning("pipelines/%s was not found; the saved folder loads with diffusers_lmd only.", HUB_PIPELINE_FILE)
+        logger.warning(
+            "The package's %s is missing; the saved folder loads with diffusers_lmd only (no custom_pipeline=).",
+            HUB_PIPELINE_FILE,
+        )
     return pipeline
 
 
@@ -74,12 +82,14 @@ def save_grid(grid: np.ndarray, path: str) -> str:
 
 
 def write_plots(output_dir: str) -> list[str]:
-    """``loss_curve.png`` and ``mask_schedule.png`` from ``train_log.jsonl``."""
+    """``loss_curve.png`` and ``mask_schedule.png`` from ``train_log.jsonl``; each skipped with a warning without
+    matplotlib (the model is saved by then), so the written paths are returned."""
     records = read_jsonl(os.path.join(output_dir, LOG_FILE))
-    return [
-        plot_loss_curve(records, os.path.join(output_dir, "loss_curve.png")),
-        plot_mask_schedule(records, os.path.join(output_dir, "mask_schedule.png")),
+    plots = [
+        plot_or_warn(plot_loss_curve, records, os.path.join(output_dir, "loss_curve.png")),
+        plot_or_warn(plot_mask_schedule, records, os.path.join(output_dir, "mask_schedule.png")),
     ]
+    return [path for path in plots if path is not None]
 
 
 def write_model_card(
@@ -139,6 +149,21 @@ reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
     )
 
 
+def write_checkpoint_folder(
+    folder: str,
+    args: argparse.Namespace,
+    vae: Projector,
+    model: LMDModel,
+    mask_scheduler: LMDMaskScheduler,
+    metrics: dict[str, float],
+    pipeline_extras: dict | None = None,
+    repo_id: str | None = None,
+) -> None:
+    """The pipeline and its model card as they are mid-run: what ``--hub_strategy every_save`` uploads."""
+    save_pipeline(folder, vae, model, mask_scheduler, **(pipeline_extras or {}))
+    write_model_card(folder, args, metrics, repo_id)
+
+
 def finish_run(
     args: argparse.Namespace,
     vae: Projector,
@@ -149,11 +174,13 @@ def finish_run(
     metrics: dict[str, float],
     evaluated: torch.nn.Module | None = None,
     pipeline_extras: dict | None = None,
+    hub: HubUploader | None = None,
 ) -> None:
-    """Main process only: save the pipeline, grid, class samples, plots and card, then push to the Hub if asked.
+    """Main process only: save the pipeline, grid, class samples, plots and card, then upload it through ``hub``.
 
     ``evaluated`` is the model as evaluation calls it (see :mod:`~diffusers_lmd.training.lmd_eval`);
-    ``pipeline_extras`` the pipeline's ``tokenizer``, ``text_encoder`` and ``id2label``.
+    ``pipeline_extras`` the pipeline's ``tokenizer``, ``text_encoder`` and ``id2label``; ``hub`` the run's
+    :class:`~diffusers_lmd.training.hub.HubUploader` (``None`` without ``--push_to_hub``).
     """
     out = args.output_dir
     pipeline = save_pipeline(out, vae, model, mask_scheduler, **(pipeline_extras or {}))
@@ -167,7 +194,6 @@ def finish_run(
     write_plots(out)
     if evaluation is not None:
         metrics = {f"held-out PSNR (dB, mask {evaluation.mask_ratio})": evaluation.psnr, **metrics}
-    write_model_card(out, args, metrics)
-    if args.push_to_hub:
-        url = push_to_hub(out, hub_repo_id(args), token=args.hub_token, private=args.hub_private_repo)
-        logger.info("Pushed %s to the Hub: %s", out, url)
+    write_model_card(out, args, metrics, hub.repo_id if hub is not None else None)
+    if hub is not None:
+        hub.push_final()

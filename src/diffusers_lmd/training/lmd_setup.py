@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
-from diffusers import AutoencoderKL, VQModel
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..models import LMDModel
@@ -31,46 +30,52 @@ from .latent_cache import (
     projector_fingerprint,
 )
 from .lmd_args import MODEL_OVERRIDES
+from .pretrained import load_pretrained_projector, resolve_pretrained
 
-logger = logging.getLogger(__name__)
-
-PROJECTOR_CLASSES = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}
+logger = get_logger(__name__)  # rank-aware: the main process speaks
 
 
-def load_projector(path: str, subfolder: str | None = None) -> Projector:
-    """Load a ``VQModel`` or ``AutoencoderKL`` (safetensors only), or raise a ``ValueError`` saying why not.
+def load_projector(
+    path: str,
+    subfolder: str | None = None,
+    *,
+    revision: str | None = None,
+    variant: str | None = None,
+    cache_dir: str | None = None,
+    flag: str = "--projector_path",
+) -> Projector:
+    """A frozen ``VQModel`` or ``AutoencoderKL`` (safetensors only) from a local folder or Hub repository, or a
+    ``ValueError`` naming ``flag`` and saying why not.
 
-    An LMD pipeline folder (``model_index.json`` at its root) is accepted too: its ``vae/`` is loaded.
+    A pipeline (``model_index.json`` at its root, locally or on the Hub) gives its ``vae``; see
+    :func:`~diffusers_lmd.training.pretrained.load_pretrained_projector`.
     """
-    if subfolder is None and os.path.isfile(os.path.join(path, "model_index.json")):
-        subfolder = "vae"
-    where = f"{path!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
-    hint = (
-        "Pass a folder saved by VQModel/AutoencoderKL.save_pretrained, e.g. the output of "
-        "training/train_projector.py, or assets/demo-projector."
+    source = resolve_pretrained(
+        path, subfolder=subfolder, revision=revision, variant=variant, cache_dir=cache_dir, flag=flag
     )
-    try:
-        config = VQModel.load_config(path, subfolder=subfolder)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"--projector_path {where} could not be read: {err}. {hint}") from err
-    class_name = config.get("_class_name")
-    if class_name not in PROJECTOR_CLASSES:
-        raise ValueError(f"--projector_path {where} holds a {class_name}, not a VQModel or AutoencoderKL. {hint}")
-    try:
-        vae = PROJECTOR_CLASSES[class_name].from_pretrained(path, subfolder=subfolder, use_safetensors=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
-        raise ValueError(f"--projector_path {where}: its {class_name} weights did not load: {err}. {hint}") from err
-    return vae.requires_grad_(False).eval()
+    return load_pretrained_projector(source, flag=flag, subfolder_flag="--projector_subfolder")
 
 
-def load_text_encoder(path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
+def load_projector_from_args(args: argparse.Namespace) -> Projector:
+    """The projector of ``--projector_path`` / ``--projector_subfolder`` at ``--revision`` / ``--variant``, cached
+    in ``--cache_dir``."""
+    return load_projector(
+        args.projector_path,
+        args.projector_subfolder,
+        revision=getattr(args, "revision", None),
+        variant=getattr(args, "variant", None),
+        cache_dir=getattr(args, "cache_dir", None),
+    )
+
+
+def load_text_encoder(path: str, cache_dir: str | None = None) -> tuple[CLIPTokenizer, CLIPTextModel]:
     """A frozen ``CLIPTokenizer`` and ``CLIPTextModel`` (safetensors): from ``tokenizer/`` and ``text_encoder/``
     subfolders when ``path`` has them (a diffusers pipeline folder), else from ``path`` itself."""
     nested = os.path.isdir(os.path.join(path, "text_encoder"))
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer" if nested else "")
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer" if nested else "", cache_dir=cache_dir)
         text_encoder = CLIPTextModel.from_pretrained(
-            path, subfolder="text_encoder" if nested else "", use_safetensors=True
+            path, subfolder="text_encoder" if nested else "", use_safetensors=True, cache_dir=cache_dir
         )
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(
@@ -140,34 +145,68 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
     return accelerator
 
 
-def place_projector(vae: Projector, accelerator: Accelerator) -> Projector:
-    """Move the frozen projector to the device, in the mixed-precision dtype as in diffusers' example scripts."""
-    dtype = weight_dtype(accelerator)
-    return vae.to(accelerator.device) if dtype == vae.dtype else vae.to(accelerator.device, dtype=dtype)
-
-
 def weight_dtype(accelerator: Accelerator) -> torch.dtype:
-    """The dtype the frozen projector runs in: the mixed-precision dtype, as in diffusers' example scripts."""
+    """The mixed-precision dtype (fp32 without mixed precision): what frozen models run in, as in diffusers' example
+    scripts."""
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
 
-def maybe_estimate_latent_stats(args: argparse.Namespace, vae: Projector, dataset, max_batches: int = 32) -> None:
-    """With ``--estimate_latent_stats``, measure and store the latent scale and shift on training images."""
+def projector_dtype(args: argparse.Namespace, vae: Projector, accelerator: Accelerator) -> torch.dtype:
+    """fp32 with ``--upcast_projector``, or by default when the projector's config sets ``force_upcast`` (a VAE that
+    overflows in half precision, as Stable Diffusion's does in fp16); else :func:`weight_dtype`."""
+    upcast = getattr(args, "upcast_projector", None)
+    if upcast is None:
+        upcast = bool(getattr(vae.config, "force_upcast", False))
+    return torch.float32 if upcast else weight_dtype(accelerator)
+
+
+def place_projector(vae: Projector, accelerator: Accelerator, dtype: torch.dtype | None = None) -> Projector:
+    """Move the frozen projector to the device, in ``dtype`` (default :func:`weight_dtype`)."""
+    dtype = dtype or weight_dtype(accelerator)
+    vae = vae.to(accelerator.device) if dtype == vae.dtype else vae.to(accelerator.device, dtype=dtype)
+    logger.info("Projector: %s in %s on %s", type(vae).__name__, str(dtype).removeprefix("torch."), vae.device)
+    return vae
+
+
+def maybe_estimate_latent_stats(
+    args: argparse.Namespace, vae: Projector, dataset, accelerator: Accelerator, max_batches: int = 32
+) -> None:
+    """With ``--estimate_latent_stats``, measure the latent scale and shift on the first ``max_batches`` batches of
+    training images and store them in the projector's config.
+
+    Call after :func:`place_projector`, so the projector encodes on the device. The main process encodes and the others
+    receive its two numbers: every rank then holds bit-identical statistics, and with them the same latent-cache key.
+    """
     if not args.estimate_latent_stats:
         return
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.encode_batch_size, shuffle=False)
-    scale, shift = estimate_latent_stats(vae, loader, max_batches=max_batches)
-    set_latent_stats(vae, scale, shift)
-    logger.info("Estimated latent statistics: scaling_factor=%.5f shift_factor=%.5f", scale, shift)
+    stats = [None, None]
+    if accelerator.is_main_process:
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=args.encode_batch_size, shuffle=False, num_workers=args.dataloader_num_workers
+        )
+        stats = list(estimate_latent_stats(vae, loader, max_batches=max_batches))
+    if accelerator.num_processes > 1:
+        stats = broadcast_object_list(stats, from_process=0)
+    set_latent_stats(vae, *stats)
+    logger.info("Estimated latent statistics: scaling_factor=%.5f shift_factor=%.5f", *stats)
 
 
 def build_train_dataloader(
     args: argparse.Namespace, accelerator: Accelerator, vae: Projector, train_dataset
 ) -> tuple[torch.utils.data.DataLoader, LatentCacheInfo | None]:
-    """A shuffled loader of cached latents (``--cache_latents``) or of pixel batches to encode each step."""
+    """A shuffled loader of cached latents (``--cache_latents``) or of pixel batches to encode each step, with
+    ``--dataloader_num_workers`` worker processes either way (cached batches are read a batch per call)."""
     cache = None
     dataset, collate = train_dataset, None
     if args.cache_latents:
+        if hasattr(train_dataset, "set_epoch"):
+            train_dataset.set_epoch(0)  # the views the cache holds: epoch 0's crops
+        if not getattr(train_dataset, "center_crop", True) and not getattr(args, "pad_to_resolution", False):
+            logger.warning(
+                "The latent cache holds one view per image: each image keeps the random crop encoded for the cache, "
+                "the same every epoch (flips stay random). For a new crop each epoch use --no-cache_latents (every "
+                "step then encodes its batch); for centre crops, --center_crop."
+            )
         key = cache_fingerprint(projector_fingerprint(vae), data_identity(args, train_dataset), args.random_flip)
         cache = build_latent_cache(
             accelerator,
@@ -184,7 +223,7 @@ def build_train_dataloader(
         dataset,
         batch_size=args.train_batch_size,
         shuffle=True,
-        num_workers=0 if args.cache_latents else args.dataloader_num_workers,
+        num_workers=args.dataloader_num_workers,
         collate_fn=collate,
         generator=torch.Generator().manual_seed(args.seed),
     )

@@ -5,113 +5,64 @@ function of the step (and, for MAR's random ratio, of the seed), so every rank u
 run continues the same curve. Masks, flips, label and caption dropout and the diffusion head's noise come from a
 generator seeded by (seed, step, micro-batch, rank): a resumed run repeats them exactly. Class labels and
 captions travel with the batch (through the latent cache when it is used); captions become text embeddings of
-the frozen text encoder, cached once per distinct caption.
+the frozen text encoder, cached once per distinct caption. Each ``checkpoint-N/`` also holds ``transformer/``
+(:mod:`~diffusers_lmd.training.lmd_hooks`); validation runs on the EMA weights with ``--use_ema``; with
+``--push_to_hub`` the Hub repository is created before the data is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
 
-import numpy as np
 import torch
+from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 from ..data import build_datasets
 from ..evaluation import ReconstructionMetrics, evaluate_reconstruction, reconstruction_grid
 from ..metrics import EfficiencyTracker
+from ..models import LMDModel
 from ..pipelines.text_inputs import NULL_PROMPT
 from ..schedulers import LMDMaskScheduler
 from .args import effective_learning_rate, total_batch_size
-from .checkpointing import list_checkpoints, load_checkpoint, resolve_resume_path, save_checkpoint
+from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
+from .ema import ema_weights
+from .hub import HubUploader
 from .latent_cache import default_cache_dir, latents_for_batch
 from .lmd_args import check_lmd_args
 from .lmd_eval import evaluation_model
-from .lmd_outputs import LOG_FILE, finish_run
+from .lmd_hooks import register_transformer_hooks
+from .lmd_outputs import LOG_FILE, finish_run, write_checkpoint_folder
 from .lmd_setup import (
     build_accelerator,
     build_lmd_model,
     build_train_dataloader,
-    load_projector,
+    load_projector_from_args,
     load_text_encoder,
     maybe_estimate_latent_stats,
     place_projector,
+    projector_dtype,
     weight_dtype,
 )
-from .logging import JsonlLogger, ProgressBar, log_images
+from .lmd_steps import (
+    LMDTrainingResult,
+    NonFiniteLossError,
+    check_finite_loss,
+    gather_step_stats,
+    step_generator,
+    tracker_config,
+)
+from .logging import JsonlLogger, ProgressBar, log_images, setup_logging
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
 from .text_cache import TextEmbeddings, build_text_cache
 
-logger = logging.getLogger(__name__)
+__all__ = ["LMDTrainer", "LMDTrainingResult", "NonFiniteLossError", "train_lmd"]
 
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the run stopped without writing anything after it."""
-
-
-@dataclass
-class LMDTrainingResult:
-    """What :func:`train_lmd` did.
-
-    Args:
-        output_dir: the folder holding the saved pipeline.
-        global_step: optimiser steps completed (the total, including steps before a resume).
-        final_loss: the loss of the last step.
-        eval: the held-out evaluation of the saved model.
-        train_seconds: wall-clock seconds of this process's training loop.
-        epoch_seconds: wall-clock seconds of each complete epoch run in this process.
-        epoch_cpu_seconds: CPU seconds this process spent on each of those epochs (less sensitive to other load).
-        cache_seconds / cache_reused: time spent building or opening the latent cache, and whether it existed.
-    """
-
-    output_dir: str
-    global_step: int
-    final_loss: float | None
-    eval: ReconstructionMetrics | None
-    train_seconds: float
-    epoch_seconds: list[float] = field(default_factory=list)
-    epoch_cpu_seconds: list[float] = field(default_factory=list)
-    cache_seconds: float | None = None
-    cache_reused: bool | None = None
-
-
-def step_generator(seed: int, step: int, micro_step: int, rank: int) -> torch.Generator:
-    """A CPU generator for one micro-batch's flips and mask, the same on a resumed run."""
-    state = np.random.SeedSequence([seed, step, micro_step, rank]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def _tracker_config(args: argparse.Namespace) -> dict:
-    """Flags as tracker hyper-parameters (TensorBoard takes numbers, strings and booleans only)."""
-    return {
-        k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items() if k != "hub_token"
-    }
-
-
-def _gather_step_stats(accelerator, loss: torch.Tensor, mask_ratio: float) -> tuple[float, list[float]]:
-    """The loss averaged over ranks, and every rank's mask ratio (one collective for both)."""
-    if accelerator.num_processes == 1:
-        return loss.detach().item(), [mask_ratio]
-    local = torch.stack([loss.detach().double(), torch.tensor(mask_ratio, dtype=torch.float64, device=loss.device)])
-    stats = accelerator.gather(local[None]).reshape(-1, 2).cpu()
-    return stats[:, 0].mean().item(), stats[:, 1].tolist()
-
-
-def _check_finite(loss: float, step: int, mask_ratio: float, lr: float, output_dir: str) -> None:
-    if math.isfinite(loss):
-        return
-    checkpoints = list_checkpoints(output_dir)
-    last = f"the last good checkpoint, {checkpoints[-1][1]}, is intact" if checkpoints else "no checkpoint was saved"
-    raise NonFiniteLossError(
-        f"The training loss became {loss} at step {step + 1} (mask ratio {mask_ratio:.3f}, lr {lr:.3g}); the run "
-        f"stopped before updating the weights and {last}. Lower --learning_rate, raise --lr_warmup_steps, set "
-        "--max_grad_norm, or use --mixed_precision bf16/no, then resume with --resume_from_checkpoint latest."
-    )
+logger = get_logger(__name__)  # rank-aware: the main process speaks (setup_logging sends it to the console)
 
 
 class LMDTrainer:
@@ -124,14 +75,19 @@ class LMDTrainer:
     def __init__(self, args: argparse.Namespace):
         check_lmd_args(args)
         self.args = args
-        self.vae = load_projector(args.projector_path, args.projector_subfolder)
         self.accelerator = accelerator = build_accelerator(args)
-        # The data first: a class-conditional model's size depends on its classes. Datasets draw no global RNG.
-        train_dataset, self.eval_dataset = build_datasets(args)
+        setup_logging(accelerator)
+        self.vae = load_projector_from_args(args)
+        self.hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not later
+        # The data first: a class-conditional model's size depends on its classes. Datasets draw no global RNG. One
+        # process loads (downloads) and checks the images first; the others then read datasets' cache.
+        with accelerator.main_process_first():
+            train_dataset, self.eval_dataset = build_datasets(args)
         self.class_names = train_dataset.class_names if args.label_column else None
         self.tokenizer = self.text_encoder = None
         if args.caption_column:
-            self.tokenizer, self.text_encoder = load_text_encoder(args.text_encoder_name_or_path)
+            cache_dir = getattr(args, "cache_dir", None)
+            self.tokenizer, self.text_encoder = load_text_encoder(args.text_encoder_name_or_path, cache_dir)
         set_seed(args.seed)
         model = build_lmd_model(
             args,
@@ -144,8 +100,8 @@ class LMDTrainer:
         if accelerator.is_main_process:
             os.makedirs(args.output_dir, exist_ok=True)
 
-        maybe_estimate_latent_stats(args, self.vae, train_dataset)
-        place_projector(self.vae, accelerator)
+        self.vae = place_projector(self.vae, accelerator, projector_dtype(args, self.vae, accelerator))
+        maybe_estimate_latent_stats(args, self.vae, train_dataset, accelerator)  # on the device, main process
         train_loader, self.cache = build_train_dataloader(args, accelerator, self.vae, train_dataset)
         self.text = self._text_embeddings(train_dataset)
 
@@ -159,6 +115,7 @@ class LMDTrainer:
         self.mask_scheduler = LMDMaskScheduler(
             args.mask_schedule, args.mask_ratio_min, args.mask_ratio_max, self.max_train_steps
         )
+        register_transformer_hooks(accelerator)  # checkpoint-N/transformer/, loadable with LMDModel.from_pretrained
         self.ema = build_ema(model, args) if args.use_ema else None
         if self.ema is not None:
             register_ema_hooks(accelerator, self.ema)
@@ -216,7 +173,7 @@ class LMDTrainer:
         """Resume if asked, train to ``max_train_steps``, then save and evaluate the final model."""
         args, accelerator = self.args, self.accelerator
         if accelerator.is_main_process and accelerator.log_with:
-            accelerator.init_trackers(args.tracker_project_name or "train_lmd", config=_tracker_config(args))
+            accelerator.init_trackers(args.tracker_project_name or "train_lmd", config=tracker_config(args))
         resumed = self._resume()
         self.log = JsonlLogger(
             os.path.join(args.output_dir, LOG_FILE),
@@ -295,9 +252,9 @@ class LMDTrainer:
             conditions = self.conditions(batch, generator, latents.device)
             # A tuple: Accelerate's fp32 output conversion cannot rebuild LMDModelOutput.
             _, _, loss = model(latents, mask_ratio=mask_ratio, generator=generator, return_dict=False, **conditions)
-            mean_loss, rank_ratios = _gather_step_stats(accelerator, loss, mask_ratio)
+            mean_loss, rank_ratios = gather_step_stats(accelerator, loss, mask_ratio)
             self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate of this step's update
-            _check_finite(mean_loss, self.global_step, mask_ratio, self.step_lr, args.output_dir)
+            check_finite_loss(mean_loss, self.global_step, mask_ratio, self.step_lr, args.output_dir, latents)
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -326,12 +283,41 @@ class LMDTrainer:
         if self.global_step % args.checkpointing_steps == 0:
             extra = {"efficiency": self.efficiency.state_dict()}
             save_checkpoint(accelerator, args.output_dir, self.global_step, args.checkpoints_total_limit, extra)
+            if self.hub is not None:
+                self.hub.push_checkpoint(self.global_step, self._write_checkpoint_folder)
         if self.global_step % args.validation_steps == 0 and accelerator.is_main_process:
-            self.result.eval = self._validate()
+            with ema_weights(self.ema, accelerator.unwrap_model(self.model)):  # store, copy the EMA in, restore
+                self.result.eval = self._validate()
         self.efficiency.restart_clock()  # logging, checkpoints and validation are not step time
 
+    def _pipeline_extras(self) -> dict:
+        """The saved pipeline's tokenizer, text encoder and ``id2label``."""
+        extras = dict(tokenizer=self.tokenizer, text_encoder=self.text_encoder)
+        if self.class_names is not None:
+            extras["id2label"] = dict(enumerate(self.class_names))
+        return extras
+
+    def _write_checkpoint_folder(self, folder: str) -> None:
+        """``--hub_strategy every_save``: the pipeline as it is now (EMA weights with ``--use_ema``) and its card,
+        from a float32 snapshot so that the model being trained is left untouched."""
+        snapshot = LMDModel.from_config(self.accelerator.unwrap_model(self.model).config)
+        snapshot.load_state_dict(self.accelerator.unwrap_model(self.model).state_dict())
+        if self.ema is not None:
+            self.ema.copy_to(snapshot.parameters())
+        metrics = {"optimiser steps": self.global_step, "training loss": self.result.final_loss}
+        write_checkpoint_folder(
+            folder,
+            self.args,
+            self.vae,
+            snapshot,
+            self.mask_scheduler,
+            metrics,
+            self._pipeline_extras(),
+            self.hub.repo_id,
+        )
+
     def _validate(self) -> ReconstructionMetrics:
-        """Held-out PSNR, and a reconstruction grid for the trackers (main process)."""
+        """Held-out PSNR, and a reconstruction grid for the trackers (main process; EMA weights with --use_ema)."""
         unwrapped = self.evaluation_model(self.accelerator.unwrap_model(self.model))
         metrics = evaluate_reconstruction(
             unwrapped,
@@ -365,9 +351,6 @@ class LMDTrainer:
         metrics = {"optimiser steps": self.global_step, "final training loss": self.result.final_loss}
         summary = self.efficiency.summary()
         metrics.update({f"{k} (SPEC §5)": v for k, v in summary.items() if k != "loss_events"})
-        extras = dict(tokenizer=self.tokenizer, text_encoder=self.text_encoder)
-        if self.class_names is not None:
-            extras["id2label"] = dict(enumerate(self.class_names))
         finish_run(
             args,
             self.vae,
@@ -377,7 +360,8 @@ class LMDTrainer:
             self.result.eval,
             metrics,
             evaluated=evaluated,
-            pipeline_extras=extras,
+            pipeline_extras=self._pipeline_extras(),
+            hub=self.hub,
         )
 
 
