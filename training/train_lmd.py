@@ -4,8 +4,9 @@
     accelerate launch training/train_lmd.py --projector_path path/to/vqmodel --train_data_dir path/to/images \\
         --resolution 256 --preset base --train_batch_size 64 --max_train_steps 100000 --output_dir lmd-model
 
-Without --dataset_name or --train_data_dir it trains on the built-in demo photos. All flags: --help;
-docs/training.md explains them, the latent cache, resuming and multi-GPU runs.
+--projector_path also takes a Hub repository (stabilityai/sd-vae-ft-mse) or a pipeline, whose vae/ is used. Without
+--dataset_name or --train_data_dir it trains on the built-in demo photos. All flags: --help; docs/training.md explains
+them, the latent cache, resuming, multi-GPU runs and pushing to the Hub ("Running on GPUs").
 """
 
 from diffusers_lmd.training.lmd_args import parse_lmd_args
