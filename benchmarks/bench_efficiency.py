@@ -123,6 +123,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="Methods trained at once, each in its own process; more than 1 only with --clock cpu --num_threads 1 "
         "(each run's CPU seconds are its own work, however many run side by side).",
     )
+    parser.add_argument(
+        "--reuse_rows",
+        action="store_true",
+        help="Reuse a run's row already in --work_dir (same method, seed and rate) instead of training it again, "
+        "e.g. to add a rate to a sweep; only for rows from the same code and settings.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one method
     args = parser.parse_args(argv)
@@ -242,14 +248,17 @@ def run_method_process(
     if learning_rate is not None:
         flags += ["--learning_rate", repr(learning_rate)]
     flags += ["--clock", args.clock]
-    subprocess.run([sys.executable, os.path.abspath(__file__), *flags], check=True)
-    with open(row_path(args.work_dir, method, seed, learning_rate)) as f:
+    path = row_path(args.work_dir, method, seed, learning_rate)
+    if not (args.reuse_rows and os.path.isfile(path)):
+        subprocess.run([sys.executable, os.path.abspath(__file__), *flags], check=True)
+    with open(path) as f:
         return json.load(f)
 
 
 def method_seeds(preset: EfficiencyPreset, method: str, first_seed: int) -> list[int]:
-    """Every seed for the headline rows (LMD-CS and the MAEs), the first seed for the others."""
-    count = preset.seeds if method in HEADLINE_METHODS else 1
+    """Every seed for the headline rows (LMD-CS and the MAEs) and the preset's seeded variants, the first seed for
+    the others."""
+    count = preset.seeds if method in (*HEADLINE_METHODS, *preset.seeded_methods) else 1
     return [first_seed + k for k in range(count)]
 
 
@@ -282,6 +291,38 @@ def sweep(args: argparse.Namespace, methods: list[str], rates: list[float]) -> d
     return results
 
 
+def write_sweep(args: argparse.Namespace, preset: EfficiencyPreset, references: dict, results: dict) -> None:
+    """Write the sweep's JSON; into an existing sweep of the same preset, budget and clock, replace only the
+    methods swept now (so an edge rate can be added for one method without rerunning the others)."""
+    setting = {"preset": preset.name, "budget_s": preset.budget_s, "clock": args.clock}
+    result = {**setting, "hardware": describe_hardware(args.device), "reference_psnr": references, "sweep": {}}
+    if os.path.isfile(args.output):
+        with open(args.output) as f:
+            previous = json.load(f)
+        if all(previous.get(k) == v for k, v in setting.items()):
+            result["sweep"] = previous.get("sweep", {})
+    commit = git_commit(REPO)
+    result["sweep"].update({method: {**entry, "commit": commit} for method, entry in results.items()})
+    result["chosen"] = {method: entry["chosen"] for method, entry in result["sweep"].items() if "chosen" in entry}
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=1)
+    print("chosen rates: " + ", ".join(f"{m} {r:g}" for m, r in result["chosen"].items()))
+
+
+def headline_line(method: str, headline: dict, target: float) -> str:
+    """``method``'s time to the target over the reference MAE's, split into steps x cost per step."""
+    spread = ""
+    if "time_ratio_range" in headline:
+        low, high = headline["time_ratio_range"]
+        spread = f" (median of {headline['num_seeds']} seeds, range {low:.2f}-{high:.2f})"
+    return (
+        f"\n{method} reaches the target PSNR ({target:.2f} dB) in {headline['time_ratio']:.2f}x "
+        f"{headline['reference']}'s time{spread} = {headline['steps_ratio']:.2f}x the steps x "
+        f"{headline['step_cost_ratio']:.2f}x the cost per step (paper's claim for LMD-CS: <= 0.33x)."
+    )
+
+
 def write_outputs(result: dict, args: argparse.Namespace) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
@@ -290,17 +331,10 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
     parts.append(throughput_table(result))
     tables = "\n\n".join(part for part in parts if part)
     print(tables)
-    headline = result["speedup_lmd_cs_vs_mae"]
-    if headline:
-        spread = ""
-        if "time_ratio_range" in headline:
-            low, high = headline["time_ratio_range"]
-            spread = f" (median of {headline['num_seeds']} seeds, range {low:.2f}-{high:.2f})"
-        print(
-            f"\nlmd-cs reaches the target PSNR ({result['target_psnr']:.2f} dB) in {headline['time_ratio']:.2f}x "
-            f"{headline['reference']}'s time{spread} = {headline['steps_ratio']:.2f}x the steps x "
-            f"{headline['step_cost_ratio']:.2f}x the cost per step (paper's claim: <= 0.33x)."
-        )
+    comparisons = {"lmd-cs": result["speedup_lmd_cs_vs_mae"], **(result.get("speedup_variants_vs_mae") or {})}
+    for method, headline in comparisons.items():
+        if headline:
+            print(headline_line(method, headline, result["target_psnr"]))
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(tables + "\n")
@@ -356,22 +390,9 @@ def main() -> None:
 
     methods = args.methods or list(preset.methods or METHODS)
     if args.sweep_learning_rates:
-        result = {
-            "preset": preset.name,
-            "budget_s": preset.budget_s,
-            "clock": args.clock,
-            "hardware": describe_hardware(args.device),
-            "commit": git_commit(REPO),
-            "reference_psnr": references,
-            "sweep": sweep(args, methods, args.sweep_learning_rates),
-        }
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1)
+        write_sweep(args, preset, references, sweep(args, methods, args.sweep_learning_rates))
         return
-    rows = [
-        run_method_process(args, method, seed) for method in methods for seed in method_seeds(preset, method, args.seed)
-    ]
+    rows = run_all(args, [(method, seed) for method in methods for seed in method_seeds(preset, method, args.seed)])
     throughput = run_method_process(args, "throughput") if args.throughput else None
     floor = max(references["mean_pixel"], references["mean_latent"])
     target_methods = HEADLINE_METHODS if preset.target_fraction else MAE_FAMILY
@@ -401,6 +422,7 @@ def main() -> None:
             else "the lowest best PSNR of the masked-autoencoder rows"
         ),
         "speedup_lmd_cs_vs_mae": seeded_speedup(rows) if preset.seeds > 1 else speedup(rows),
+        "speedup_variants_vs_mae": {method: seeded_speedup(rows, method) for method in preset.seeded_methods},
         "throughput": throughput,
     }
     write_outputs(result, args)

@@ -382,3 +382,35 @@ def test_fmnist_preset_rates_overrides_and_the_like_for_like_mae(tiny_projector_
     assert {mae.mask_ratio(p) for p in (0.0, 0.5, 1.0)} == {0.75}  # MAE's constant ratio, our LMDModel code
     assert mae.token_pixels == build_method("lmd-cs", small, vae).token_pixels  # the same tokens as LMD
     assert build_method("mae-pixel", small, vae).model.config.hidden_size == 16
+
+
+@pytest.mark.slow
+def test_script_sweep_reuse_and_seeds(tiny_projector_path, tmp_path):
+    """--sweep_learning_rates with --jobs 2, a second sweep merged in with --reuse_rows, and a seeded run."""
+    script = os.path.join(REPO, "benchmarks", "bench_efficiency.py")
+    work, sweep_json = tmp_path / "work", tmp_path / "sweep.json"
+    common = ["--preset", "cpu", "--projector_path", tiny_projector_path, "--budget_s", "0.3", "--resolution", "16"]
+    common += ["--train_batch_size", "4", "--lmd_preset", "tiny", "--num_evals", "1", "--demo_crops_per_photo", "4"]
+    common += ["--work_dir", str(work), "--no-throughput", "--num_threads", "1", "--clock", "cpu"]
+
+    def run(*flags):
+        subprocess.run([sys.executable, script, *common, *flags], check=True, capture_output=True, timeout=300)
+
+    run("--output", str(sweep_json), "--methods", "lmd-cs", "--sweep_learning_rates", "1e-3", "2e-3", "--jobs", "2")
+    first = json.loads(sweep_json.read_text())
+    runs = first["sweep"]["lmd-cs"]["runs"]
+    assert [r["learning_rate"] for r in runs] == [1e-3, 2e-3] and first["chosen"]["lmd-cs"] in (1e-3, 2e-3)
+    row_file = work / "rows" / "lmd-cs-seed0-lr0.001.json"
+    stamp = row_file.stat().st_mtime_ns
+    run(
+        "--output", str(sweep_json), "--methods", "lmd-cs", "mae-ours", "--sweep_learning_rates", "1e-3", "--reuse_rows"
+    )
+    merged = json.loads(sweep_json.read_text())
+    assert set(merged["chosen"]) == {"lmd-cs", "mae-ours"}  # the second sweep added mae-ours, kept lmd-cs
+    assert row_file.stat().st_mtime_ns == stamp  # the existing run was reused, not trained again
+    output = tmp_path / "seeded.json"
+    run("--output", str(output), "--methods", "lmd-cs", "lmd-ps", "--seeds", "2", "--jobs", "2")
+    result = json.loads(output.read_text())
+    # Headline rows run every seed, the others the first (lmd-cs seed 0 at the preset's rate is a new run).
+    assert [(r["method"], r["seed"]) for r in result["rows"]] == [("lmd-cs", 0), ("lmd-cs", 1), ("lmd-ps", 0)]
+    assert result["seeds"] == 2 and "target_rule" in result
