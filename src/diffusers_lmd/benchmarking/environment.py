@@ -10,7 +10,7 @@ import torch
 
 
 def describe_hardware(device: torch.device | str) -> str:
-    """``"1x <GPU name>"`` on CUDA, else the CPU model and the number of threads torch uses."""
+    """``"1x <GPU name>"`` on CUDA, else the CPU model, its cores and the number of threads torch uses."""
     device = torch.device(device)
     if device.type == "cuda":
         return f"1x {torch.cuda.get_device_name(device)}"
@@ -19,7 +19,8 @@ def describe_hardware(device: torch.device | str) -> str:
         with open("/proc/cpuinfo") as f:
             models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         name = models[0] if models else name
-    return f"{name}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{name} ({os.cpu_count()} cores), {threads} thread{'s' if threads != 1 else ''}"
 
 
 def git_commit(path: str) -> str | None:
