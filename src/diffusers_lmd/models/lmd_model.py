@@ -20,7 +20,6 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..masking import (
-    check_mask_ratio,
     check_patchable,
     mask_tokens,
     num_masked_tokens,
@@ -31,6 +30,7 @@ from ..masking import (
 from .conditioning import ClassConditionTokens, text_context_mask
 from .diffusion_head import DiffusionHead, check_head_options
 from .embeddings import sincos_2d_position_embedding
+from .input_checks import check_model_inputs
 from .presets import LMD_PRESETS
 from .transformer_block import TransformerBlock
 
@@ -211,30 +211,9 @@ class LMDModel(ModelMixin, ConfigMixin):
         return sincos_2d_position_embedding(dim, *grid).to(like.device, like.dtype)[None]
 
     def check_inputs(self, latents: torch.Tensor, mask: torch.Tensor | None, mask_ratio: float | None) -> None:
-        """Raise a ``ValueError`` naming what is wrong with the inputs of :meth:`forward` (NaN or infinite latents
-        too, in eval mode only: that check costs a host-device sync, which the training step does without)."""
-        if latents.ndim != 4:
-            raise ValueError(f"latents must be B x C x H x W, got shape {tuple(latents.shape)}.")
-        if latents.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"latents have {latents.shape[1]} channels but the model expects in_channels="
-                f"{self.config.in_channels}: use a projector with matching latent channels."
-            )
-        check_patchable(latents.shape[2], latents.shape[3], self.patch_size)
-        if mask is not None and mask_ratio is not None:
-            raise ValueError("Pass either mask or mask_ratio, not both.")
-        if mask is not None:
-            expected = (latents.shape[0], self.num_tokens(*latents.shape[2:]))
-            if tuple(mask.shape) != expected:
-                raise ValueError(
-                    f"mask must have shape {expected} (batch x tokens, row-major patches), got {tuple(mask.shape)}."
-                )
-        if mask_ratio is not None:
-            check_mask_ratio(mask_ratio, allow_one=True)
-        # Off the training hot path: the check reads a value back from the device (a sync). In training a NaN latent
-        # makes a NaN loss, which the trainer stops on and then traces to the latents (NonFiniteLossError).
-        if not self.training and not torch.compiler.is_compiling() and not torch.isfinite(latents).all():
-            raise ValueError("latents contain NaN or infinite values: check the projector and its scaling_factor.")
+        """Raise a ``ValueError`` naming what is wrong with the inputs of :meth:`forward` (see
+        :func:`~diffusers_lmd.models.input_checks.check_model_inputs`)."""
+        check_model_inputs(self, latents, mask, mask_ratio)
 
     def prepare_conditions(
         self,
