@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..data import add_data_args, random_flip_mask
 from ..data.quiet import quiet_datasets
@@ -105,14 +106,15 @@ def _to_table(
     return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
-def _encode_shard(vae, dataset, indices, out_dir, batch_size, flips, num_workers, chunk_size) -> None:
+def _encode_shard(vae, dataset, indices, out_dir, batch_size, flips, num_workers, chunk_size, show_progress) -> None:
     """Encode ``dataset[indices]`` (and their mirror images) into chunk tables under ``out_dir``."""
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers
     )
     done, chunk = 0, 0
     latents, flipped, conditions = [], ([] if flips else None), {}
-    for i, batch in enumerate(loader):
+    batches = tqdm(loader, desc="Encoding the latent cache", unit="batch", disable=not show_progress)
+    for i, batch in enumerate(batches):
         pixels = batch["pixel_values"]
         encoded = encode_images(vae, torch.cat([pixels, pixels.flip(-1)]) if flips else pixels).float().cpu().numpy()
         latents.append(encoded[: len(pixels)])
@@ -160,8 +162,10 @@ def build_latent_cache(
     rank, world = accelerator.process_index, accelerator.num_processes
     shard_dir = os.path.join(tmp, f"shard-{rank}")
     indices = range(rank, len(dataset), world)
+    logger.info("Encoding %d images into the latent cache %s (once per projector and data)", len(dataset), path)
     with quiet_datasets():
-        _encode_shard(vae, dataset, indices, shard_dir, batch_size, flips, num_workers, chunk_size)
+        show_progress = accelerator.is_local_main_process
+        _encode_shard(vae, dataset, indices, shard_dir, batch_size, flips, num_workers, chunk_size, show_progress)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         chunks = sorted(os.path.join(root, d) for root, dirs, _ in os.walk(tmp) for d in dirs if d.startswith("chunk-"))
