@@ -67,7 +67,10 @@ def inpainting_grid(pipe: LMDPipeline, images: torch.Tensor, box: int, scale: in
     mask = torch.zeros(1, 1, height, width)
     top, left = (height - box) // 2, (width - box) // 2
     mask[..., top : top + box, left : left + box] = 1.0
-    inpaint = LMDInpaintPipeline.from_pipe(pipe)
+    # The same components, as from_pipe shares them; from_pipe would also re-cast every model to its own dtype,
+    # which makes diffusers warn about float32 modules that these models do not have.
+    inpaint = LMDInpaintPipeline(**pipe.components)
+    inpaint.set_progress_bar_config(disable=True)
     generators = [torch.Generator().manual_seed(seed + i) for i in range(images.shape[0])]
     redone = inpaint(image=images, mask_image=mask, generator=generators, output_type="pt").images.cpu().float()
     removed = torch.where(mask > 0, torch.full_like(images, 0.5), images)
