@@ -51,7 +51,8 @@ demo: data $(STAMP)
 	$(PY) training/demo.py --output_dir demo-output
 
 # For the GPU device machine (benchmarks/gpu_checks.sh): wheels of what its image lacks, at this venv's versions.
-DEVICE_PACKAGES := diffusers datasets dill multiprocess huggingface-hub safetensors
+# Not huggingface-hub: the image's (1.33) satisfies diffusers and datasets, and a 2.x would break its transformers.
+DEVICE_PACKAGES := diffusers datasets dill multiprocess safetensors
 device-wheels: $(STAMP)
 	rm -rf .whl
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -280,6 +280,28 @@ def measure_cost_per_image(cfg: dict, device: torch.device, preset: str, mask_ra
     }
 
 
+def profile_step(cfg: dict, device: torch.device, mask_ratio: float, out_dir: Path, steps: int = 5) -> str:
+    """One ``torch.profiler`` trace of LMD's eager training step at ``mask_ratio``: where the step's time goes.
+
+    Writes the operator table (sorted by device time, or CPU time without CUDA) and a Chrome trace to ``out_dir``
+    and returns the table.
+    """
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    case = build_case("lmd", False, mask_ratio, cfg, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, schedule=schedule(wait=1, warmup=2, active=steps)) as prof:
+        for _ in range(3 + steps):
+            case.step()
+            prof.step()
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_by, row_limit=30)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"profile_lmd_mask{mask_ratio:.2f}.txt").write_text(table + "\n")
+    prof.export_chrome_trace(str(out_dir / f"trace_lmd_mask{mask_ratio:.2f}.json.gz"))
+    return table
+
+
 def format_table(rows: list[dict]) -> str:
     """Rows side by side: each mode and ratio with LMD, ViTMAE and LMD's speed-up (ratio of medians, and paired),
     and each one's MFU once the matmul ceiling is measured."""
@@ -319,6 +341,12 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU only: torch.set_num_threads.")
     parser.add_argument(
+        "--profile_dir",
+        type=Path,
+        default=None,
+        help="Also write a torch.profiler operator table and Chrome trace of LMD's eager step at the last mask ratio.",
+    )
+    parser.add_argument(
         "--cost_per_image",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -357,6 +385,8 @@ def main() -> None:
         for row in rows:
             row["mfu"] = row["tflops"] / result["throughput"]["matmul_ceiling_tflops"]
         result["wall_s"] = time.perf_counter() - start
+    if args.profile_dir is not None:
+        print(profile_step(cfg, device, args.mask_ratios[-1], args.profile_dir), flush=True)
     print(format_table(rows))
     if args.cost_per_image:
         print(throughput_table(result))
