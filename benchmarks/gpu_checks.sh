@@ -50,7 +50,7 @@ case "${1:-}" in
       # shellcheck disable=SC2086
       timeout --signal=INT "$left" python3 benchmarks/bench_efficiency.py --preset gpu --output "$out/efficiency_gpu.json" \
         --plots_dir "$work/images" --markdown "$out/efficiency_gpu.md" --methods lmd-cs mae-pixel mae-ours \
-        --budget_s 20 --projector_steps 300 ${EFFICIENCY_FLAGS:-} 2>&1 | tee "$out/efficiency_gpu.log" ||
+        --budget_s 20 --projector_steps 300 --no-throughput ${EFFICIENCY_FLAGS:-} 2>&1 | tee "$out/efficiency_gpu.log" ||
         echo "gpu_checks: the efficiency run stopped early"
     fi
     pack ;;
