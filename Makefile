@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv data test lint format demo device-wheels clean
 
-# Fashion-MNIST (SPEC §8) from Debian's package: installed where we can (root with apt-get), else explained.
+# Fashion-MNIST (docs/method.md §8) from Debian's package: installed where we can (root with apt-get), else explained.
 # Under CI=true a missing data set is an error, so CI always tests the real loader on the real files.
 FMNIST_PACKAGE := dataset-fashion-mnist
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
