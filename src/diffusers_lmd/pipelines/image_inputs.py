@@ -1,4 +1,4 @@
-"""Input normalisation for the LMD pipelines: any-mode images to RGB, masks to float, and pixel sizes.
+"""Image and mask inputs of the LMD pipelines: argument checks, any-mode images to RGB, masks to float, and sizes.
 
 ``VaeImageProcessor`` takes NumPy arrays and tensors as they come, so grayscale and RGBA arrays are made
 RGB here first, the way the data layer treats PIL images (transparency composited on white). Layouts
@@ -12,8 +12,52 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers.image_processor import PipelineImageInput
+from diffusers.utils import logging
 
 from ..data.transforms import to_rgb as pil_to_rgb
+from ..masking import check_mask_ratio
+
+logger = logging.get_logger(__name__)
+
+
+def check_image_inputs(
+    image: PipelineImageInput | None,
+    mask_image: PipelineImageInput | None,
+    mask_ratio: float | None,
+    batch_size: int | None,
+    height: int | None,
+    width: int | None,
+    patch_pixels: int,
+) -> None:
+    """Raise a ``ValueError`` naming the first problem with a call's image, mask, batch and size arguments."""
+    if image is None and batch_size is None:
+        raise ValueError(
+            "Pass `image` to reconstruct or inpaint, or `batch_size` (or `class_labels` / `prompt`) to generate "
+            "new images."
+        )
+    if image is not None and batch_size is not None:
+        raise ValueError("`batch_size` is for generation; with `image`, one image is returned per input image.")
+    if image is None and (mask_image is not None or mask_ratio is not None):
+        raise ValueError("`mask_image` and `mask_ratio` mask an input: pass the `image` they apply to.")
+    if mask_image is not None and mask_ratio is not None:
+        raise ValueError("Pass either `mask_image` (inpainting) or `mask_ratio` (random mask), not both.")
+    if mask_ratio is not None:
+        check_mask_ratio(mask_ratio, allow_one=True)
+    if mask_image is not None and pixel_size(mask_image, is_mask=True) != pixel_size(image):
+        raise ValueError(
+            f"mask_image is {pixel_size(mask_image, is_mask=True)} (height, width) but image is "
+            f"{pixel_size(image)}: give a mask of the same size as the image."
+        )
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if (height is None) != (width is None):
+        raise ValueError("Pass both `height` and `width`, or neither.")
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (value < 1 or value % patch_pixels):
+            raise ValueError(
+                f"{name}={value} must be a positive multiple of {patch_pixels} "
+                "(the projector's downsampling factor x the transformer's patch size)."
+            )
 
 
 def _fix_channels(image: np.ndarray | torch.Tensor, axis: int) -> np.ndarray | torch.Tensor:
@@ -86,6 +130,19 @@ def pixel_size(image: PipelineImageInput, is_mask: bool = False) -> tuple[int, i
             return tuple(image.shape[1:3])
         return tuple(image.shape[:2])
     raise TypeError(f"Expected a PIL image, a NumPy array or a torch tensor, got {type(image)}.")
+
+
+def working_size(input_size: tuple[int, int], patch_pixels: int) -> tuple[int, int]:
+    """The size an image is processed at: its own when it splits into whole tokens, else rounded down to multiples of
+    ``patch_pixels`` (keeping the aspect ratio, as diffusers' ``VaeImageProcessor`` rounds to its
+    ``vae_scale_factor``), with a warning."""
+    size = token_multiple_size(input_size, patch_pixels)
+    if size != tuple(input_size):
+        logger.warning(
+            f"Image size {input_size[0]}x{input_size[1]} is not a multiple of {patch_pixels} pixels (one "
+            f"token); resizing to {size[0]}x{size[1]}."
+        )
+    return size
 
 
 def token_multiple_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
