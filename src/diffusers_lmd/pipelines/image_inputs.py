@@ -1,4 +1,4 @@
-"""Image and mask inputs of the LMD pipelines: argument checks, any-mode images to RGB, masks to float, and sizes.
+"""Image and mask inputs of the LMD pipelines: argument checks, any-mode images to RGB, sizes, and token masks.
 
 ``VaeImageProcessor`` takes NumPy arrays and tensors as they come, so grayscale and RGBA arrays are made
 RGB here first, the way the data layer treats PIL images (transparency composited on white). Layouts
@@ -15,9 +15,12 @@ from diffusers.image_processor import PipelineImageInput
 from diffusers.utils import logging
 
 from ..data.transforms import to_rgb as pil_to_rgb
-from ..masking import check_mask_ratio
+from ..masking import check_mask_ratio, pixel_mask_to_token_mask, random_mask
+from ..projector import downsample_factor
 
 logger = logging.get_logger(__name__)
+
+DEFAULT_MASK_RATIO = 0.75  # MAE's
 
 
 def check_image_inputs(
@@ -151,3 +154,57 @@ def token_multiple_size(size: tuple[int, int], multiple: int) -> tuple[int, int]
     if multiple < 1:
         raise ValueError(f"multiple must be a positive number of pixels, got {multiple}.")
     return tuple(max(multiple, side - side % multiple) for side in size)
+
+
+class LMDImageInputsMixin:
+    """Image and mask inputs for :class:`~diffusers_lmd.LMDPipeline`, whose ``vae``, ``transformer``,
+    ``image_processor`` and ``mask_processor`` these read."""
+
+    @property
+    def patch_pixels(self) -> int:
+        """Side in pixels of the image area behind one token: the projector's downsampling x the patch size."""
+        return downsample_factor(self.vae) * self.transformer.config.patch_size
+
+    @property
+    def default_image_size(self) -> tuple[int, int]:
+        """The resolution the transformer was built for: ``sample_size`` x the projector's downsampling factor."""
+        size = self.transformer.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else size
+        factor = downsample_factor(self.vae)
+        return height * factor, width * factor
+
+    def prepare_image(
+        self, image: PipelineImageInput, height: int | None = None, width: int | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Any image input -> ``B x 3 x H x W`` in ``[-1, 1]``, and the size used: ``height x width`` if given,
+        else the input's own size rounded down to whole tokens (:func:`working_size`)."""
+        image = images_to_rgb(image)
+        size = (height, width) if height is not None else working_size(pixel_size(image), self.patch_pixels)
+        # Contiguous whatever the input layout, so PIL, NumPy and tensor inputs take the same kernels: same bits.
+        return self.image_processor.preprocess(image, height=size[0], width=size[1]).contiguous(), size
+
+    def prepare_mask(
+        self,
+        mask_image: PipelineImageInput | None,
+        mask_ratio: float | None,
+        size: tuple[int, int],
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+    ) -> torch.Tensor:
+        """The ``B x L`` token mask of a ``size`` image: a token is masked if any pixel behind it is white in
+        ``mask_image`` (one for the batch, or one per image), else a uniform random share ``mask_ratio`` (default
+        0.75) is; with a list of generators, row ``i`` is drawn from generator ``i``."""
+        if mask_image is not None:
+            pixels = self.mask_processor.preprocess(mask_to_float(mask_image), height=size[0], width=size[1])
+            if pixels.shape[0] == 1:
+                pixels = pixels.expand(batch_size, -1, -1, -1)
+            elif pixels.shape[0] != batch_size:
+                raise ValueError(
+                    f"Got {pixels.shape[0]} masks for {batch_size} images: pass one mask, or one per image."
+                )
+            return pixel_mask_to_token_mask(pixels, self.patch_pixels)
+        ratio = DEFAULT_MASK_RATIO if mask_ratio is None else mask_ratio
+        num_tokens = (size[0] // self.patch_pixels) * (size[1] // self.patch_pixels)
+        if isinstance(generator, list):
+            return torch.cat([random_mask(1, num_tokens, ratio, generator=g) for g in generator])
+        return random_mask(batch_size, num_tokens, ratio, generator=generator)

@@ -17,24 +17,23 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..masking import keep_visible, patchify, pixel_mask_to_token_mask, random_mask, unpatchify
+from ..masking import keep_visible, patchify, unpatchify
 from ..models import LMDModel
 from ..models.diffusion_head import sample_tokens
 from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
 from ..schedulers import LMDMaskScheduler
-from .conditioning import ClassLabelInput, LMDConditioningMixin, PromptInput, broadcast, condition_count, label_index
-from .image_inputs import check_image_inputs, images_to_rgb, mask_to_float, pixel_size, working_size
+from .conditioning import ClassLabelInput, LMDConditioningMixin, PromptInput, condition_count, label_index
+from .image_inputs import LMDImageInputsMixin, check_image_inputs
 from .pipeline_output import LMDPipelineOutput
 
 DEFAULT_GENERATION_STEPS = 10
 DEFAULT_HEAD_INFERENCE_STEPS = 50
-DEFAULT_MASK_RATIO = 0.75  # MAE's
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 Generator = torch.Generator | list[torch.Generator] | None
 StepCallback = Callable[..., dict] | PipelineCallback | MultiPipelineCallbacks | None
 
 
-class LMDPipeline(LMDConditioningMixin, DiffusionPipeline):
+class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
     """Pipeline for image reconstruction, inpainting and generation with Latent Masking Diffusion.
 
     The projector ``vae`` encodes the image, the ``transformer`` predicts the masked latent patches from the
@@ -121,19 +120,6 @@ class LMDPipeline(LMDConditioningMixin, DiffusionPipeline):
         """``True`` once ``pipe._interrupt`` was set during a call: the remaining steps are skipped."""
         return self._interrupt
 
-    @property
-    def patch_pixels(self) -> int:
-        """Side in pixels of the image area behind one token: the projector's downsampling x the patch size."""
-        return downsample_factor(self.vae) * self.transformer.config.patch_size
-
-    @property
-    def default_image_size(self) -> tuple[int, int]:
-        """The resolution the transformer was built for: ``sample_size`` x the projector's downsampling factor."""
-        size = self.transformer.config.sample_size
-        height, width = (size, size) if isinstance(size, int) else size
-        factor = downsample_factor(self.vae)
-        return height * factor, width * factor
-
     def check_inputs(
         self,
         image: PipelineImageInput | None,
@@ -160,16 +146,6 @@ class LMDPipeline(LMDConditioningMixin, DiffusionPipeline):
                 f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
             )
 
-    def prepare_image(
-        self, image: PipelineImageInput, height: int | None = None, width: int | None = None
-    ) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Any image input -> ``B x 3 x H x W`` in ``[-1, 1]``, and the size used: ``height x width`` if given,
-        else the input's own size rounded down to whole tokens (:func:`~.image_inputs.working_size`)."""
-        image = images_to_rgb(image)
-        size = (height, width) if height is not None else working_size(pixel_size(image), self.patch_pixels)
-        # Contiguous whatever the input layout, so PIL, NumPy and tensor inputs take the same kernels: same bits.
-        return self.image_processor.preprocess(image, height=size[0], width=size[1]).contiguous(), size
-
     def prepare_latents(
         self,
         images: torch.Tensor | None,
@@ -189,50 +165,15 @@ class LMDPipeline(LMDConditioningMixin, DiffusionPipeline):
                 f"Got a list of {len(generator)} generators for a batch of {batch_size}: pass one per image, "
                 "or a single generator."
             )
-        if images is None:
+        if images is None:  # generation: every value will be predicted
             factor = downsample_factor(self.vae)
             shape = (batch_size, self.transformer.config.in_channels, size[0] // factor, size[1] // factor)
             mask = torch.ones(batch_size, self.transformer.num_tokens(*shape[2:]), device=device)
             return torch.zeros(shape, device=device, dtype=self.vae.dtype), mask
         self._onload(self.vae)
         latents = encode_images(self.vae, images.to(device))
-        if mask_image is not None:  # a token is masked if any pixel behind it is white
-            pixels = self.mask_processor.preprocess(mask_to_float(mask_image), height=size[0], width=size[1])
-            mask = pixel_mask_to_token_mask(broadcast("masks", pixels, batch_size), self.patch_pixels)
-        else:
-            ratio = DEFAULT_MASK_RATIO if mask_ratio is None else mask_ratio
-            num_tokens = self.transformer.num_tokens(*latents.shape[2:])
-            if isinstance(generator, list):  # row i from generator i, so a batch masks what single calls mask
-                mask = torch.cat([random_mask(1, num_tokens, ratio, generator=g) for g in generator])
-            else:
-                mask = random_mask(batch_size, num_tokens, ratio, generator=generator)
-        mask = mask.to(device)
+        mask = self.prepare_mask(mask_image, mask_ratio, size, batch_size, generator).to(device)
         return keep_visible(latents, torch.zeros_like(latents), mask, self.transformer.config.patch_size), mask
-
-    def sample_masked_tokens(
-        self,
-        latents: torch.Tensor,
-        features: torch.Tensor,
-        picked: torch.Tensor,
-        generator: Generator,
-        temperature: float,
-        num_head_inference_steps: int,
-    ) -> torch.Tensor:
-        """``latents`` with the ``picked`` tokens (``B x L`` bool) drawn by the diffusion head from the decoder's
-        ``features`` (``2B`` rows with guidance), ``head_scheduler`` running ``num_head_inference_steps``."""
-        tokens = sample_tokens(
-            self.transformer.diffusion_head,
-            features,
-            picked,
-            self.head_scheduler,
-            num_head_inference_steps,
-            generator,
-            temperature,
-            self.guidance_scale,
-        )
-        patches = patchify(latents, self.transformer.config.patch_size)
-        patches[picked] = tokens.to(patches.dtype)
-        return unpatchify(patches, self.transformer.config.patch_size, *latents.shape[2:])
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> images in about ``[-1, 1]``."""
@@ -326,13 +267,10 @@ class LMDPipeline(LMDConditioningMixin, DiffusionPipeline):
             >>> # Reconstruction: mask 75% of the latent patches at random and predict them.
             >>> out = pipe(image=image, mask_ratio=0.75, generator=torch.Generator().manual_seed(0))
             >>> out.images[0].save("reconstruction.png")
-
             >>> # Inpainting: white pixels of the mask are redone.
             >>> out = pipe(image=image, mask_image=Image.open("mask.png"))
-
             >>> # Generation by progressive unmasking from a fully masked latent.
             >>> out = pipe(batch_size=4, num_inference_steps=10, generator=torch.Generator().manual_seed(0))
-
             >>> # A class-conditional model with a diffusion head: one image per class name, guided.
             >>> out = pipe(class_labels=["Sneaker", "Bag"], guidance_scale=3.0, num_inference_steps=16)
             ```
@@ -409,6 +347,8 @@ class LMDPipeline(LMDConditioningMixin, DiffusionPipeline):
         self._num_timesteps = len(timesteps)
 
         # 6. Unmasking loop
+        head, patch_size = self.transformer.diffusion_head, self.transformer.config.patch_size
+        head_steps = num_head_inference_steps or DEFAULT_HEAD_INFERENCE_STEPS
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
@@ -417,7 +357,7 @@ class LMDPipeline(LMDConditioningMixin, DiffusionPipeline):
                 if self.do_classifier_free_guidance:
                     model_input, model_mask = torch.cat([model_input] * 2), torch.cat([mask] * 2)
 
-                if self.transformer.diffusion_head is None:
+                if head is None:
                     # predict every masked token's mean (guided), then let the scheduler reveal a share of them
                     prediction = self.transformer(
                         model_input, mask=model_mask, return_dict=False, return_loss=False, **conditions
@@ -431,17 +371,15 @@ class LMDPipeline(LMDConditioningMixin, DiffusionPipeline):
                 else:
                     # choose the tokens this step reveals, then sample only those with the diffusion head (guided)
                     revealed_mask = self.scheduler.reveal(t, mask, generator)
-                    self._onload(self.transformer)
+                    picked = (mask > 0) & (revealed_mask == 0)
+                    self._onload(self.transformer)  # offload hooks wrap forward(), and this is not forward()
                     features = self.transformer.forward_features(model_input, model_mask, **conditions)
-                    latents = self.sample_masked_tokens(
-                        latents,
-                        features,
-                        (mask > 0) & (revealed_mask == 0),
-                        generator,
-                        temperature,
-                        num_head_inference_steps or DEFAULT_HEAD_INFERENCE_STEPS,
+                    tokens = sample_tokens(
+                        head, features, picked, self.head_scheduler, head_steps, generator, temperature, guidance_scale
                     )
-                    mask = revealed_mask
+                    patches = patchify(latents, patch_size)
+                    patches[picked] = tokens.to(patches.dtype)
+                    latents, mask = unpatchify(patches, patch_size, *latents.shape[2:]), revealed_mask
 
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "mask": mask}
