@@ -23,7 +23,7 @@ ClassLabelInput = int | str | Sequence[int] | Sequence[str] | torch.Tensor | Non
 PromptInput = str | Sequence[str] | None
 
 
-def as_list(value) -> list:
+def _as_list(value) -> list:
     """A label or prompt input as a list: one item, a sequence, or a 0-/1-D tensor."""
     if isinstance(value, torch.Tensor):
         return value.reshape(-1).tolist()
@@ -36,11 +36,11 @@ def condition_count(class_labels: ClassLabelInput, prompt: PromptInput, prompt_e
         return prompt_embeds.shape[0]
     for value in (class_labels, prompt):
         if value is not None:
-            return len(as_list(value))
+            return len(_as_list(value))
     return None
 
 
-def broadcast(name: str, value: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _broadcast(name: str, value: torch.Tensor, batch_size: int) -> torch.Tensor:
     """One row for the whole batch, or one per image."""
     if value.shape[0] == batch_size:
         return value
@@ -85,13 +85,13 @@ class LMDConditioningMixin:
         else:
             if isinstance(class_labels, torch.Tensor) and (class_labels.is_floating_point() or class_labels.ndim > 1):
                 raise ValueError(f"class_labels must be integers, one per image, got a {class_labels.dtype} tensor.")
-            ids = [self.get_label_ids(x)[0] if isinstance(x, str) else x for x in as_list(class_labels)]
+            ids = [self.get_label_ids(x)[0] if isinstance(x, str) else x for x in _as_list(class_labels)]
             valid = [isinstance(x, numbers.Integral) and not isinstance(x, bool) and 0 <= x < num_classes for x in ids]
             if not ids or not all(valid):
                 raise ValueError(
                     f"class_labels must be ids in [0, {num_classes}) or names in id2label, got {class_labels!r}."
                 )
-            labels = broadcast("class_labels", torch.tensor([int(x) for x in ids], device=device), batch_size)
+            labels = _broadcast("class_labels", torch.tensor([int(x) for x in ids], device=device), batch_size)
         if do_classifier_free_guidance:
             labels = torch.cat([labels, torch.full_like(labels, num_classes)])
         return labels
@@ -121,12 +121,12 @@ class LMDConditioningMixin:
         embeds, masks = [], []
         for name, text, text_embeds, text_mask in branches:
             if text_embeds is None:
-                texts = [NULL_PROMPT] if text is None else as_list(text)
+                texts = [NULL_PROMPT] if text is None else _as_list(text)
                 text_embeds, text_mask = encode_text(self.tokenizer, self.text_encoder, texts, device)
             if text_mask is None:
                 text_mask = torch.ones(text_embeds.shape[:2], dtype=torch.long)
-            embeds.append(broadcast(name, text_embeds.to(device, self.transformer.dtype), batch_size))
-            masks.append(broadcast(f"{name} attention masks", text_mask.to(device), batch_size))
+            embeds.append(_broadcast(name, text_embeds.to(device, self.transformer.dtype), batch_size))
+            masks.append(_broadcast(f"{name} attention masks", text_mask.to(device), batch_size))
         if embeds[-1].shape != embeds[0].shape:
             raise ValueError(
                 f"prompt_embeds {tuple(embeds[0].shape)} and negative_prompt_embeds {tuple(embeds[1].shape)} must "
