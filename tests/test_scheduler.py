@@ -152,6 +152,20 @@ def test_progressive_unmasking_is_seeded():
     assert not all(torch.equal(x[1], y[1]) for x, y in zip(a, c))
 
 
+def test_one_generator_per_row_reveals_what_single_rows_reveal():
+    scheduler = LMDMaskScheduler()
+    scheduler.set_timesteps(4)
+    sample, prediction, mask = torch.zeros(3, 4, 8, 12), torch.ones(3, 4, 8, 12), torch.ones(3, 24)
+    seeds = [torch.Generator().manual_seed(s) for s in (0, 1, 2)]
+    batch = scheduler.step(prediction, 2, sample, mask=mask, generator=seeds)
+    for i in range(3):
+        one, seed = slice(i, i + 1), torch.Generator().manual_seed(i)
+        row = scheduler.step(prediction[one], 2, sample[one], mask=mask[one], generator=seed)
+        assert torch.equal(batch.mask[one], row.mask) and torch.equal(batch.prev_sample[one], row.prev_sample)
+    with pytest.raises(ValueError, match="one per mask"):
+        scheduler.reveal(2, mask, seeds[:2])
+
+
 def test_step_rejects_mismatched_shapes():
     scheduler = LMDMaskScheduler()
     scheduler.set_timesteps(2)

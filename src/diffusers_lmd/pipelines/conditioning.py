@@ -1,51 +1,26 @@
-"""Class labels and prompts for the LMD pipelines: checks, label names, prompt encoding and guidance batches.
+"""Class labels and prompts of the LMD pipelines: label names, prompt encoding, guidance batches, argument checks.
 
 Names follow diffusers: ``class_labels`` and ``id2label`` / ``get_label_ids`` as in ``DiTPipeline`` (the null
 class is ``num_class_embeds``), ``prompt`` / ``negative_prompt`` / ``prompt_embeds`` / ``negative_prompt_embeds``
 as in the text-to-image pipelines. With ``guidance_scale > 1`` the transformer runs the conditional and the
 unconditional inputs in one batch: the null class, and the negative prompt (default: the empty prompt, the null
-condition label dropout trains).
+condition label dropout trains). The checks cover the diffusion head's sampling arguments too.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
+from diffusers import SchedulerMixin
 
+from ..models import LMDModel
 from ..models.diffusion_head import takes_variance_noise
 from .text_inputs import NULL_PROMPT, encode_text
 
-# The conditioning arguments of the pipelines' __call__, in this order.
-CONDITION_INPUTS = (
-    "class_labels",
-    "prompt",
-    "negative_prompt",
-    "prompt_embeds",
-    "negative_prompt_embeds",
-    "prompt_attention_mask",
-    "negative_prompt_attention_mask",
-)
 ClassLabelInput = int | str | Sequence[int] | Sequence[str] | torch.Tensor | None
 PromptInput = str | Sequence[str] | None
-
-
-@dataclass
-class Conditions:
-    """The transformer's condition inputs for a call; with guidance, ``2B`` rows: conditional, then unconditional."""
-
-    class_labels: torch.Tensor | None = None
-    encoder_hidden_states: torch.Tensor | None = None
-    encoder_attention_mask: torch.Tensor | None = None
-
-    def model_kwargs(self) -> dict:
-        return {
-            "class_labels": self.class_labels,
-            "encoder_hidden_states": self.encoder_hidden_states,
-            "encoder_attention_mask": self.encoder_attention_mask,
-        }
 
 
 def _as_list(value) -> list:
@@ -65,19 +40,27 @@ def condition_count(class_labels: ClassLabelInput, prompt: PromptInput, prompt_e
     return None
 
 
-class LMDConditioningMixin:
-    """Conditioning for :class:`~diffusers_lmd.pipelines.pipeline_lmd_base.LMDBasePipeline` (needs ``transformer``,
-    ``tokenizer``, ``text_encoder`` and ``head_scheduler`` attributes)."""
+def _broadcast(name: str, value: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """One row for the whole batch, or one per image."""
+    if value.shape[0] == batch_size:
+        return value
+    if value.shape[0] == 1:
+        return value.expand(batch_size, *value.shape[1:])
+    raise ValueError(f"Got {value.shape[0]} {name} for a batch of {batch_size}: pass one, or one per image.")
 
-    def _set_id2label(self, id2label: dict | None) -> None:
-        """Store ``id2label`` in the pipeline config (``model_index.json``) and index its names as ``DiTPipeline``
-        does: every comma-separated name of a class maps to its id."""
-        self.register_to_config(id2label={str(k): v for k, v in id2label.items()} if id2label else None)
-        labels = {}
-        for key, value in (id2label or {}).items():
-            for name in value.split(","):
-                labels[name.strip()] = int(key)
-        self.labels = dict(sorted(labels.items()))
+
+def label_index(id2label: dict | None) -> dict[str, int]:
+    """``{name: id}`` from ``{id: "name"}``, as ``DiTPipeline`` indexes it: every comma-separated name of a class."""
+    labels = {}
+    for key, value in (id2label or {}).items():
+        for name in value.split(","):
+            labels[name.strip()] = int(key)
+    return dict(sorted(labels.items()))
+
+
+class LMDConditioningMixin:
+    """Class labels and prompts for :class:`~diffusers_lmd.LMDPipeline`, whose ``transformer``, ``tokenizer``,
+    ``text_encoder``, ``head_scheduler`` and ``labels`` (:func:`label_index` of ``id2label``) these read."""
 
     def get_label_ids(self, label: str | list[str]) -> list[int]:
         """Map class names (``id2label``'s values) to the ids ``class_labels`` takes."""
@@ -89,11 +72,68 @@ class LMDConditioningMixin:
                 raise ValueError(f"class_labels: {name!r} is not a class name; choose from {list(self.labels)}.")
         return [self.labels[name] for name in names]
 
-    @property
-    def _text_encoding(self) -> bool:
-        return self.tokenizer is not None and self.text_encoder is not None
+    def prepare_class_labels(
+        self, class_labels: ClassLabelInput, batch_size: int, device: torch.device, do_classifier_free_guidance: bool
+    ) -> torch.Tensor | None:
+        """``B`` label ids on ``device`` (names looked up with :meth:`get_label_ids`; one label serves the whole
+        batch; none = the null class), then, with guidance, ``B`` null-class rows; None for a model without classes."""
+        num_classes = self.transformer.config.num_class_embeds
+        if num_classes is None:
+            return None
+        if class_labels is None:
+            labels = torch.full((batch_size,), num_classes, device=device, dtype=torch.long)
+        else:
+            if isinstance(class_labels, torch.Tensor) and (class_labels.is_floating_point() or class_labels.ndim > 1):
+                raise ValueError(f"class_labels must be integers, one per image, got a {class_labels.dtype} tensor.")
+            ids = [self.get_label_ids(x)[0] if isinstance(x, str) else x for x in _as_list(class_labels)]
+            valid = [isinstance(x, numbers.Integral) and not isinstance(x, bool) and 0 <= x < num_classes for x in ids]
+            if not ids or not all(valid):
+                raise ValueError(
+                    f"class_labels must be ids in [0, {num_classes}) or names in id2label, got {class_labels!r}."
+                )
+            labels = _broadcast("class_labels", torch.tensor([int(x) for x in ids], device=device), batch_size)
+        if do_classifier_free_guidance:
+            labels = torch.cat([labels, torch.full_like(labels, num_classes)])
+        return labels
 
-    # ------------------------------------------------------------------------------------------- checks
+    def encode_prompt(
+        self,
+        prompt: PromptInput,
+        batch_size: int,
+        device: torch.device,
+        do_classifier_free_guidance: bool,
+        negative_prompt: PromptInput = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Text embeddings and attention mask (``B x S x D``, ``B x S``) of ``prompt`` or of the given embeddings,
+        broadcast to the batch (the empty prompt when neither is given), then, with guidance, ``B`` rows of the
+        negative prompt's; ``(None, None)`` for a transformer without text conditioning."""
+        if self.transformer.config.cross_attention_dim is None:
+            return None, None
+        branches = [("prompt", prompt, prompt_embeds, prompt_attention_mask)]
+        if do_classifier_free_guidance:
+            branches.append(
+                ("negative_prompt", negative_prompt, negative_prompt_embeds, negative_prompt_attention_mask)
+            )
+        embeds, masks = [], []
+        for name, text, text_embeds, text_mask in branches:
+            if text_embeds is None:
+                texts = [NULL_PROMPT] if text is None else _as_list(text)
+                text_embeds, text_mask = encode_text(self.tokenizer, self.text_encoder, texts, device)
+            if text_mask is None:
+                text_mask = torch.ones(text_embeds.shape[:2], dtype=torch.long)
+            embeds.append(_broadcast(name, text_embeds.to(device, self.transformer.dtype), batch_size))
+            masks.append(_broadcast(f"{name} attention masks", text_mask.to(device), batch_size))
+        if embeds[-1].shape != embeds[0].shape:
+            raise ValueError(
+                f"prompt_embeds {tuple(embeds[0].shape)} and negative_prompt_embeds {tuple(embeds[1].shape)} must "
+                "have the same shape to run in one batch."
+            )
+        return torch.cat(embeds), torch.cat(masks)
+
     def check_condition_inputs(
         self,
         class_labels: ClassLabelInput,
@@ -111,7 +151,7 @@ class LMDConditioningMixin:
         config = self.transformer.config
         if guidance_scale < 1:
             raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}.")
-        self._check_sampling(temperature, num_head_inference_steps)
+        _check_sampling(self.transformer, self.head_scheduler, temperature, num_head_inference_steps)
         classes, text = config.num_class_embeds is not None, config.cross_attention_dim is not None
         if class_labels is not None and not classes:
             raise ValueError(
@@ -126,7 +166,9 @@ class LMDConditioningMixin:
                 f"{given[0]} was given, but the transformer is not text-conditional (cross_attention_dim=None)."
             )
         if text:
-            self._check_text(texts, prompt_attention_mask, negative_prompt_attention_mask, guidance_scale)
+            masks = {"prompt": prompt_attention_mask, "negative_prompt": negative_prompt_attention_mask}
+            can_encode_text = self.tokenizer is not None and self.text_encoder is not None
+            _check_text(config.cross_attention_dim, can_encode_text, texts, masks, guidance_scale)
         if guidance_scale > 1:
             if not (classes or text):
                 raise ValueError(
@@ -139,164 +181,75 @@ class LMDConditioningMixin:
                     "prompt (without one every image gets the unconditional input)."
                 )
 
-    def _check_sampling(self, temperature: float, num_head_inference_steps: int | None) -> None:
-        diffusion = self.transformer.config.head_type == "diffusion"
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        if not diffusion and (temperature != 1.0 or num_head_inference_steps is not None):
-            raise ValueError(
-                "temperature and num_head_inference_steps set the diffusion head's sampling; this transformer has "
-                "head_type='mse', which predicts the mean: leave them unset."
-            )
-        if diffusion:
-            most = self.transformer.config.diffusion_num_train_timesteps - 1
-            if num_head_inference_steps is not None and not 1 <= num_head_inference_steps <= most:
-                raise ValueError(
-                    f"num_head_inference_steps must lie in [1, {most}] (below the head's training timesteps), got "
-                    f"{num_head_inference_steps}."
-                )
-            self._check_head_scheduler()
-            if temperature != 1.0 and not takes_variance_noise(self.head_scheduler):
-                raise ValueError(
-                    f"temperature={temperature} needs a head_scheduler that takes variance_noise (DDIMScheduler); "
-                    f"{type(self.head_scheduler).__name__} draws its noise itself. Use temperature=1, or "
-                    "pipe.head_scheduler = DDIMScheduler.from_config(pipe.head_scheduler.config)."
-                )
 
-    def _check_head_scheduler(self) -> None:
-        """The head's sampler must use the noise schedule the head was trained with."""
-        trained = self.transformer.diffusion_head.noise_scheduler
-        scheduler = self.head_scheduler
-        alphas = getattr(scheduler, "alphas_cumprod", None)
-        if (
-            alphas is None
-            or alphas.shape != trained.alphas_cumprod.shape
-            or not torch.allclose(alphas.cpu(), trained.alphas_cumprod.cpu())
-        ):
-            raise ValueError(
-                f"head_scheduler ({type(scheduler).__name__}) does not use the diffusion head's training noise "
-                "schedule: build it with DDIMScheduler.from_config(pipe.transformer.diffusion_head.noise_scheduler"
-                ".config)."
-            )
-        if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
-            raise ValueError("head_scheduler must have prediction_type='epsilon': the diffusion head predicts noise.")
-
-    def _check_text(self, texts: dict, prompt_mask, negative_mask, guidance_scale: float) -> None:
-        dim = self.transformer.config.cross_attention_dim
-        for name in ("prompt", "negative_prompt"):
-            if texts[name] is not None and texts[f"{name}_embeds"] is not None:
-                raise ValueError(f"Pass either {name} or {name}_embeds, not both.")
-            value = texts[name]
-            if value is not None and not (isinstance(value, str) or all(isinstance(p, str) for p in value)):
-                raise ValueError(f"{name} must be a string or a list of strings, got {value!r}.")
-        needs_encoder = texts["prompt_embeds"] is None or (
-            guidance_scale > 1 and texts["negative_prompt_embeds"] is None
+def _check_sampling(
+    transformer: LMDModel, head_scheduler: SchedulerMixin | None, temperature: float, num_head_inference_steps
+) -> None:
+    diffusion = transformer.config.head_type == "diffusion"
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if not diffusion and (temperature != 1.0 or num_head_inference_steps is not None):
+        raise ValueError(
+            "temperature and num_head_inference_steps set the diffusion head's sampling; this transformer has "
+            "head_type='mse', which predicts the mean: leave them unset."
         )
-        if needs_encoder and not self._text_encoding:
+    if diffusion:
+        most = transformer.config.diffusion_num_train_timesteps - 1
+        if num_head_inference_steps is not None and not 1 <= num_head_inference_steps <= most:
             raise ValueError(
-                "This pipeline has no tokenizer and text_encoder, so it cannot encode a prompt (nor the empty "
-                "prompt of the unconditional branch): pass prompt_embeds (and negative_prompt_embeds with "
-                "guidance_scale > 1), or build the pipeline with a tokenizer and text_encoder."
+                f"num_head_inference_steps must lie in [1, {most}] (below the head's training timesteps), got "
+                f"{num_head_inference_steps}."
             )
-        for name, mask in (("prompt", prompt_mask), ("negative_prompt", negative_mask)):
-            embeds = texts[f"{name}_embeds"]
-            if embeds is not None and (embeds.ndim != 3 or embeds.shape[-1] != dim):
-                raise ValueError(
-                    f"{name}_embeds must be batch x text tokens x {dim} (the transformer's cross_attention_dim), "
-                    f"got shape {tuple(embeds.shape)}."
-                )
-            if mask is not None and (embeds is None or tuple(mask.shape) != tuple(embeds.shape[:2])):
-                raise ValueError(
-                    f"{name}_attention_mask goes with {name}_embeds and must be batch x text tokens "
-                    f"({None if embeds is None else tuple(embeds.shape[:2])}), got {tuple(mask.shape)}."
-                )
-
-    # -------------------------------------------------------------------------------------- preparation
-    def prepare_class_labels(
-        self, class_labels: ClassLabelInput, batch_size: int, device: torch.device
-    ) -> torch.Tensor | None:
-        """``B`` label ids on ``device`` (names looked up in ``id2label``; one label serves the whole batch);
-        the null class for every image when ``class_labels`` is None; None for a model without classes."""
-        num_classes = self.transformer.config.num_class_embeds
-        if num_classes is None:
-            return None
-        if class_labels is None:
-            return torch.full((batch_size,), num_classes, device=device, dtype=torch.long)
-        if isinstance(class_labels, torch.Tensor) and (class_labels.is_floating_point() or class_labels.ndim > 1):
-            raise ValueError(f"class_labels must be integers, one per image, got a {class_labels.dtype} tensor.")
-        labels = [self.get_label_ids(x)[0] if isinstance(x, str) else x for x in _as_list(class_labels)]
-        valid = [isinstance(x, numbers.Integral) and not isinstance(x, bool) and 0 <= x < num_classes for x in labels]
-        if not labels or not all(valid):
+        _check_head_scheduler(transformer, head_scheduler)
+        if temperature != 1.0 and not takes_variance_noise(head_scheduler):
             raise ValueError(
-                f"class_labels must be ids in [0, {num_classes}) or names in id2label, got {class_labels!r}."
+                f"temperature={temperature} needs a head_scheduler that takes variance_noise (DDIMScheduler); "
+                f"{type(head_scheduler).__name__} draws its noise itself. Use temperature=1, or "
+                "pipe.head_scheduler = DDIMScheduler.from_config(pipe.head_scheduler.config)."
             )
-        labels = torch.tensor([int(x) for x in labels], device=device)
-        return self._broadcast("class_labels", labels, batch_size)
 
-    @staticmethod
-    def _broadcast(name: str, value: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """One row for the whole batch, or one per image."""
-        if value.shape[0] == batch_size:
-            return value
-        if value.shape[0] == 1:
-            return value.expand(batch_size, *value.shape[1:])
-        raise ValueError(f"Got {value.shape[0]} {name} for a batch of {batch_size}: pass one, or one per image.")
 
-    def encode_prompt(
-        self,
-        prompt: PromptInput,
-        batch_size: int,
-        device: torch.device,
-        prompt_embeds: torch.Tensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        name: str = "prompt",
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text embeddings and attention mask (``B x S x D``, ``B x S``) of ``prompt`` or the given embeddings,
-        broadcast to the batch; the empty prompt when neither is given."""
-        if prompt_embeds is None:
-            texts = [NULL_PROMPT] if prompt is None else _as_list(prompt)
-            prompt_embeds, prompt_attention_mask = encode_text(self.tokenizer, self.text_encoder, texts, device)
-        if prompt_attention_mask is None:
-            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long)
-        embeds = self._broadcast(name, prompt_embeds.to(device, self.transformer.dtype), batch_size)
-        return embeds, self._broadcast(f"{name} attention masks", prompt_attention_mask.to(device), batch_size)
+def _check_head_scheduler(transformer: LMDModel, scheduler: SchedulerMixin | None) -> None:
+    """The head's sampler must use the noise schedule the head was trained with."""
+    trained = transformer.diffusion_head.noise_scheduler
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if (
+        alphas is None
+        or alphas.shape != trained.alphas_cumprod.shape
+        or not torch.allclose(alphas.cpu(), trained.alphas_cumprod.cpu())
+    ):
+        raise ValueError(
+            f"head_scheduler ({type(scheduler).__name__}) does not use the diffusion head's training noise "
+            "schedule: build it with DDIMScheduler.from_config(pipe.transformer.diffusion_head.noise_scheduler"
+            ".config)."
+        )
+    if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+        raise ValueError("head_scheduler must have prediction_type='epsilon': the diffusion head predicts noise.")
 
-    def prepare_conditions(
-        self,
-        batch_size: int,
-        device: torch.device,
-        guidance_scale: float,
-        class_labels: ClassLabelInput = None,
-        prompt: PromptInput = None,
-        negative_prompt: PromptInput = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-    ) -> Conditions:
-        """The transformer's condition inputs; with guidance, conditional rows then unconditional ones."""
-        guided = guidance_scale > 1
-        conditions = Conditions(class_labels=self.prepare_class_labels(class_labels, batch_size, device))
-        if guided and conditions.class_labels is not None:
-            null = torch.full_like(conditions.class_labels, self.transformer.config.num_class_embeds)
-            conditions.class_labels = torch.cat([conditions.class_labels, null])
-        if self.transformer.config.cross_attention_dim is None:
-            return conditions
-        embeds, mask = self.encode_prompt(prompt, batch_size, device, prompt_embeds, prompt_attention_mask)
-        if guided:
-            negative = self.encode_prompt(
-                negative_prompt,
-                batch_size,
-                device,
-                negative_prompt_embeds,
-                negative_prompt_attention_mask,
-                name="negative_prompt",
+
+def _check_text(dim: int, can_encode_text: bool, texts: dict, masks: dict, guidance_scale: float) -> None:
+    for name in ("prompt", "negative_prompt"):
+        if texts[name] is not None and texts[f"{name}_embeds"] is not None:
+            raise ValueError(f"Pass either {name} or {name}_embeds, not both.")
+        value = texts[name]
+        if value is not None and not (isinstance(value, str) or all(isinstance(p, str) for p in value)):
+            raise ValueError(f"{name} must be a string or a list of strings, got {value!r}.")
+    needs_encoder = texts["prompt_embeds"] is None or (guidance_scale > 1 and texts["negative_prompt_embeds"] is None)
+    if needs_encoder and not can_encode_text:
+        raise ValueError(
+            "This pipeline has no tokenizer and text_encoder, so it cannot encode a prompt (nor the empty "
+            "prompt of the unconditional branch): pass prompt_embeds (and negative_prompt_embeds with "
+            "guidance_scale > 1), or build the pipeline with a tokenizer and text_encoder."
+        )
+    for name, mask in masks.items():
+        embeds = texts[f"{name}_embeds"]
+        if embeds is not None and (embeds.ndim != 3 or embeds.shape[-1] != dim):
+            raise ValueError(
+                f"{name}_embeds must be batch x text tokens x {dim} (the transformer's cross_attention_dim), "
+                f"got shape {tuple(embeds.shape)}."
             )
-            if negative[0].shape != embeds.shape:
-                raise ValueError(
-                    f"prompt_embeds {tuple(embeds.shape)} and negative_prompt_embeds {tuple(negative[0].shape)} must "
-                    "have the same shape to run in one batch."
-                )
-            embeds, mask = torch.cat([embeds, negative[0]]), torch.cat([mask, negative[1]])
-        conditions.encoder_hidden_states, conditions.encoder_attention_mask = embeds, mask
-        return conditions
+        if mask is not None and (embeds is None or tuple(mask.shape) != tuple(embeds.shape[:2])):
+            raise ValueError(
+                f"{name}_attention_mask goes with {name}_embeds and must be batch x text tokens "
+                f"({None if embeds is None else tuple(embeds.shape[:2])}), got {tuple(mask.shape)}."
+            )

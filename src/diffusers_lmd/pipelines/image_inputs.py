@@ -1,4 +1,4 @@
-"""Input normalisation for the LMD pipelines: any-mode images to RGB, masks to float, and pixel sizes.
+"""Image and mask inputs of the LMD pipelines: argument checks, any-mode images to RGB, sizes, and token masks.
 
 ``VaeImageProcessor`` takes NumPy arrays and tensors as they come, so grayscale and RGBA arrays are made
 RGB here first, the way the data layer treats PIL images (transparency composited on white). Layouts
@@ -12,8 +12,55 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers.image_processor import PipelineImageInput
+from diffusers.utils import logging
 
 from ..data.transforms import to_rgb as pil_to_rgb
+from ..masking import check_mask_ratio, pixel_mask_to_token_mask, random_mask
+from ..projector import downsample_factor
+
+logger = logging.get_logger(__name__)
+
+DEFAULT_MASK_RATIO = 0.75  # MAE's
+
+
+def check_image_inputs(
+    image: PipelineImageInput | None,
+    mask_image: PipelineImageInput | None,
+    mask_ratio: float | None,
+    batch_size: int | None,
+    height: int | None,
+    width: int | None,
+    patch_pixels: int,
+) -> None:
+    """Raise a ``ValueError`` naming the first problem with a call's image, mask, batch and size arguments."""
+    if image is None and batch_size is None:
+        raise ValueError(
+            "Pass `image` to reconstruct or inpaint, or `batch_size` (or `class_labels` / `prompt`) to generate "
+            "new images."
+        )
+    if image is not None and batch_size is not None:
+        raise ValueError("`batch_size` is for generation; with `image`, one image is returned per input image.")
+    if image is None and (mask_image is not None or mask_ratio is not None):
+        raise ValueError("`mask_image` and `mask_ratio` mask an input: pass the `image` they apply to.")
+    if mask_image is not None and mask_ratio is not None:
+        raise ValueError("Pass either `mask_image` (inpainting) or `mask_ratio` (random mask), not both.")
+    if mask_ratio is not None:
+        check_mask_ratio(mask_ratio, allow_one=True)
+    if mask_image is not None and pixel_size(mask_image, is_mask=True) != pixel_size(image):
+        raise ValueError(
+            f"mask_image is {pixel_size(mask_image, is_mask=True)} (height, width) but image is "
+            f"{pixel_size(image)}: give a mask of the same size as the image."
+        )
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if (height is None) != (width is None):
+        raise ValueError("Pass both `height` and `width`, or neither.")
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (value < 1 or value % patch_pixels):
+            raise ValueError(
+                f"{name}={value} must be a positive multiple of {patch_pixels} "
+                "(the projector's downsampling factor x the transformer's patch size)."
+            )
 
 
 def _fix_channels(image: np.ndarray | torch.Tensor, axis: int) -> np.ndarray | torch.Tensor:
@@ -88,9 +135,76 @@ def pixel_size(image: PipelineImageInput, is_mask: bool = False) -> tuple[int, i
     raise TypeError(f"Expected a PIL image, a NumPy array or a torch tensor, got {type(image)}.")
 
 
+def working_size(input_size: tuple[int, int], patch_pixels: int) -> tuple[int, int]:
+    """The size an image is processed at: its own when it splits into whole tokens, else rounded down to multiples of
+    ``patch_pixels`` (keeping the aspect ratio, as diffusers' ``VaeImageProcessor`` rounds to its
+    ``vae_scale_factor``), with a warning."""
+    size = token_multiple_size(input_size, patch_pixels)
+    if size != tuple(input_size):
+        logger.warning(
+            f"Image size {input_size[0]}x{input_size[1]} is not a multiple of {patch_pixels} pixels (one "
+            f"token); resizing to {size[0]}x{size[1]}."
+        )
+    return size
+
+
 def token_multiple_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     """``(height, width)`` rounded down to multiples of ``multiple`` (at least one each), so the aspect ratio is kept
     up to the rounding: what diffusers' ``VaeImageProcessor`` does with its ``vae_scale_factor``."""
     if multiple < 1:
         raise ValueError(f"multiple must be a positive number of pixels, got {multiple}.")
     return tuple(max(multiple, side - side % multiple) for side in size)
+
+
+class LMDImageInputsMixin:
+    """Image and mask inputs for :class:`~diffusers_lmd.LMDPipeline`, whose ``vae``, ``transformer``,
+    ``image_processor`` and ``mask_processor`` these read."""
+
+    @property
+    def patch_pixels(self) -> int:
+        """Side in pixels of the image area behind one token: the projector's downsampling x the patch size."""
+        return downsample_factor(self.vae) * self.transformer.config.patch_size
+
+    @property
+    def default_image_size(self) -> tuple[int, int]:
+        """The resolution the transformer was built for: ``sample_size`` x the projector's downsampling factor."""
+        size = self.transformer.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else size
+        factor = downsample_factor(self.vae)
+        return height * factor, width * factor
+
+    def prepare_image(
+        self, image: PipelineImageInput, height: int | None = None, width: int | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Any image input -> ``B x 3 x H x W`` in ``[-1, 1]``, and the size used: ``height x width`` if given,
+        else the input's own size rounded down to whole tokens (:func:`working_size`)."""
+        image = images_to_rgb(image)
+        size = (height, width) if height is not None else working_size(pixel_size(image), self.patch_pixels)
+        # Contiguous whatever the input layout, so PIL, NumPy and tensor inputs take the same kernels: same bits.
+        return self.image_processor.preprocess(image, height=size[0], width=size[1]).contiguous(), size
+
+    def prepare_mask(
+        self,
+        mask_image: PipelineImageInput | None,
+        mask_ratio: float | None,
+        size: tuple[int, int],
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+    ) -> torch.Tensor:
+        """The ``B x L`` token mask of a ``size`` image: a token is masked if any pixel behind it is white in
+        ``mask_image`` (one for the batch, or one per image), else a uniform random share ``mask_ratio`` (default
+        0.75) is; with a list of generators, row ``i`` is drawn from generator ``i``."""
+        if mask_image is not None:
+            pixels = self.mask_processor.preprocess(mask_to_float(mask_image), height=size[0], width=size[1])
+            if pixels.shape[0] == 1:
+                pixels = pixels.expand(batch_size, -1, -1, -1)
+            elif pixels.shape[0] != batch_size:
+                raise ValueError(
+                    f"Got {pixels.shape[0]} masks for {batch_size} images: pass one mask, or one per image."
+                )
+            return pixel_mask_to_token_mask(pixels, self.patch_pixels)
+        ratio = DEFAULT_MASK_RATIO if mask_ratio is None else mask_ratio
+        num_tokens = (size[0] // self.patch_pixels) * (size[1] // self.patch_pixels)
+        if isinstance(generator, list):
+            return torch.cat([random_mask(1, num_tokens, ratio, generator=g) for g in generator])
+        return random_mask(batch_size, num_tokens, ratio, generator=generator)

@@ -1,39 +1,192 @@
-"""``LMDPipeline``: reconstruction, inpainting and generation with a Latent Masking Diffusion model (SPEC §4)."""
+"""``LMDPipeline``: reconstruction, inpainting and generation with a Latent Masking Diffusion model (SPEC §4).
+
+Every task completes a partly masked latent: reconstruction and inpainting start from an encoded image with some
+tokens masked, generation from a fully masked latent. One loop serves all three: the model predicts the masked
+tokens and ``LMDMaskScheduler.step`` reveals a share of them, keeping visible latents exactly, until none is
+masked (one step: SPEC §4's one-shot reconstruction). A diffusion head samples only the tokens the scheduler picks
+to reveal. Latents stay in the projector's dtype; the transformer gets a copy in its own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-from diffusers.image_processor import PipelineImageInput
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipeline, VQModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
+from transformers import CLIPTextModel, CLIPTokenizer
 
-from .conditioning import ClassLabelInput, PromptInput
-from .pipeline_lmd_base import Generator, LMDBasePipeline, StepCallback
+from ..masking import keep_visible, patchify, unpatchify
+from ..models import LMDModel
+from ..models.diffusion_head import sample_tokens
+from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
+from ..schedulers import LMDMaskScheduler
+from .conditioning import ClassLabelInput, LMDConditioningMixin, PromptInput, condition_count, label_index
+from .image_inputs import LMDImageInputsMixin, check_image_inputs
 from .pipeline_output import LMDPipelineOutput
 
 DEFAULT_GENERATION_STEPS = 10
+DEFAULT_HEAD_INFERENCE_STEPS = 50
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+Generator = torch.Generator | list[torch.Generator] | None
+StepCallback = Callable[..., dict] | PipelineCallback | MultiPipelineCallbacks | None
 
 
-class LMDPipeline(LMDBasePipeline):
+class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
     """Pipeline for image reconstruction, inpainting and generation with Latent Masking Diffusion.
 
     The projector ``vae`` encodes the image, the ``transformer`` predicts the masked latent patches from the
-    visible ones, and the projector decodes the result; visible latents are kept exactly. Generation starts
-    from a fully masked latent and the ``scheduler`` reveals it over several steps. A class- or
-    text-conditional transformer takes ``class_labels`` or a ``prompt``, with classifier-free guidance; a
-    transformer with a diffusion head samples the masked patches (``head_scheduler``) instead of predicting
-    their mean.
+    visible ones, and the projector decodes the result. Generation starts from a fully masked latent that the
+    ``scheduler`` reveals over several steps. A class- or text-conditional transformer takes ``class_labels`` or a
+    ``prompt``, with classifier-free guidance; one with a diffusion head samples the masked patches.
 
     This model inherits from [`DiffusionPipeline`] (saving, loading, devices, offloading).
 
     Args:
-        vae: the frozen projector, a ``VQModel`` or ``AutoencoderKL``.
+        vae: the frozen projector, a ``VQModel`` or ``AutoencoderKL`` whose config holds the latent
+            ``scaling_factor`` (and ``shift_factor``) the transformer was trained with.
         transformer: the ``LMDModel``; its ``in_channels`` must equal the projector's latent channels.
-        scheduler: an ``LMDMaskScheduler``.
-        tokenizer / text_encoder: ``CLIPTokenizer`` and ``CLIPTextModel`` of a text-conditional transformer.
-        head_scheduler: ``DDIMScheduler`` (default) or ``DDPMScheduler`` for a diffusion head.
-        id2label: class names of a class-conditional transformer, ``{id: name}``.
+        scheduler: the ``LMDMaskScheduler`` that decides how many masked tokens each step reveals.
+        tokenizer / text_encoder: a text-conditional transformer's frozen ``CLIPTokenizer`` and ``CLIPTextModel``;
+            ``None`` for class- and unconditional pipelines.
+        head_scheduler: ``DDIMScheduler`` or ``DDPMScheduler`` that samples with a diffusion head; default: a
+            ``DDIMScheduler`` on the head's training noise schedule. ``None`` for an MSE head.
+        id2label: class names of a class-conditional transformer, ``{id: "name"}`` (several names of one class
+            separated by commas), saved in ``model_index.json``; :meth:`get_label_ids` maps names to ids.
     """
+
+    # diffusers' order for an image-to-image pipeline: the transformer is offloaded when the projector decodes.
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _optional_components = ["tokenizer", "text_encoder", "head_scheduler"]
+    _callback_tensor_inputs = ["latents", "mask"]
+    _guidance_scale: float = 1.0
+    _num_timesteps: int = 0
+    _interrupt: bool = False
+
+    def __init__(
+        self,
+        vae: VQModel | AutoencoderKL,
+        transformer: LMDModel,
+        scheduler: LMDMaskScheduler,
+        tokenizer: CLIPTokenizer | None = None,
+        text_encoder: CLIPTextModel | None = None,
+        head_scheduler: DDIMScheduler | DDPMScheduler | None = None,
+        id2label: dict | None = None,
+    ):
+        super().__init__()
+        check_compatible(vae, transformer)
+        if (tokenizer is None) != (text_encoder is None):
+            raise ValueError("Pass both tokenizer and text_encoder (for a text-conditional transformer), or neither.")
+        if head_scheduler is None and transformer.diffusion_head is not None:
+            head_scheduler = DDIMScheduler.from_config(transformer.diffusion_head.noise_scheduler.config)
+        self.register_modules(
+            vae=vae,
+            transformer=transformer,
+            scheduler=scheduler,
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            head_scheduler=head_scheduler,
+        )
+        self.register_to_config(id2label={str(k): v for k, v in id2label.items()} if id2label else None)
+        self.labels = label_index(id2label)
+        factor = downsample_factor(vae)
+        # Inputs are always images, never latents: channel count 0 keeps the processor from passing one through.
+        self.image_processor = VaeImageProcessor(vae_scale_factor=factor, vae_latent_channels=0)
+        self.mask_processor = VaeImageProcessor(
+            vae_scale_factor=factor,
+            vae_latent_channels=0,
+            do_normalize=False,
+            do_binarize=True,
+            do_convert_grayscale=True,
+        )
+
+    @property
+    def guidance_scale(self) -> float:
+        """The classifier-free guidance weight of the current (or last) call."""
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1
+
+    @property
+    def num_timesteps(self) -> int:
+        """Unmasking steps of the current (or last) call, as diffusers' pipelines report them."""
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """``True`` once ``pipe._interrupt`` was set during a call: the remaining steps are skipped."""
+        return self._interrupt
+
+    def check_inputs(
+        self,
+        image: PipelineImageInput | None,
+        mask_image: PipelineImageInput | None,
+        mask_ratio: float | None,
+        batch_size: int | None,
+        num_inference_steps: int,
+        height: int | None,
+        width: int | None,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None,
+    ) -> None:
+        """Raise a ``ValueError`` naming the first problem with the call's image, mask, size and output arguments
+        (:meth:`check_condition_inputs` checks the rest)."""
+        check_compatible(self.vae, self.transformer)
+        check_image_inputs(image, mask_image, mask_ratio, batch_size, height, width, self.patch_pixels)
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        unknown = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
+            )
+
+    def prepare_latents(
+        self,
+        images: torch.Tensor | None,
+        mask_image: PipelineImageInput | None,
+        mask_ratio: float | None,
+        batch_size: int,
+        size: tuple[int, int],
+        generator: Generator,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting latents (in the projector's dtype) and ``B x L`` token mask: the encoded ``images`` with the
+        tokens under ``mask_image``'s white pixels masked, or a random share (``mask_ratio``); without images, a fully
+        masked ``size`` latent. Masked tokens start at the mean latent, 0, not at the image's own encoding: nothing of
+        what is to be predicted reaches a callback or an interrupted call's output."""
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"Got a list of {len(generator)} generators for a batch of {batch_size}: pass one per image, "
+                "or a single generator."
+            )
+        if images is None:  # generation: every value will be predicted
+            factor = downsample_factor(self.vae)
+            shape = (batch_size, self.transformer.config.in_channels, size[0] // factor, size[1] // factor)
+            mask = torch.ones(batch_size, self.transformer.num_tokens(*shape[2:]), device=device)
+            return torch.zeros(shape, device=device, dtype=self.vae.dtype), mask
+        self._onload(self.vae)
+        latents = encode_images(self.vae, images.to(device))
+        mask = self.prepare_mask(mask_image, mask_ratio, size, batch_size, generator).to(device)
+        return keep_visible(latents, torch.zeros_like(latents), mask, self.transformer.config.patch_size), mask
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> images in about ``[-1, 1]``."""
+        self._onload(self.vae)
+        return decode_latents(self.vae, latents)
+
+    @staticmethod
+    def _onload(module: torch.nn.Module) -> None:
+        """Under ``enable_model_cpu_offload``, move ``module`` to the execution device before a call that is not its
+        ``forward`` (offload hooks wrap ``forward`` only)."""
+        hook = getattr(module, "_hf_hook", None)
+        if hook is not None and hasattr(hook, "pre_forward"):
+            hook.pre_forward(module)
 
     @torch.no_grad()
     def __call__(
@@ -114,42 +267,134 @@ class LMDPipeline(LMDBasePipeline):
             >>> # Reconstruction: mask 75% of the latent patches at random and predict them.
             >>> out = pipe(image=image, mask_ratio=0.75, generator=torch.Generator().manual_seed(0))
             >>> out.images[0].save("reconstruction.png")
-
             >>> # Inpainting: white pixels of the mask are redone.
             >>> out = pipe(image=image, mask_image=Image.open("mask.png"))
-
             >>> # Generation by progressive unmasking from a fully masked latent.
             >>> out = pipe(batch_size=4, num_inference_steps=10, generator=torch.Generator().manual_seed(0))
-
             >>> # A class-conditional model with a diffusion head: one image per class name, guided.
             >>> out = pipe(class_labels=["Sneaker", "Bag"], guidance_scale=3.0, num_inference_steps=16)
             ```
         """
+        # 0. Defaults: one step with an image; for generation, one image per class label or prompt
         if num_inference_steps is None:
             num_inference_steps = 1 if image is not None else DEFAULT_GENERATION_STEPS
-        return self._run(
-            image=image,
-            mask_image=mask_image,
-            mask_ratio=mask_ratio,
-            batch_size=batch_size,
-            num_inference_steps=num_inference_steps,
-            height=height,
-            width=width,
-            generator=generator,
-            output_type=output_type,
-            return_dict=return_dict,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            condition_inputs=dict(
-                class_labels=class_labels,
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_prompt_embeds,
-                prompt_attention_mask=prompt_attention_mask,
-                negative_prompt_attention_mask=negative_prompt_attention_mask,
-            ),
-            guidance_scale=guidance_scale,
-            temperature=temperature,
-            num_head_inference_steps=num_head_inference_steps,
+        if image is None and batch_size is None:
+            batch_size = condition_count(class_labels, prompt, prompt_embeds)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+
+        # 1. Check inputs
+        self._interrupt = False
+        self.check_inputs(
+            image,
+            mask_image,
+            mask_ratio,
+            batch_size,
+            num_inference_steps,
+            height,
+            width,
+            output_type,
+            callback_on_step_end_tensor_inputs,
         )
+        self.check_condition_inputs(
+            class_labels,
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_attention_mask,
+            guidance_scale,
+            temperature,
+            num_head_inference_steps,
+        )
+        self._guidance_scale = guidance_scale
+        device = self._execution_device
+
+        # 2. Preprocess the image: its batch is the call's
+        if image is not None:
+            images, size = self.prepare_image(image, height, width)
+            batch_size = images.shape[0]
+        else:
+            images, size = None, (height, width) if height is not None else self.default_image_size
+
+        # 3. Encode the conditions; with guidance, the unconditional rows (null class, negative prompt) follow
+        class_labels = self.prepare_class_labels(class_labels, batch_size, device, self.do_classifier_free_guidance)
+        prompt_embeds, prompt_attention_mask = self.encode_prompt(
+            prompt,
+            batch_size,
+            device,
+            self.do_classifier_free_guidance,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_attention_mask,
+        )
+        conditions = dict(
+            class_labels=class_labels, encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_attention_mask
+        )
+
+        # 4. Prepare the latents and the token mask (1 = to predict)
+        latents, initial_mask = self.prepare_latents(
+            images, mask_image, mask_ratio, batch_size, size, generator, device
+        )
+        mask = initial_mask
+
+        # 5. Set the reveal steps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+
+        # 6. Unmasking loop
+        head, patch_size = self.transformer.diffusion_head, self.transformer.config.patch_size
+        head_steps = num_head_inference_steps or DEFAULT_HEAD_INFERENCE_STEPS
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue  # as diffusers' pipelines do: the remaining steps are skipped
+                model_input, model_mask = latents.to(self.transformer.dtype), mask
+                if self.do_classifier_free_guidance:
+                    model_input, model_mask = torch.cat([model_input] * 2), torch.cat([mask] * 2)
+
+                if head is None:
+                    # predict every masked token's mean (guided), then let the scheduler reveal a share of them
+                    prediction = self.transformer(
+                        model_input, mask=model_mask, return_dict=False, return_loss=False, **conditions
+                    )[0].to(latents.dtype)
+                    if self.do_classifier_free_guidance:
+                        cond, uncond = prediction.chunk(2)
+                        prediction = uncond + guidance_scale * (cond - uncond)
+                    latents, mask = self.scheduler.step(
+                        prediction, t, latents, mask=mask, generator=generator, return_dict=False
+                    )
+                else:
+                    # choose the tokens this step reveals, then sample only those with the diffusion head (guided)
+                    revealed_mask = self.scheduler.reveal(t, mask, generator)
+                    picked = (mask > 0) & (revealed_mask == 0)
+                    self._onload(self.transformer)  # offload hooks wrap forward(), and this is not forward()
+                    features = self.transformer.forward_features(model_input, model_mask, **conditions)
+                    tokens = sample_tokens(
+                        head, features, picked, self.head_scheduler, head_steps, generator, temperature, guidance_scale
+                    )
+                    patches = patchify(latents, patch_size)
+                    patches[picked] = tokens.to(patches.dtype)
+                    latents, mask = unpatchify(patches, patch_size, *latents.shape[2:]), revealed_mask
+
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "mask": mask}
+                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = callback_outputs.pop("latents", latents)
+                    mask = callback_outputs.pop("mask", mask)
+                progress_bar.update()
+
+        # 7. Decode and post-process
+        if output_type == "latent":
+            images = latents
+        else:
+            images = self.image_processor.postprocess(self.decode(latents), output_type=output_type)
+        self.maybe_free_model_hooks()
+
+        output = LMDPipelineOutput(images=images, mask=initial_mask, image_size=tuple(size))
+        return output if return_dict else output.to_tuple()

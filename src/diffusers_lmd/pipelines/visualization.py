@@ -20,17 +20,17 @@ import torch
 from diffusers.image_processor import PipelineImageInput
 
 from ..evaluation import masked_images
-from .pipeline_lmd_base import LMDBasePipeline
+from .pipeline_lmd import LMDPipeline
 
 
-def masked_input(pipe: LMDBasePipeline, image: PipelineImageInput, mask: torch.Tensor, size: tuple[int, int]):
+def masked_input(pipe: LMDPipeline, image: PipelineImageInput, mask: torch.Tensor, size: tuple[int, int]):
     """``image`` as the pipeline saw it (``B x 3 x H x W`` in ``[0, 1]``) with masked tokens' pixels grey."""
     pixels = pipe.image_processor.denormalize(pipe.prepare_image(image, *size)[0])
     return pixels, masked_images(pixels, mask.cpu(), pipe.patch_pixels, fill=0.5)
 
 
 def comparison_grid(
-    pipe: LMDBasePipeline,
+    pipe: LMDPipeline,
     image: PipelineImageInput,
     mask_ratio: float = 0.75,
     generator: torch.Generator | list[torch.Generator] | None = None,
@@ -69,7 +69,7 @@ def tile(images: torch.Tensor, columns: int, gap: int = 2) -> PIL.Image.Image:
 
 
 def class_sample_grid(
-    pipe: LMDBasePipeline,
+    pipe: LMDPipeline,
     class_labels: Iterable[int],
     samples_per_class: int = 8,
     guidance_scale: float = 3.0,
@@ -101,7 +101,7 @@ def class_sample_grid(
     return tile(images, samples_per_class)
 
 
-def _demo_images(pipe: LMDBasePipeline, num_images: int, seed: int) -> torch.Tensor:
+def _demo_images(pipe: LMDPipeline, num_images: int, seed: int) -> torch.Tensor:
     """The held-out demo photo as random crops and whole, at the model's resolution, in ``[0, 1]``."""
     from ..data import DEFAULT_EVAL_PHOTO, DemoCropDataset
 
@@ -127,8 +127,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_inference_steps", type=int, default=16, help="Class samples: reveal steps.")
     parser.add_argument("--temperature", type=float, default=1.0, help="Class samples: diffusion-head temperature.")
     args = parser.parse_args(argv)
-
-    from .pipeline_lmd import LMDPipeline
 
     pipe = LMDPipeline.from_pretrained(args.pipeline)
     if args.samples_per_class is not None:

@@ -116,7 +116,7 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         sample: torch.Tensor,
         *args,
         mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         return_dict: bool = True,
     ) -> LMDMaskSchedulerOutput | tuple:
         """Reveal a share of the masked tokens, chosen uniformly at random, taking the model's prediction.
@@ -130,7 +130,8 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
             sample: the current latent; its visible tokens are kept exactly.
             mask: the current token mask, ``B x L`` (1 = masked); required. Passing it positionally after
                 ``sample`` (the old signature) still works, with a ``FutureWarning``.
-            generator: makes the reveal order reproducible.
+            generator: makes the reveal order reproducible; one per image (a list) makes a batch reveal what
+                single-image calls reveal.
             return_dict: return a :class:`LMDMaskSchedulerOutput` rather than a tuple.
         """
         if args:
@@ -147,13 +148,21 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         return LMDMaskSchedulerOutput(prev_sample=prev_sample, mask=new_mask)
 
     def reveal(
-        self, timestep: int | torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        timestep: int | torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
         """The mask after the step at ``timestep``: which masked tokens stay masked, chosen uniformly at random.
 
         :meth:`step` reveals with this; a sampler that draws only the tokens it reveals (the diffusion head)
-        calls it first and then fills in the tokens it turned from 1 to 0.
+        calls it first and then fills in the tokens it turned from 1 to 0. With a list of generators, as
+        diffusers' ``randn_tensor`` takes, row ``i`` is drawn from generator ``i``.
         """
+        if isinstance(generator, list):
+            if len(generator) != mask.shape[0]:
+                raise ValueError(f"Got {len(generator)} generators for {mask.shape[0]} masks: pass one per mask.")
+            return torch.cat([self.reveal(timestep, mask[i : i + 1], g) for i, g in enumerate(generator)])
         n = self._require_timesteps()
         t = int(timestep)
         if not 0 <= t < n:

@@ -16,7 +16,7 @@ from torch import nn
 from ..masking import patchify, unpatchify
 from ..models import LMDModel
 from ..models.diffusion_head import sample_tokens
-from ..pipelines.pipeline_lmd_base import DEFAULT_HEAD_INFERENCE_STEPS
+from ..pipelines.pipeline_lmd import DEFAULT_HEAD_INFERENCE_STEPS
 
 EVAL_SAMPLING_SEED = 0
 
