@@ -41,7 +41,7 @@ from diffusers_lmd.benchmarking.generation_report import (
     table_4,
 )
 from diffusers_lmd.benchmarking.loop import CLOCKS
-from diffusers_lmd.metrics import fashion_mnist_data_args
+from diffusers_lmd.data import fashion_mnist_data_args
 from diffusers_lmd.training.lmd_setup import load_projector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -27,7 +27,8 @@ from diffusers_lmd.benchmarking.generation_report import (
     table_4,
 )
 from diffusers_lmd.benchmarking.presets import _unet
-from diffusers_lmd.metrics import FeatureClassifier, GenerationScorer, LabelledTensors
+from diffusers_lmd.data import LabelledTensors
+from diffusers_lmd.metrics import FeatureClassifier, GenerationScorer
 from diffusers_lmd.projector import encode_images
 from tests.conftest import TINY_PROJECTOR
 

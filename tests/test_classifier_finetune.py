@@ -17,18 +17,16 @@ import torch
 from accelerate import Accelerator
 
 from diffusers_lmd import LMDForImageClassification, LMDModel, estimate_latent_stats, set_latent_stats
-from diffusers_lmd.classification import (
+from diffusers_lmd.classification import finetune, summarize_accuracy, time_to_accuracy
+from diffusers_lmd.data import (
     TensorDictDataset,
+    add_data_args,
     add_label_args,
     build_labelled_datasets,
     encode_labels,
     export_mnist_imagefolder,
-    finetune,
     pad_label_names,
-    summarize_accuracy,
-    time_to_accuracy,
 )
-from diffusers_lmd.data import add_data_args
 from diffusers_lmd.pipelines import LMDPipeline
 from diffusers_lmd.training import JsonlLogger, read_jsonl
 

@@ -6,14 +6,13 @@ import os
 
 import pytest
 
+from diffusers_lmd.data import fashion_mnist_data_args, load_labelled_tensors
 from diffusers_lmd.metrics import (
     FeatureClassifier,
     GenerationScorer,
     classifier_accuracy,
     degradation_fids,
-    fashion_mnist_data_args,
     gaussian_blur,
-    load_labelled_tensors,
 )
 
 CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "fashion-mnist-classifier")

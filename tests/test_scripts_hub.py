@@ -218,7 +218,8 @@ def test_finetune_loop_steps_and_evaluates_the_ema(fresh_accelerate_state, one_t
     from diffusers.training_utils import EMAModel
 
     from diffusers_lmd import LMDForImageClassification, LMDModel
-    from diffusers_lmd.classification import TensorDictDataset, evaluate_accuracy, finetune
+    from diffusers_lmd.classification import evaluate_accuracy, finetune
+    from diffusers_lmd.data import TensorDictDataset
 
     torch.manual_seed(0)
     model = LMDForImageClassification.from_lmd_model(LMDModel.from_preset("tiny", sample_size=4, in_channels=4), 3)

@@ -24,16 +24,14 @@ from accelerate.utils import set_seed
 
 from diffusers_lmd import LMDForImageClassification
 from diffusers_lmd.classification import (
-    add_label_args,
     apply_layer_decay,
-    build_labelled_datasets,
     cache_labelled_latents,
     finetune,
     load_classifier_for_finetuning,
     plot_accuracy_curves,
     summarize_accuracy,
 )
-from diffusers_lmd.data import add_data_args
+from diffusers_lmd.data import add_data_args, add_label_args, build_labelled_datasets
 from diffusers_lmd.training import (
     JsonlLogger,
     add_training_args,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..data import random_flip_batch
+from ..data import random_flip_batch, stack_images
 from ..projector import Projector
 from ..training.latent_cache import (
     CachedLatentDataset,
@@ -93,12 +93,6 @@ class EpochSampler:
         indices = self._order[self._next : self._next + self.batch_size]
         self._next += self.batch_size
         return indices
-
-
-def stack_images(dataset: torch.utils.data.Dataset, batch_size: int = 64) -> torch.Tensor:
-    """All ``pixel_values`` of a dataset as one ``N x 3 x R x R`` tensor, in dataset order."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    return torch.cat([batch["pixel_values"] for batch in loader])
 
 
 def build_benchmark_data(

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from diffusers.training_utils import EMAModel
 
-from ..metrics import EfficiencyTracker, GenerationScorer, LabelledTensors
+from ..data import LabelledTensors, build_labelled_datasets
+from ..metrics import EfficiencyTracker, GenerationScorer
 from ..training.optim import build_lr_scheduler, build_optimizer
 from .data import BenchmarkData, EpochSampler, build_benchmark_data
 from .generation_methods import GenerationMethod, balanced_labels
@@ -63,8 +64,6 @@ def build_generation_data(
     data_args: argparse.Namespace, vae, cache_dir: str, accelerator, encode_batch_size: int = 250
 ) -> tuple[GenerationData, dict]:
     """Labelled Fashion-MNIST through the library's data path, training latents encoded once (both flips)."""
-    from ..classification import build_labelled_datasets
-
     train, test, names = build_labelled_datasets(data_args)
     data, cost = build_benchmark_data(data_args, train, test, vae, cache_dir, accelerator, encode_batch_size)
     test_tensors = LabelledTensors(data.eval_images, test.labels.clone())  # stacked in dataset order

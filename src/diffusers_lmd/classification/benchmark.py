@@ -21,12 +21,12 @@ from accelerate import Accelerator
 
 from ..benchmarking import BenchmarkData, EfficiencyPreset, build_method, train_for_budget
 from ..benchmarking.presets import get_preset as get_efficiency_preset
+from ..data import TensorDictDataset
 from ..models import LMDModel
 from ..models.lmd_classifier import LMDForImageClassification
 from ..projector import Projector, encode_images
 from ..training.args import add_training_args
 from ..training.optim import build_lr_scheduler, build_optimizer
-from .data import TensorDictDataset
 from .finetune import apply_layer_decay, finetune
 from .report import summarize_accuracy, time_to_accuracy
 from .vit_baseline import vit_classifier_from_mae, vit_layer_id

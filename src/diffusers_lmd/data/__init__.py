@@ -1,4 +1,5 @@
-"""Image data for LMD and projector training: the built-in demo photos, user datasets, and preprocessing."""
+"""Image data for LMD and projector training: the built-in demo photos, user datasets, labelled images for
+fine-tuning and metrics, and preprocessing."""
 
 from .builder import add_data_args, build_datasets, check_data_args, uses_demo_data
 from .demo import DEFAULT_EVAL_PHOTO, DEMO_PHOTO_NAMES, DemoCropDataset, build_demo_datasets, demo_photos
@@ -9,6 +10,21 @@ from .fashion_mnist import (
     read_idx,
 )
 from .image_dataset import ImageDataset, UnreadableImageWarning
+from .labelled import (
+    FASHION_MNIST_FLAGS,
+    LabelledImageDataset,
+    LabelledTensors,
+    TensorDictDataset,
+    add_label_args,
+    build_labelled_datasets,
+    check_label_column,
+    encode_labels,
+    export_mnist_imagefolder,
+    fashion_mnist_data_args,
+    load_labelled_tensors,
+    pad_label_names,
+    stack_images,
+)
 from .transforms import (
     image_to_tensor,
     open_image,
@@ -19,6 +35,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "FASHION_MNIST_FLAGS",
     "FASHION_MNIST_HUB_ID",
     "FASHION_MNIST_LABELS",
     "load_fashion_mnist",
@@ -27,17 +44,29 @@ __all__ = [
     "DEMO_PHOTO_NAMES",
     "DemoCropDataset",
     "ImageDataset",
+    "LabelledImageDataset",
+    "LabelledTensors",
+    "TensorDictDataset",
     "UnreadableImageWarning",
     "add_data_args",
+    "add_label_args",
     "build_datasets",
     "build_demo_datasets",
+    "build_labelled_datasets",
     "check_data_args",
+    "check_label_column",
     "demo_photos",
+    "encode_labels",
+    "export_mnist_imagefolder",
+    "fashion_mnist_data_args",
     "image_to_tensor",
+    "load_labelled_tensors",
     "open_image",
+    "pad_label_names",
     "random_color_batch",
     "random_flip_batch",
     "random_flip_mask",
+    "stack_images",
     "to_rgb",
     "uses_demo_data",
 ]

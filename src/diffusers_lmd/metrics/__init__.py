@@ -17,15 +17,7 @@ from .efficiency import (
     psnr,
 )
 from .feature_classifier import FeatureClassifier, FeatureClassifierOutput
-from .feature_training import (
-    FASHION_MNIST_FLAGS,
-    LabelledTensors,
-    classifier_accuracy,
-    fashion_mnist_data_args,
-    load_labelled_tensors,
-    train_feature_classifier,
-    write_model_card,
-)
+from .feature_training import classifier_accuracy, train_feature_classifier, write_model_card
 from .generation import (
     FID_NAME,
     GaussianStats,
@@ -41,14 +33,12 @@ __all__ = [
     "DEFAULT_DELTA",
     "DEFAULT_EMA_DECAY",
     "DEFAULT_WARMUP_STEPS",
-    "FASHION_MNIST_FLAGS",
     "FID_NAME",
     "EfficiencyTracker",
     "FeatureClassifier",
     "FeatureClassifierOutput",
     "GaussianStats",
     "GenerationScorer",
-    "LabelledTensors",
     "accuracy_increase_events",
     "add_noise",
     "classifier_accuracy",
@@ -56,10 +46,8 @@ __all__ = [
     "conditional_accuracy",
     "degradation_fids",
     "ema_smooth",
-    "fashion_mnist_data_args",
     "frechet_distance",
     "gaussian_blur",
-    "load_labelled_tensors",
     "loss_decrease_events",
     "mean_accuracy_increase_time",
     "mean_iteration_time",

@@ -1,5 +1,5 @@
-"""Training the FID feature classifier on Fashion-MNIST, and the labelled image tensors both it and the
-generation benchmark read (one data path: the data flags of :mod:`diffusers_lmd.data`).
+"""Training the FID feature classifier on Fashion-MNIST (the labelled tensors come from
+:func:`diffusers_lmd.data.load_labelled_tensors`, the one data path of the data flags).
 
 ``training/train_feature_classifier.py`` is the command line; the model is committed under
 ``assets/fashion-mnist-classifier/`` with a card that records the command, the CPU time and the test accuracy.
@@ -7,61 +7,18 @@ generation benchmark read (one data path: the data flags of :mod:`diffusers_lmd.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import time
-from dataclasses import dataclass
 
 import torch
 
-from ..data import add_data_args, random_flip_batch
+from ..data import LabelledTensors, random_flip_batch
 from .feature_classifier import FeatureClassifier
 
-# The data flags every Fashion-MNIST consumer of the classifier uses (SPEC §8): 28x28 centred on a 32x32 canvas.
-FASHION_MNIST_FLAGS = ("--dataset_name", "fashion_mnist", "--resolution", "32", "--pad_to_resolution")
 CARD_NAME = "README.md"
 METRICS_NAME = "classifier_metrics.json"
-
-
-@dataclass
-class LabelledTensors:
-    """A labelled split in memory: ``images`` ``N x 3 x R x R`` in ``[-1, 1]``, ``labels`` ``N`` (long)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __post_init__(self):
-        if self.images.ndim != 4 or self.labels.shape != self.images.shape[:1]:
-            raise ValueError(
-                f"images must be N x C x H x W and labels N, got {tuple(self.images.shape)} and "
-                f"{tuple(self.labels.shape)}."
-            )
-
-    def __len__(self) -> int:
-        return self.labels.shape[0]
-
-
-def fashion_mnist_data_args(extra: list[str] | tuple[str, ...] = ()) -> argparse.Namespace:
-    """The data flags for Fashion-MNIST at 32 px (both splits whole), plus ``extra`` flags."""
-    from ..classification import add_label_args
-
-    parser = add_label_args(add_data_args(argparse.ArgumentParser()))
-    return parser.parse_args([*FASHION_MNIST_FLAGS, "--max_eval_samples", "10000", *extra])
-
-
-def load_labelled_tensors(data_args: argparse.Namespace) -> tuple[LabelledTensors, LabelledTensors, list[str]]:
-    """``(train, test, label_names)`` as tensors, through ``build_labelled_datasets`` (the library's data path)."""
-    from ..benchmarking.data import stack_images
-    from ..classification import build_labelled_datasets
-
-    train, test, names = build_labelled_datasets(data_args)
-    return (
-        LabelledTensors(stack_images(train, batch_size=500), train.labels.clone()),
-        LabelledTensors(stack_images(test, batch_size=500), test.labels.clone()),
-        names,
-    )
 
 
 @torch.no_grad()

