@@ -40,8 +40,6 @@ from diffusers_lmd.benchmarking import (
     build_method,
     check_methods,
     get_preset,
-    latent_reference_psnr,
-    pixel_reference_psnr,
     speedup,
     target_psnr,
     train_for_budget,
@@ -62,6 +60,7 @@ from diffusers_lmd.benchmarking.report import (
 from diffusers_lmd.benchmarking.results import HEADLINE_METHODS, best_psnr, seeded_speedup
 from diffusers_lmd.benchmarking.throughput import device_matmul_ceiling, lmd_cost_per_image
 from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.evaluation import latent_reference_psnr, pixel_reference_psnr
 from diffusers_lmd.projector import downsample_factor
 from diffusers_lmd.training.lmd_setup import load_projector
 

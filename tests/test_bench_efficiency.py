@@ -25,10 +25,8 @@ from diffusers_lmd.benchmarking import (
     evaluate_psnr,
     first_reach,
     get_preset,
-    latent_reference_psnr,
     mask_ratio_at,
     masked_latent_mse,
-    pixel_reference_psnr,
     speedup,
     target_psnr,
     train_for_budget,
@@ -36,7 +34,7 @@ from diffusers_lmd.benchmarking import (
 from diffusers_lmd.benchmarking.results import HEADLINE_METHODS, seeded_speedup
 from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image
 from diffusers_lmd.data import add_data_args, build_datasets
-from diffusers_lmd.evaluation import eval_masks
+from diffusers_lmd.evaluation import eval_masks, latent_reference_psnr, pixel_reference_psnr
 from diffusers_lmd.schedulers import LMDMaskScheduler
 from diffusers_lmd.training.lmd_setup import load_projector
 

@@ -3,8 +3,8 @@
 ``benchmarks/bench_efficiency.py`` is the command line; the pieces live here so tests and other tools share them.
 """
 
-from .data import BenchmarkData, EpochSampler, build_benchmark_data, stack_images
-from .loop import evaluate_psnr, latent_reference_psnr, masked_latent_mse, pixel_reference_psnr, train_for_budget
+from .data import BenchmarkData, EpochSampler, build_benchmark_data
+from .loop import evaluate_psnr, masked_latent_mse, train_for_budget
 from .methods import EfficiencyMethod, LMDMethod, ViTMAEMethod, mask_ratio_at
 from .presets import PRESETS, EfficiencyPreset, get_preset
 from .registry import LMD_SCHEDULES, MAE_FAMILY, METHODS, build_method, check_methods, vitmae_like
@@ -32,12 +32,9 @@ __all__ = [
     "evaluate_psnr",
     "first_reach",
     "get_preset",
-    "latent_reference_psnr",
     "mask_ratio_at",
     "masked_latent_mse",
-    "pixel_reference_psnr",
     "speedup",
-    "stack_images",
     "target_psnr",
     "train_for_budget",
     "vitmae_like",

@@ -20,10 +20,9 @@ from contextlib import nullcontext
 
 import torch
 
-from ..evaluation import EVAL_MASK_RATIO, EVAL_SEED, eval_masks
-from ..masking import keep_visible, patchify, token_mask_to_latent_mask
+from ..evaluation import eval_batches, masked_patch_mse
 from ..metrics import EfficiencyTracker, psnr
-from ..projector import Projector, decode_latents, downsample_factor, encode_images
+from ..projector import downsample_factor, encode_images
 from ..training.args import add_training_args
 from ..training.optim import build_lr_scheduler, build_optimizer
 from .data import BenchmarkData, EpochSampler
@@ -50,34 +49,20 @@ def evaluate_psnr(method: EfficiencyMethod, images: torch.Tensor, batch_size: in
     method.model.eval()
     scores = []
     try:
-        for batch, mask in _eval_batches(images, method.token_pixels, batch_size):
+        for batch, mask in eval_batches(images, method.token_pixels, batch_size):
             scores.append(psnr(method.reconstruct(batch, mask).float(), batch.float()).cpu())
     finally:
         method.model.train(was_training)
     return float(torch.cat(scores).mean())
 
 
-def _masked_mse(prediction: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Per-image mean squared error over the masked latent patches (``B``)."""
-    per_token = (patchify(prediction.float(), patch_size) - patchify(latents.float(), patch_size)).pow(2).mean(-1)
-    return (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-
-def _eval_batches(images: torch.Tensor, token_pixels: int, batch_size: int):
-    """``(batch, mask)`` pairs over ``images`` with the fixed evaluation masks on tokens of ``token_pixels``."""
-    num_tokens = (images.shape[2] // token_pixels) * (images.shape[3] // token_pixels)
-    for start in range(0, images.shape[0], batch_size):
-        batch = images[start : start + batch_size]
-        mask = eval_masks(range(start, start + batch.shape[0]), num_tokens, EVAL_MASK_RATIO, EVAL_SEED)
-        yield batch, mask.to(batch.device)
-
-
 @torch.no_grad()
 def masked_latent_mse(method: EfficiencyMethod, images: torch.Tensor, batch_size: int = 32) -> float | None:
     """A latent method's mean squared error on the masked latent patches of ``images`` (``None`` for others).
 
-    Read it beside :func:`latent_reference_psnr`'s ``mean_latent_mse``: it shows how much better than "predict
-    the mean" the method is in the space it is trained in, whatever the projector's decoder makes of it.
+    Read it beside :func:`~diffusers_lmd.evaluation.latent_reference_psnr`'s ``mean_latent_mse``: it shows how much
+    better than "predict the mean" the method is in the space it is trained in, whatever the projector's decoder
+    makes of it.
     """
     vae = getattr(method, "vae", None)
     if vae is None or not method.reconstructs:
@@ -87,58 +72,12 @@ def masked_latent_mse(method: EfficiencyMethod, images: torch.Tensor, batch_size
     patch_size = method.token_pixels // downsample_factor(vae)
     errors = []
     try:
-        for batch, mask in _eval_batches(images, method.token_pixels, batch_size):
+        for batch, mask in eval_batches(images, method.token_pixels, batch_size):
             latents = encode_images(vae, batch)
-            errors.append(_masked_mse(method.predict_latents(latents, mask), latents, mask, patch_size).cpu())
+            errors.append(masked_patch_mse(method.predict_latents(latents, mask), latents, mask, patch_size).cpu())
     finally:
         method.model.train(was_training)
     return float(torch.cat(errors).mean())
-
-
-def _visible_mean(x: torch.Tensor, mask: torch.Tensor, token_side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(masked, mean)``: where ``x`` (``B x C x H x W``) is masked by ``mask`` (tokens of ``token_side`` cells),
-    and each image's per-channel mean over its visible cells (``B x C x 1 x 1``)."""
-    masked = token_mask_to_latent_mask(mask, token_side, x.shape[2], x.shape[3]).to(x.device) > 0
-    visible = (~masked).to(x.dtype)
-    mean = (x * visible).sum((2, 3), keepdim=True) / visible.sum((2, 3), keepdim=True).clamp(min=1)
-    return masked, mean
-
-
-@torch.no_grad()
-def latent_reference_psnr(vae: Projector, images: torch.Tensor, patch_size: int, batch_size: int = 32) -> dict:
-    """Two fixed points of the latent path under the evaluation masks, to read latent methods against.
-
-    ``projector``: PSNR with every latent as encoded (a perfect latent predictor: the projector's own ceiling).
-    ``mean_latent``: PSNR with every masked latent set to the mean of the image's visible latents, per channel (a
-    predictor that learned nothing about structure); ``mean_latent_mse`` is its masked-latent MSE.
-    """
-    scores = {"projector": [], "mean_latent": []}
-    errors = []
-    for batch, mask in _eval_batches(images.to(vae.device), downsample_factor(vae) * patch_size, batch_size):
-        latents = encode_images(vae, batch)
-        _, mean = _visible_mean(latents, mask, patch_size)
-        fill = mean.expand_as(latents)
-        errors.append(_masked_mse(fill, latents, mask, patch_size).cpu())
-        mean_fill = keep_visible(latents, fill, mask, patch_size)
-        for key, completed in (("projector", latents), ("mean_latent", mean_fill)):
-            decoded = decode_latents(vae, completed).float().clamp(-1.0, 1.0)
-            scores[key].append(psnr(decoded, batch.float()).cpu())
-    result = {key: float(torch.cat(values).mean()) for key, values in scores.items()}
-    return {**result, "mean_latent_mse": float(torch.cat(errors).mean())}
-
-
-@torch.no_grad()
-def pixel_reference_psnr(images: torch.Tensor, token_pixels: int, batch_size: int = 32) -> dict:
-    """The pixel methods' floor under the evaluation masks: PSNR of a predictor that learned only colour.
-
-    ``mean_pixel`` fills every masked patch of ``token_pixels`` pixels with the mean colour of the image's visible
-    pixels. A method scoring near it has learned where the image is red, not what is there.
-    """
-    scores = []
-    for batch, mask in _eval_batches(images, token_pixels, batch_size):
-        masked, mean = _visible_mean(batch, mask, token_pixels)
-        scores.append(psnr(torch.where(masked, mean, batch).float(), batch.float()).cpu())
-    return {"mean_pixel": float(torch.cat(scores).mean())}
 
 
 def peak_memory_mb(device: torch.device) -> float:

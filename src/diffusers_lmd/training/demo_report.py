@@ -20,7 +20,7 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
-from ..benchmarking.loop import latent_reference_psnr, pixel_reference_psnr
+from ..evaluation import latent_reference_psnr, pixel_reference_psnr
 from ..metrics.generation import conditional_accuracy
 from ..pipelines import LMDInpaintPipeline, LMDPipeline
 from ..pipelines.visualization import class_sample_grid, comparison_grid, tile
