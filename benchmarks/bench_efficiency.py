@@ -4,7 +4,7 @@
 Trains a projector once with ``training/train_projector.py`` (its cost is reported on its own line), caches
 the training latents once, then trains each method in a fresh process (so its peak memory is its own) and
 measures MIT / MLI / MLT (SPEC §5) and held-out PSNR against training time; the headline is the time each
-method needs to reach a target PSNR (see ``diffusers_lmd.benchmarking.results.target_psnr``), LMD-CS against
+method needs to reach a target PSNR (see ``lmd_bench.efficiency_results.target_psnr``), LMD-CS against
 MAE over several seeds.
 
     python benchmarks/bench_efficiency.py --preset fmnist-cpu --output benchmarks/results/efficiency_fmnist_cpu.json \\
@@ -29,24 +29,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from diffusers_lmd.benchmarking import (
-    MAE_FAMILY,
-    METHODS,
-    PRESETS,
-    BenchmarkData,
-    EfficiencyPreset,
-    add_time_to_target,
-    build_benchmark_data,
-    build_method,
-    check_methods,
-    get_preset,
-    speedup,
-    target_psnr,
-    train_for_budget,
-)
-from diffusers_lmd.benchmarking.environment import describe_hardware, git_commit
-from diffusers_lmd.benchmarking.loop import CLOCKS
-from diffusers_lmd.benchmarking.report import (
+from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.environment import describe_hardware, git_commit
+from diffusers_lmd.evaluation import latent_reference_psnr, pixel_reference_psnr
+from diffusers_lmd.projector import downsample_factor
+from diffusers_lmd.training.lmd_setup import load_projector
+from lmd_bench.data import BenchmarkData, build_benchmark_data
+from lmd_bench.efficiency_loop import CLOCKS, train_for_budget
+from lmd_bench.efficiency_presets import PRESETS, EfficiencyPreset, get_preset
+from lmd_bench.efficiency_registry import MAE_FAMILY, METHODS, build_method, check_methods
+from lmd_bench.efficiency_report import (
     plot_loss_curves,
     plot_mask_schedules,
     plot_psnr_vs_time,
@@ -57,12 +49,15 @@ from diffusers_lmd.benchmarking.report import (
     table_5,
     throughput_table,
 )
-from diffusers_lmd.benchmarking.results import HEADLINE_METHODS, best_psnr, seeded_speedup
-from diffusers_lmd.benchmarking.throughput import device_matmul_ceiling, lmd_cost_per_image
-from diffusers_lmd.data import add_data_args, build_datasets
-from diffusers_lmd.evaluation import latent_reference_psnr, pixel_reference_psnr
-from diffusers_lmd.projector import downsample_factor
-from diffusers_lmd.training.lmd_setup import load_projector
+from lmd_bench.efficiency_results import (
+    HEADLINE_METHODS,
+    add_time_to_target,
+    best_psnr,
+    seeded_speedup,
+    speedup,
+    target_psnr,
+)
+from lmd_bench.throughput import device_matmul_ceiling, lmd_cost_per_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -27,10 +27,12 @@ import time
 import torch
 from accelerate import Accelerator
 
-from diffusers_lmd.benchmarking import build_benchmark_data
-from diffusers_lmd.benchmarking.environment import describe_hardware, git_commit
 from diffusers_lmd.classification import format_seconds, plot_accuracy_curves
-from diffusers_lmd.classification.benchmark import (
+from diffusers_lmd.data import add_data_args, add_label_args, build_labelled_datasets, export_mnist_imagefolder
+from diffusers_lmd.environment import describe_hardware, git_commit
+from diffusers_lmd.training.lmd_setup import load_projector
+from lmd_bench.data import build_benchmark_data
+from lmd_bench.finetune_bench import (
     PAPER_TABLE_2,
     PRESETS,
     FinetunePreset,
@@ -41,8 +43,6 @@ from diffusers_lmd.classification.benchmark import (
     get_preset,
     pretrain,
 )
-from diffusers_lmd.data import add_data_args, add_label_args, build_labelled_datasets, export_mnist_imagefolder
-from diffusers_lmd.training.lmd_setup import load_projector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -23,15 +23,18 @@ import tempfile
 
 import torch
 
-from diffusers_lmd.benchmarking.generation import build_generation_data
-from diffusers_lmd.benchmarking.generation_bench import (
+from diffusers_lmd.data import fashion_mnist_data_args
+from diffusers_lmd.training.lmd_setup import load_projector
+from lmd_bench.efficiency_loop import CLOCKS
+from lmd_bench.generation_bench import (
     GENERATION_METHODS,
     check_generation_methods,
     load_classifier,
     run_generation_benchmark,
 )
-from diffusers_lmd.benchmarking.generation_presets import GENERATION_PRESETS, get_generation_preset
-from diffusers_lmd.benchmarking.generation_report import (
+from lmd_bench.generation_loop import build_generation_data
+from lmd_bench.generation_presets import GENERATION_PRESETS, get_generation_preset
+from lmd_bench.generation_report import (
     floor_lines,
     generation_table,
     headline,
@@ -40,9 +43,6 @@ from diffusers_lmd.benchmarking.generation_report import (
     table_3,
     table_4,
 )
-from diffusers_lmd.benchmarking.loop import CLOCKS
-from diffusers_lmd.data import fashion_mnist_data_args
-from diffusers_lmd.training.lmd_setup import load_projector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance_scale", "label_dropout", "ema_decay",

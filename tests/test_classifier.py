@@ -163,27 +163,6 @@ def test_from_lmd_model_rejects_an_incompatible_projector(make_pipeline_componen
         LMDForImageClassification.from_lmd_model(model, num_labels=2, projector=parts["vae"])
 
 
-def test_vit_baseline_takes_the_mae_encoder_and_layer_ids():
-    from transformers import ViTMAEConfig, ViTMAEForPreTraining
-
-    from diffusers_lmd.classification import vit_classifier_from_mae, vit_layer_id
-
-    config = ViTMAEConfig(
-        image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    config.update(dict(decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2))
-    mae = ViTMAEForPreTraining(config)
-    vit = vit_classifier_from_mae(mae, num_labels=7)
-    for name, value in mae.vit.state_dict().items():
-        assert torch.equal(vit.vit.state_dict()[name], value), name
-    out = vit(pixel_values=images(2), labels=torch.tensor([1, 6]))
-    assert out.logits.shape == (2, 7) and out.loss.ndim == 0
-    layer_id = vit_layer_id(2)
-    assert layer_id("vit.embeddings.cls_token") == 0
-    assert layer_id("vit.encoder.layer.1.attention.attention.query.weight") == 2
-    assert layer_id("classifier.weight") == layer_id("vit.layernorm.bias") == 3
-
-
 def test_gradient_checkpointing_gives_the_same_gradients(classifier):
     latents, labels = torch.randn(3, 4, 8, 8), torch.tensor([0, 1, 2])
     classifier.train()

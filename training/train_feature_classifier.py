@@ -18,8 +18,8 @@ import sys
 
 import torch
 
-from diffusers_lmd.benchmarking.environment import describe_hardware
 from diffusers_lmd.data import fashion_mnist_data_args, load_labelled_tensors
+from diffusers_lmd.environment import describe_hardware
 from diffusers_lmd.metrics import train_feature_classifier
 from diffusers_lmd.metrics.feature_training import write_model_card
 

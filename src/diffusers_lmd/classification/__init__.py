@@ -5,7 +5,6 @@ from .finetune import TOP_K, TrainingClock, apply_layer_decay, evaluate_accuracy
 from .latents import cache_labelled_latents
 from .loading import load_classifier_for_finetuning
 from .report import format_seconds, plot_accuracy_curves, summarize_accuracy, time_to_accuracy
-from .vit_baseline import vit_classifier_from_mae, vit_layer_id
 
 __all__ = [
     "TOP_K",
@@ -19,6 +18,4 @@ __all__ = [
     "plot_accuracy_curves",
     "summarize_accuracy",
     "time_to_accuracy",
-    "vit_classifier_from_mae",
-    "vit_layer_id",
 ]

@@ -9,27 +9,27 @@ import pytest
 import torch
 from diffusers import VQModel
 
-from diffusers_lmd.benchmarking.data import BenchmarkData
-from diffusers_lmd.benchmarking.generation import GenerationData, sample_classes, train_generator_for_budget
-from diffusers_lmd.benchmarking.generation_bench import (
+from diffusers_lmd.data import LabelledTensors
+from diffusers_lmd.metrics import FeatureClassifier, GenerationScorer
+from diffusers_lmd.projector import encode_images
+from lmd_bench.data import BenchmarkData
+from lmd_bench.efficiency_presets import _unet
+from lmd_bench.generation_bench import (
     GENERATION_METHODS,
     build_generation_method,
     check_generation_methods,
     run_generation_benchmark,
 )
-from diffusers_lmd.benchmarking.generation_methods import balanced_labels, drop_labels
-from diffusers_lmd.benchmarking.generation_presets import GenerationPreset, get_generation_preset
-from diffusers_lmd.benchmarking.generation_report import (
+from lmd_bench.generation_loop import GenerationData, sample_classes, train_generator_for_budget
+from lmd_bench.generation_methods import balanced_labels, drop_labels
+from lmd_bench.generation_presets import GenerationPreset, get_generation_preset
+from lmd_bench.generation_report import (
     generation_table,
     plot_fid_vs_time,
     save_sample_grid,
     table_3,
     table_4,
 )
-from diffusers_lmd.benchmarking.presets import _unet
-from diffusers_lmd.data import LabelledTensors
-from diffusers_lmd.metrics import FeatureClassifier, GenerationScorer
-from diffusers_lmd.projector import encode_images
 from tests.conftest import TINY_PROJECTOR
 
 NUM_CLASSES = 4
@@ -189,7 +189,7 @@ def test_the_cpu_preset_meets_the_issue():
 def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_path, one_thread, capsys):
     """benchmarks/bench_generation.py end to end on real Fashion-MNIST (500 training images), the committed
     classifier and the demo projector, at seconds-long sizes."""
-    root = os.path.dirname(os.path.dirname(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     spec = importlib.util.spec_from_file_location(
         "bench_generation", os.path.join(root, "benchmarks/bench_generation.py")
     )

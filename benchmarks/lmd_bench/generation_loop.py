@@ -2,7 +2,7 @@
 
 The clock counts training steps only (batch indexing, forward, backward, optimiser, the weights' EMA and the
 loss read-back); sampling and scoring pause it and are timed on their own. Every method gets the same data order,
-flips, optimiser (:func:`~diffusers_lmd.benchmarking.loop.optimizer_args`), EMA, label dropout and guidance.
+flips, optimiser (:func:`~lmd_bench.efficiency_loop.optimizer_args`), EMA, label dropout and guidance.
 Quality is :data:`~diffusers_lmd.metrics.FID_NAME` (not comparable to Inception FID), conditional accuracy and
 precision / recall against the Fashion-MNIST test split, on class-balanced samples from a fixed seed.
 """
@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import torch
 from diffusers.training_utils import EMAModel
 
-from ..data import LabelledTensors, build_labelled_datasets
-from ..metrics import EfficiencyTracker, GenerationScorer
-from ..training.optim import build_lr_scheduler, build_optimizer
+from diffusers_lmd.data import LabelledTensors, build_labelled_datasets
+from diffusers_lmd.metrics import EfficiencyTracker, GenerationScorer
+from diffusers_lmd.training.optim import build_lr_scheduler, build_optimizer
+
 from .data import BenchmarkData, EpochSampler, build_benchmark_data
+from .efficiency_loop import CLOCKS, MAX_LOGGED_LOSSES, _autocast, _thin, optimizer_args
 from .generation_methods import GenerationMethod, balanced_labels
 from .generation_presets import GenerationPreset
-from .loop import CLOCKS, MAX_LOGGED_LOSSES, _autocast, _thin, optimizer_args
 
 SAMPLE_SEED = 1234  # every evaluation of every method samples from the same seed (the same U-Net start noise)
 

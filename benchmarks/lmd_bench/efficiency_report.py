@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 
-from ..metrics import ema_smooth
-from ..schedulers import LMDMaskScheduler
-from .methods import mask_ratio_at
-from .results import best_psnr
+from diffusers_lmd.metrics import ema_smooth
+from diffusers_lmd.schedulers import LMDMaskScheduler
+
+from .efficiency_methods import mask_ratio_at
+from .efficiency_results import best_psnr
 
 # SPEC §5: (MIT, MLT, MLI) and, for Table 5, (overall, MAT@1, MAT@5).
 PAPER_TABLE_1 = {"mae-pixel": (2.62, 17.11, 6.53), "lmd-ps": (2.78, 8.37, 3.01), "lmd-cs": (2.61, 6.92, 2.65)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .presets import _unet
+from .efficiency_presets import _unet
 
 # lmd-mse is LMD-CS: the paper's cosine rise, to 1.0 instead of 0.75 so the fully masked start is trained;
 # lmd-diffusion trains as MAR does its diffusion head (a truncated normal over [0.7, 1.0], a fresh ratio per step).

@@ -10,8 +10,9 @@ import math
 
 import torch
 
-from ..metrics import FID_NAME
-from .report import PAPER_TABLE_3, _fmt, _pyplot, _rows_by_method
+from diffusers_lmd.metrics import FID_NAME
+
+from .efficiency_report import PAPER_TABLE_3, _fmt, _pyplot, _rows_by_method
 
 # Paper Table 3's LMD row is its LSUN model; both of our LMD rows sit beside it.
 TABLE_3_ROWS = (("ddpm-pixel", "ddpm-pixel"), ("ldm-latent", "ldm-latent"), ("lmd-cs", "lmd-mse"),

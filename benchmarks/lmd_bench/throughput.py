@@ -15,8 +15,8 @@ from contextlib import nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models import LMDModel
-from ..projector import Projector, encode_images
+from diffusers_lmd.models import LMDModel
+from diffusers_lmd.projector import Projector, encode_images
 
 
 def _sync(device: torch.device) -> None:

@@ -15,31 +15,28 @@ import torch
 from accelerate import Accelerator
 
 from diffusers_lmd import decode_latents, encode_images, patchify, psnr
-from diffusers_lmd.benchmarking import (
-    METHODS,
-    BenchmarkData,
-    EpochSampler,
-    add_time_to_target,
-    build_benchmark_data,
-    build_method,
-    evaluate_psnr,
-    first_reach,
-    get_preset,
-    mask_ratio_at,
-    masked_latent_mse,
-    speedup,
-    target_psnr,
-    train_for_budget,
-)
-from diffusers_lmd.benchmarking.results import HEADLINE_METHODS, seeded_speedup
-from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image
 from diffusers_lmd.data import add_data_args, build_datasets
 from diffusers_lmd.evaluation import eval_masks, latent_reference_psnr, pixel_reference_psnr
 from diffusers_lmd.schedulers import LMDMaskScheduler
 from diffusers_lmd.training.lmd_setup import load_projector
+from lmd_bench.data import BenchmarkData, EpochSampler, build_benchmark_data
+from lmd_bench.efficiency_loop import evaluate_psnr, masked_latent_mse, train_for_budget
+from lmd_bench.efficiency_methods import mask_ratio_at
+from lmd_bench.efficiency_presets import get_preset
+from lmd_bench.efficiency_registry import METHODS, build_method, vitmae_like
+from lmd_bench.efficiency_report import setting_lines
+from lmd_bench.efficiency_results import (
+    HEADLINE_METHODS,
+    add_time_to_target,
+    first_reach,
+    seeded_speedup,
+    speedup,
+    target_psnr,
+)
+from lmd_bench.throughput import lmd_cost_per_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and fights no one
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROW_FIELDS = {"method", "steps", "mit_s", "mli", "mlt_s", "final_psnr", "time_to_target_s", "peak_mem_mb"}
 TINY_UNET = dict(
     block_out_channels=(8, 16),
@@ -289,8 +286,6 @@ def test_script_end_to_end_with_a_given_projector(tiny_projector_path, tmp_path)
 
 
 def test_setting_lines_report_the_projector_cost_and_the_floors():
-    from diffusers_lmd.benchmarking.report import setting_lines
-
     result = {
         "projector": {"trained_here": False, "projector_class": "VQModel", "global_step": 1600,
                       "train_seconds": 1942.94, "eval_psnr": 21.828},
@@ -314,7 +309,6 @@ def test_setting_lines_report_the_projector_cost_and_the_floors():
 def test_vitmae_peer_has_mae_position_tables_and_tokens():
     """transformers 5.x builds ViTMAE with zero position tables; the benchmark's peer must have MAE's sin-cos ones."""
     from diffusers_lmd import LMDModel
-    from diffusers_lmd.benchmarking import vitmae_like
     from diffusers_lmd.models.embeddings import sincos_2d_position_embedding
 
     reference = LMDModel.from_preset("tiny", sample_size=32, in_channels=3, patch_size=4)

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 
-from ..masking import keep_visible, random_mask, token_mask_to_latent_mask
-from ..projector import Projector, decode_latents, encode_images
-from ..schedulers import LMDMaskScheduler
-from .methods import EfficiencyMethod, mask_ratio_at
+from diffusers_lmd.masking import keep_visible, random_mask, token_mask_to_latent_mask
+from diffusers_lmd.projector import Projector, decode_latents, encode_images
+from diffusers_lmd.schedulers import LMDMaskScheduler
+
+from .efficiency_methods import EfficiencyMethod, mask_ratio_at
 
 
 class MaskedUNetMethod(EfficiencyMethod):

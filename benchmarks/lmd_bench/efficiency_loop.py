@@ -20,14 +20,15 @@ from contextlib import nullcontext
 
 import torch
 
-from ..evaluation import eval_batches, masked_patch_mse
-from ..metrics import EfficiencyTracker, psnr
-from ..projector import downsample_factor, encode_images
-from ..training.args import add_training_args
-from ..training.optim import build_lr_scheduler, build_optimizer
+from diffusers_lmd.evaluation import eval_batches, masked_patch_mse
+from diffusers_lmd.metrics import EfficiencyTracker, psnr
+from diffusers_lmd.projector import downsample_factor, encode_images
+from diffusers_lmd.training.args import add_training_args
+from diffusers_lmd.training.optim import build_lr_scheduler, build_optimizer
+
 from .data import BenchmarkData, EpochSampler
-from .methods import EfficiencyMethod
-from .presets import EfficiencyPreset
+from .efficiency_methods import EfficiencyMethod
+from .efficiency_presets import EfficiencyPreset
 
 # Losses kept for the loss-curve plot: every step up to this many, then evenly thinned.
 MAX_LOGGED_LOSSES = 2000
@@ -117,7 +118,7 @@ def train_for_budget(
     The row holds ``method, steps, mit_s, mli, mlt_s, final_psnr, peak_mem_mb``, ``final_train_psnr`` (the same
     score on :meth:`BenchmarkData.train_probe`, images the method trained on) and, for the plots,
     ``curve`` (``[train_seconds, step, psnr]`` at each evaluation) and ``losses`` (``[step, train_seconds,
-    loss, mask_ratio]``). ``time_to_target_s`` is added by :func:`diffusers_lmd.benchmarking.add_time_to_target`
+    loss, mask_ratio]``). ``time_to_target_s`` is added by :func:`lmd_bench.efficiency_results.add_time_to_target`
     once every method's curve is known. Undefined metrics (no PSNR, no loss-decrease event) are ``None``.
     """
     if clock not in CLOCKS:

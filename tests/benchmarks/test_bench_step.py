@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_step.py"
 TINY = dict(latent_channels=4, latent_size=8, patch_size=2, hidden_size=16, num_layers=1, num_attention_heads=2,
             decoder_hidden_size=8, decoder_num_layers=1, decoder_num_attention_heads=2, batch_size=2, warmup=1,
             iters=2, bf16=False)  # fmt: skip

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..data import random_flip_batch, stack_images
-from ..projector import Projector
-from ..training.latent_cache import (
+from diffusers_lmd.data import random_flip_batch, stack_images
+from diffusers_lmd.projector import Projector
+from diffusers_lmd.training.latent_cache import (
     CachedLatentDataset,
     build_latent_cache,
     cache_fingerprint,

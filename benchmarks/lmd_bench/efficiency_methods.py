@@ -12,11 +12,11 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from ..evaluation import reconstruct as reconstruct_latent
-from ..masking import keep_visible
-from ..models import LMDModel
-from ..projector import Projector
-from ..schedulers import LMDMaskScheduler
+from diffusers_lmd.evaluation import reconstruct as reconstruct_latent
+from diffusers_lmd.masking import keep_visible
+from diffusers_lmd.models import LMDModel
+from diffusers_lmd.projector import Projector
+from diffusers_lmd.schedulers import LMDMaskScheduler
 
 # The wall-clock run is mapped onto this many schedule steps, so a ratio schedule spans the whole budget.
 SCHEDULE_RESOLUTION = 10_000

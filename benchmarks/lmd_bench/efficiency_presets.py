@@ -40,7 +40,7 @@ class EfficiencyPreset:
         seeded_methods: further rows run with every seed and compared with the MAEs like LMD-CS (a variant that
             may be faster).
         target_fraction: where the target PSNR lies between the highest trivial floor (0) and the lowest best
-            PSNR of the headline runs (1); see :func:`~diffusers_lmd.benchmarking.results.target_psnr`.
+            PSNR of the headline runs (1); see :func:`~lmd_bench.efficiency_results.target_psnr`.
     """
 
     name: str

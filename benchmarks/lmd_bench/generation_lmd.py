@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from ..models import LMDModel
-from ..pipelines import LMDPipeline
-from ..projector import Projector, downsample_factor, latent_channels
-from ..schedulers import LMDMaskScheduler
+from diffusers_lmd.models import LMDModel
+from diffusers_lmd.pipelines import LMDPipeline
+from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
+from diffusers_lmd.schedulers import LMDMaskScheduler
+
+from .efficiency_methods import SCHEDULE_RESOLUTION, mask_ratio_at
 from .generation_methods import GenerationMethod
 from .generation_presets import GenerationPreset
-from .methods import SCHEDULE_RESOLUTION, mask_ratio_at
 
 LMD_HEADS = {"lmd-mse": "mse", "lmd-diffusion": "diffusion"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from .registry import MAE_FAMILY, MAE_REFERENCES
+from .efficiency_registry import MAE_FAMILY, MAE_REFERENCES
 
 # The rows whose runs (every seed) must all reach the target of a preset with a ``target_fraction``.
 HEADLINE_METHODS = ("lmd-cs", *MAE_REFERENCES)

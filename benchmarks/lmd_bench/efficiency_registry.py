@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DModel
 
-from ..evaluation import EVAL_MASK_RATIO
-from ..models import LMDModel
-from ..projector import Projector, downsample_factor, latent_channels
-from ..schedulers import LMDMaskScheduler
-from .methods import EfficiencyMethod, LMDMethod, ViTMAEMethod
-from .presets import EfficiencyPreset
+from diffusers_lmd.evaluation import EVAL_MASK_RATIO
+from diffusers_lmd.models import LMDModel
+from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
+from diffusers_lmd.schedulers import LMDMaskScheduler
+
+from .efficiency_methods import EfficiencyMethod, LMDMethod, ViTMAEMethod
+from .efficiency_presets import EfficiencyPreset
 from .unet_methods import DDPMMethod, MaskedUNetMethod
 
 LMD_SCHEDULES = {"lmd-cs": "cosine", "lmd-ps": "piecewise", "lmd-uniform": "uniform", "lmd-constant": "constant"}

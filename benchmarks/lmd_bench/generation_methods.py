@@ -15,7 +15,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import nn
 
-from ..projector import Projector, decode_latents
+from diffusers_lmd.projector import Projector, decode_latents
+
 from .unet_methods import DDPMMethod
 
 # The noise schedules of the two U-Net peers: DDPM's linear betas on pixels, LDM's scaled-linear on latents

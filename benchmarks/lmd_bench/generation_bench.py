@@ -15,10 +15,11 @@ import time
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from ..metrics import FID_NAME, FeatureClassifier, GenerationScorer, degradation_fids
-from ..projector import Projector, downsample_factor, latent_channels
-from .environment import describe_hardware, git_commit
-from .generation import GenerationData, fid_floor, train_generator_for_budget
+from diffusers_lmd.environment import describe_hardware, git_commit
+from diffusers_lmd.metrics import FID_NAME, FeatureClassifier, GenerationScorer, degradation_fids
+from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
+
+from .generation_loop import GenerationData, fid_floor, train_generator_for_budget
 from .generation_methods import LATENT_NOISE_SCHEDULE, PIXEL_NOISE_SCHEDULE, ConditionalDiffusionMethod
 from .generation_presets import GenerationPreset
 from .generation_report import add_time_to_fid, fid_target

@@ -1,7 +1,7 @@
 """The fine-tuning comparison of paper Table 2: an LMD-CS encoder against an MAE-pretrained ViT of the same size.
 
 Both encoders are pre-trained for the same wall-clock budget by the efficiency benchmark's loop
-(:func:`diffusers_lmd.benchmarking.train_for_budget`: same images, batch order, optimiser and budget; LMD on cached
+(:func:`lmd_bench.efficiency_loop.train_for_budget`: same images, batch order, optimiser and budget; LMD on cached
 projector latents with the cosine mask schedule, transformers' ``ViTMAEForPreTraining`` on pixels at mask 0.75,
 with the same number of tokens per image). Each is then fine-tuned for the same wall-clock budget by
 :func:`~diffusers_lmd.classification.finetune` with the same recipe, and scored by MAT@1/MAT@5 (SPEC §5), final
@@ -19,16 +19,19 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 
-from ..benchmarking import BenchmarkData, EfficiencyPreset, build_method, train_for_budget
-from ..benchmarking.presets import get_preset as get_efficiency_preset
-from ..data import TensorDictDataset
-from ..models import LMDModel
-from ..models.lmd_classifier import LMDForImageClassification
-from ..projector import Projector, encode_images
-from ..training.args import add_training_args
-from ..training.optim import build_lr_scheduler, build_optimizer
-from .finetune import apply_layer_decay, finetune
-from .report import summarize_accuracy, time_to_accuracy
+from diffusers_lmd.classification import apply_layer_decay, finetune, summarize_accuracy, time_to_accuracy
+from diffusers_lmd.data import TensorDictDataset
+from diffusers_lmd.models import LMDModel
+from diffusers_lmd.models.lmd_classifier import LMDForImageClassification
+from diffusers_lmd.projector import Projector, encode_images
+from diffusers_lmd.training.args import add_training_args
+from diffusers_lmd.training.optim import build_lr_scheduler, build_optimizer
+
+from .data import BenchmarkData
+from .efficiency_loop import train_for_budget
+from .efficiency_presets import EfficiencyPreset
+from .efficiency_presets import get_preset as get_efficiency_preset
+from .efficiency_registry import build_method
 from .vit_baseline import vit_classifier_from_mae, vit_layer_id
 
 # Paper Table 2 (ImageNet-1K fine-tuning), MAT@1 / MAT@5 in the paper's units.
