@@ -34,15 +34,13 @@ from diffusers_lmd.training.lmd_setup import load_projector
 from lmd_bench.data import build_benchmark_data
 from lmd_bench.finetune_bench import (
     PAPER_TABLE_2,
-    PRESETS,
-    FinetunePreset,
     classifiers,
     comparison_rows,
     finetune_all,
     finetune_datasets,
-    get_preset,
     pretrain,
 )
+from lmd_bench.finetune_presets import PRESETS, FinetunePreset, get_preset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,11 +81,11 @@ def build_preset(args: argparse.Namespace) -> FinetunePreset:
         "pretrain_batch_size": args.train_batch_size,
         "finetune_batch_size": args.train_batch_size,
     }
-    preset = dataclasses.replace(get_preset(args.preset), **{k: v for k, v in changes.items() if v is not None})
+    preset = get_preset(args.preset).with_overrides(**changes)
     if args.projector_steps is not None:
         flags = list(preset.projector_args)
         flags[flags.index("--max_train_steps") + 1] = str(args.projector_steps)
-        preset = dataclasses.replace(preset, projector_args=tuple(flags))
+        preset = preset.with_overrides(projector_args=tuple(flags))
     return preset
 
 

@@ -7,32 +7,25 @@ The ViTs share one architecture (the LMD preset's widths and depths); the pixel 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+from .presets import BudgetPreset, pick_preset, unet_config
 
 
-@dataclass(frozen=True)
-class EfficiencyPreset:
-    """One benchmark configuration.
+@dataclass(frozen=True, kw_only=True)
+class EfficiencyPreset(BudgetPreset):
+    """One benchmark configuration (the shared fields are :class:`~lmd_bench.presets.BudgetPreset`'s).
 
     Args:
         resolution: image side in pixels.
-        budget_s: training seconds per method (evaluation pauses the clock).
-        train_batch_size: images per optimiser step, for every method.
-        learning_rate: peak AdamW rate for every method (constant after ``lr_warmup_steps``).
-        lr_warmup_steps: linear warm-up steps.
         num_evals: held-out PSNR evaluations per run, evenly spaced in training time (plus one at time 0).
-        mit_warmup_steps: first steps that MIT ignores.
-        lmd_preset: ``LMDModel`` preset of every ViT method; ``patch_size`` is its latent patch side.
-        unet_latent / unet_pixel: ``UNet2DModel`` architecture of the latent / pixel U-Net methods.
         projector_args: flags for ``training/train_projector.py`` (architecture and steps), used when no trained
             projector is given.
         default_projector: a projector folder (relative to the repository) trained beforehand by
             ``train_projector.py`` that the benchmark uses when it exists, reporting its recorded training cost.
         demo_crops_per_photo / demo_eval_crops: size of the built-in demo data.
-        mixed_precision: ``"bf16"`` autocast on CUDA, ``None`` for fp32.
         data_flags: data flags (``add_data_args``'s, e.g. ``--dataset_name fashion_mnist``) of a real data set;
             empty for the built-in demo photos. ``--resolution`` and ``--data_seed`` are added by the benchmark.
-        lmd_overrides: architecture overrides of ``lmd_preset`` (``hidden_size``, ``num_layers``...) for every ViT.
         learning_rates: per-method peak rates chosen by a sweep (``learning_rate`` for methods not listed).
         methods: the rows a plain run trains (``None``: every method).
         seeds: training seeds of the headline rows (LMD-CS and the MAEs, plus ``seeded_methods``), for a median and
@@ -41,27 +34,16 @@ class EfficiencyPreset:
             may be faster).
         target_fraction: where the target PSNR lies between the highest trivial floor (0) and the lowest best
             PSNR of the headline runs (1); see :func:`~lmd_bench.efficiency_results.target_psnr`.
+
+    The ViTs share one architecture (``lmd_preset`` with ``lmd_overrides``); ``unet_latent`` / ``unet_pixel`` size
+    the latent / pixel U-Net methods.
     """
 
-    name: str
     resolution: int
-    budget_s: float
-    train_batch_size: int
-    learning_rate: float
-    num_evals: int
-    lmd_preset: str
     projector_args: tuple[str, ...]
-    unet_latent: dict = field(default_factory=dict)
-    unet_pixel: dict = field(default_factory=dict)
-    patch_size: int = 2
-    lr_warmup_steps: int = 20
-    mit_warmup_steps: int = 5
     demo_crops_per_photo: int = 256
     demo_eval_crops: int = 32
-    mixed_precision: str | None = None
-    default_projector: str | None = None
     data_flags: tuple[str, ...] = ()
-    lmd_overrides: dict = field(default_factory=dict)
     learning_rates: dict = field(default_factory=dict)
     methods: tuple[str, ...] | None = None
     seeds: int = 1
@@ -71,28 +53,13 @@ class EfficiencyPreset:
     def with_overrides(self, **changes) -> EfficiencyPreset:
         """A copy with the given fields changed (``None`` values are ignored); a ``learning_rate`` override applies
         to every method, replacing the per-method rates."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if "learning_rate" in changes:
-            changes.setdefault("learning_rates", {})
-        return replace(self, **changes)
+        if changes.get("learning_rate") is not None and changes.get("learning_rates") is None:
+            changes["learning_rates"] = {}
+        return super().with_overrides(**changes)
 
     def learning_rate_for(self, method: str) -> float:
         """The peak rate of ``method``: its swept rate, else the preset's common one."""
         return self.learning_rates.get(method, self.learning_rate)
-
-
-def _unet(block_out_channels: tuple[int, ...], attention: tuple[bool, ...], layers_per_block: int) -> dict:
-    """``UNet2DModel`` kwargs: attention blocks where ``attention`` says, plain ResNet blocks elsewhere."""
-    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention)
-    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention))
-    groups = min(32, min(block_out_channels))
-    return dict(
-        block_out_channels=block_out_channels,
-        down_block_types=down,
-        up_block_types=up,
-        layers_per_block=layers_per_block,
-        norm_num_groups=groups,
-    )
 
 
 PRESETS: dict[str, EfficiencyPreset] = {
@@ -113,8 +80,8 @@ PRESETS: dict[str, EfficiencyPreset] = {
             "--train_batch_size", "8", "--max_train_steps", "400", "--validation_steps", "200",
         ),
         default_projector="assets/demo-projector",
-        unet_latent=_unet((64, 128, 128), (False, True, True), 1),
-        unet_pixel=_unet((32, 64, 128, 128), (False, False, False, True), 1),
+        unet_latent=unet_config((64, 128, 128), (False, True, True), 1),
+        unet_pixel=unet_config((32, 64, 128, 128), (False, False, False, True), 1),
     ),
     # One H200: the paper's scale. 224-px crops, f=8 projector (28x28x4 latents, patch 2 = 196 tokens), ViT-B
     # (12 + 8 blocks) against transformers' ViTMAE-B/16 (also 196 tokens), U-Nets of SPEC §6's size class.
@@ -130,8 +97,8 @@ PRESETS: dict[str, EfficiencyPreset] = {
             "--block_out_channels", "128", "128", "256", "256", "--latent_channels", "4", "--max_train_steps", "800",
             "--train_batch_size", "32", "--disc_start", "500", "--validation_steps", "400", "--mixed_precision", "bf16",
         ),
-        unet_latent=_unet((256, 512, 768), (False, True, True), 2),
-        unet_pixel=_unet((128, 128, 256, 256, 512, 512), (False, False, False, False, True, False), 2),
+        unet_latent=unet_config((256, 512, 768), (False, True, True), 2),
+        unet_pixel=unet_config((128, 128, 256, 256, 512, 512), (False, False, False, False, True, False), 2),
         mit_warmup_steps=10,
         mixed_precision="bf16",
     ),
@@ -166,8 +133,8 @@ PRESETS["fmnist-cpu"] = EfficiencyPreset(
     data_flags=(
         "--dataset_name", "fashion_mnist", "--pad_to_resolution", "--random_flip", "--max_eval_samples", "1000",
     ),
-    unet_latent=_unet((64, 128, 128), (False, True, True), 1),
-    unet_pixel=_unet((32, 64, 128), (False, False, True), 1),
+    unet_latent=unet_config((64, 128, 128), (False, True, True), 1),
+    unet_pixel=unet_config((32, 64, 128), (False, False, True), 1),
     methods=("mae-pixel", "mae-ours", "lmd-cs", "lmd-ps", "lmd-constant", "lmd-pixel"),
     seeds=3,
     seeded_methods=("lmd-constant",),  # LMD without the rising ratio: the faster variant in the first run
@@ -177,6 +144,4 @@ PRESETS["fmnist-cpu"] = EfficiencyPreset(
 
 def get_preset(name: str) -> EfficiencyPreset:
     """The named preset, or a ``ValueError`` listing the names."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown efficiency preset {name!r}; choose one of {sorted(PRESETS)}.")
-    return PRESETS[name]
+    return pick_preset(PRESETS, name, "efficiency")

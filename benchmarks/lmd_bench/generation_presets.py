@@ -7,23 +7,21 @@ sampled with one guidance scale and scored on the same number of samples by the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from .efficiency_presets import _unet
+from .presets import BudgetPreset, pick_preset, unet_config
 
 # lmd-mse is LMD-CS: the paper's cosine rise, to 1.0 instead of 0.75 so the fully masked start is trained;
 # lmd-diffusion trains as MAR does its diffusion head (a truncated normal over [0.7, 1.0], a fresh ratio per step).
 DEFAULT_LMD_SCHEDULES = {"lmd-mse": ("cosine", 0.15, 1.0), "lmd-diffusion": ("truncnorm", 0.7, 1.0)}
 
 
-@dataclass(frozen=True)
-class GenerationPreset:
-    """One generation-benchmark configuration.
+@dataclass(frozen=True, kw_only=True)
+class GenerationPreset(BudgetPreset):
+    """One generation-benchmark configuration (the shared fields are :class:`~lmd_bench.presets.BudgetPreset`'s:
+    every method's optimiser is AdamW 0.9/0.95, weight decay 0.05, constant after the warm-up).
 
     Args:
-        budget_s: training seconds per method (sampling and scoring pause the clock).
-        train_batch_size / learning_rate / lr_warmup_steps: the optimiser of every method (AdamW 0.9/0.95,
-            weight decay 0.05, constant after the warm-up).
         ema_decay: the largest decay of the weights' EMA (diffusers' ``EMAModel`` with warm-up), sampled from for
             every method; ``0`` samples the raw weights.
         num_evals: scored points of the FID curve, evenly spaced in training time, the last at the end.
@@ -33,25 +31,14 @@ class GenerationPreset:
             DDIM steps; lmd_temperature: the head's sampling-noise scale.
         lmd_schedules: per LMD method, the training mask-ratio ``(schedule, min, max)``; both reach 1.0, since
             generation starts from a fully masked latent.
-        lmd_preset / lmd_overrides / patch_size: the LMD ViT (``LMDModel.from_preset(lmd_preset, **overrides)``)
-            and its latent patch side.
         unet_pixel / unet_latent: ``UNet2DModel`` architecture of DDPM (32x32x3) and LDM (on the latents).
         default_projector / default_classifier: committed folders (relative to the repository).
         max_train_samples: train on a seeded subset (smoke tests); ``None`` = all 60,000.
         sample_batch_size: images per sampling call.
     """
 
-    name: str
-    budget_s: float
-    train_batch_size: int
-    learning_rate: float
-    num_evals: int
     eval_samples: int
     final_samples: int
-    lmd_preset: str
-    lmd_overrides: dict = field(default_factory=dict)
-    unet_pixel: dict = field(default_factory=dict)
-    unet_latent: dict = field(default_factory=dict)
     guidance_scale: float = 1.0
     label_dropout: float = 0.0
     ema_decay: float = 0.9999
@@ -60,27 +47,17 @@ class GenerationPreset:
     lmd_head_steps: int = 50
     lmd_temperature: float = 1.0
     lmd_schedules: dict = field(default_factory=lambda: dict(DEFAULT_LMD_SCHEDULES))
-    patch_size: int = 2
     lr_warmup_steps: int = 100
-    mit_warmup_steps: int = 5
     sample_batch_size: int = 250
     max_train_samples: int | None = None
-    mixed_precision: str | None = None
     default_projector: str = "assets/fashion-mnist-projector"
     default_classifier: str = "assets/fashion-mnist-classifier"
     num_classes: int = 10
 
-    def with_overrides(self, **changes) -> GenerationPreset:
-        """A copy with the given fields changed (``None`` values are ignored), checked."""
-        preset = replace(self, **{k: v for k, v in changes.items() if v is not None})
-        preset.check()
-        return preset
-
     def check(self) -> None:
         """Raise a ``ValueError`` naming the first setting that cannot work."""
+        super().check()
         k = self.num_classes
-        if self.budget_s <= 0 or self.num_evals < 1:
-            raise ValueError(f"budget_s must be positive and num_evals >= 1, got {self.budget_s}, {self.num_evals}.")
         if self.eval_samples < 2 * k or self.eval_samples % k or self.final_samples % k:
             raise ValueError(
                 f"eval_samples ({self.eval_samples}) and final_samples ({self.final_samples}) must be multiples of "
@@ -128,14 +105,12 @@ GENERATION_PRESETS: dict[str, GenerationPreset] = {
         lmd_preset="small",
         lmd_overrides=dict(hidden_size=128, num_layers=4, num_attention_heads=4, decoder_hidden_size=128,
                            decoder_num_layers=2, decoder_num_attention_heads=4),
-        unet_pixel=_unet((16, 32, 64), (False, False, True), 1),
-        unet_latent=_unet((32, 64, 128), (False, True, True), 1),
+        unet_pixel=unet_config((16, 32, 64), (False, False, True), 1),
+        unet_latent=unet_config((32, 64, 128), (False, True, True), 1),
     ),
 }  # fmt: skip
 
 
 def get_generation_preset(name: str) -> GenerationPreset:
     """The named preset, or a ``ValueError`` listing the names."""
-    if name not in GENERATION_PRESETS:
-        raise ValueError(f"Unknown generation preset {name!r}; choose one of {sorted(GENERATION_PRESETS)}.")
-    return GENERATION_PRESETS[name]
+    return pick_preset(GENERATION_PRESETS, name, "generation")

@@ -8,7 +8,8 @@ from diffusers_lmd import LMDForImageClassification
 from diffusers_lmd.training.lmd_setup import load_projector
 from lmd_bench.efficiency_presets import get_preset as efficiency_preset
 from lmd_bench.efficiency_registry import build_method
-from lmd_bench.finetune_bench import classifiers, comparison_rows, get_preset
+from lmd_bench.finetune_bench import classifiers, comparison_rows
+from lmd_bench.finetune_presets import get_preset
 from lmd_bench.vit_baseline import vit_classifier_from_mae, vit_layer_id
 
 

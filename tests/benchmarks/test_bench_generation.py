@@ -13,7 +13,6 @@ from diffusers_lmd.data import LabelledTensors
 from diffusers_lmd.metrics import FeatureClassifier, GenerationScorer
 from diffusers_lmd.projector import encode_images
 from lmd_bench.data import BenchmarkData
-from lmd_bench.efficiency_presets import _unet
 from lmd_bench.generation_bench import (
     GENERATION_METHODS,
     build_generation_method,
@@ -30,6 +29,7 @@ from lmd_bench.generation_report import (
     table_3,
     table_4,
 )
+from lmd_bench.presets import unet_config
 from tests.conftest import TINY_PROJECTOR
 
 NUM_CLASSES = 4
@@ -45,8 +45,8 @@ def tiny_preset(**changes) -> GenerationPreset:
         eval_samples=8,
         final_samples=16,
         lmd_preset="tiny",
-        unet_pixel=_unet((8, 16), (False, True), 1),
-        unet_latent=_unet((8, 16), (False, True), 1),
+        unet_pixel=unet_config((8, 16), (False, True), 1),
+        unet_latent=unet_config((8, 16), (False, True), 1),
         ddim_steps=3,
         lmd_steps=2,
         lmd_head_steps=3,
