@@ -34,8 +34,9 @@ from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.evaluation import latent_reference_psnr, pixel_reference_psnr
 from diffusers_lmd.projector import downsample_factor
 from diffusers_lmd.training.lmd_setup import load_projector
+from lmd_bench.budget import CLOCKS
 from lmd_bench.data import BenchmarkData, build_benchmark_data
-from lmd_bench.efficiency_loop import CLOCKS, train_for_budget
+from lmd_bench.efficiency_loop import train_for_budget
 from lmd_bench.efficiency_presets import PRESETS, EfficiencyPreset, get_preset
 from lmd_bench.efficiency_registry import MAE_FAMILY, METHODS, build_method, check_methods
 from lmd_bench.efficiency_report import (

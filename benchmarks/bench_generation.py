@@ -25,7 +25,7 @@ import torch
 
 from diffusers_lmd.data import fashion_mnist_data_args
 from diffusers_lmd.training.lmd_setup import load_projector
-from lmd_bench.efficiency_loop import CLOCKS
+from lmd_bench.budget import CLOCKS
 from lmd_bench.generation_bench import (
     GENERATION_METHODS,
     check_generation_methods,

@@ -26,6 +26,7 @@ from diffusers_lmd import LMDModel
 from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 from diffusers_lmd.training.projector_model import add_projector_args, build_projector
+from lmd_bench.budget import CLOCKS
 from lmd_bench.efficiency_presets import get_preset
 from lmd_bench.efficiency_report import throughput_table
 from lmd_bench.throughput import device_matmul_ceiling, lmd_cost_per_image, step_flops
@@ -141,9 +142,6 @@ def build_case(impl: str, compiled: bool, mask_ratio: float, cfg: dict, device: 
     runner = torch.compile(model, dynamic=False) if compiled else model
     step = make_train_step(model, loss_fn(impl, runner, latents, mask_ratio), device, cfg["bf16"])
     return StepCase(impl, compiled, mask_ratio, cfg["batch_size"], step, flops)
-
-
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def _seconds(step: Callable[[], None], device: torch.device, clock: str) -> float:

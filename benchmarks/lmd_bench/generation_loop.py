@@ -1,8 +1,8 @@
 """Train one class-conditional generator for a wall-clock budget and score its samples like every other method.
 
-The clock counts training steps only (batch indexing, forward, backward, optimiser, the weights' EMA and the
-loss read-back); sampling and scoring pause it and are timed on their own. Every method gets the same data order,
-flips, optimiser (:func:`~lmd_bench.efficiency_loop.optimizer_args`), EMA, label dropout and guidance.
+Training is :class:`~lmd_bench.budget.BudgetLoop`'s (the clock, data order, flips, optimiser and weight EMA every
+method shares); sampling and scoring pause the clock and are timed on their own, on the EMA weights. Every method
+gets the same label dropout and guidance.
 Quality is :data:`~diffusers_lmd.metrics.FID_NAME` (not comparable to Inception FID), conditional accuracy and
 precision / recall against the Fashion-MNIST test split, on class-balanced samples from a fixed seed.
 """
@@ -10,20 +10,16 @@ precision / recall against the Fashion-MNIST test split, on class-balanced sampl
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import time
 from dataclasses import dataclass
 
 import torch
-from diffusers.training_utils import EMAModel
 
 from diffusers_lmd.data import LabelledTensors, build_labelled_datasets
-from diffusers_lmd.metrics import EfficiencyTracker, GenerationScorer
-from diffusers_lmd.training.optim import build_lr_scheduler, build_optimizer
+from diffusers_lmd.metrics import GenerationScorer
 
-from .data import BenchmarkData, EpochSampler, build_benchmark_data
-from .efficiency_loop import CLOCKS, MAX_LOGGED_LOSSES, _autocast, _thin, optimizer_args
+from .budget import CLOCKS, BudgetLoop
+from .data import BenchmarkData, build_benchmark_data
 from .generation_methods import GenerationMethod, balanced_labels
 from .generation_presets import GenerationPreset
 
@@ -69,29 +65,6 @@ def build_generation_data(
     data, cost = build_benchmark_data(data_args, train, test, vae, cache_dir, accelerator, encode_batch_size)
     test_tensors = LabelledTensors(data.eval_images, test.labels.clone())  # stacked in dataset order
     return GenerationData(data, train.labels.clone(), test_tensors, names), cost
-
-
-class _EMA:
-    """The weights' EMA (diffusers' ``EMAModel`` with warm-up), or nothing when ``decay`` is 0."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        params = list(model.parameters())
-        self.params = params
-        self.ema = EMAModel(params, decay=decay, use_ema_warmup=True, inv_gamma=1.0, power=0.75) if decay else None
-
-    def step(self) -> None:
-        if self.ema is not None:
-            self.ema.step(self.params)
-
-    def __enter__(self):
-        if self.ema is not None:
-            self.ema.store(self.params)
-            self.ema.copy_to(self.params)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.ema is not None:
-            self.ema.restore(self.params)
 
 
 @torch.no_grad()
@@ -165,72 +138,41 @@ def train_generator_for_budget(
     :data:`CURVE_COLUMNS` at ``eval_samples`` each, the last from the first ``eval_samples`` final samples) and
     ``losses`` (``[step, train_seconds, loss]``).
     """
-    if clock not in CLOCKS:
-        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}.")
-    now, device = CLOCKS[clock], torch.device(device)
-    model = method.model.to(device).train()
-    images = data.data.to(device)
-    train_labels = data.train_labels.to(device)
-    args = optimizer_args(preset)
-    optimizer = build_optimizer(model, args, preset.learning_rate)
-    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps=10**9, num_processes=1)
-    sampler = EpochSampler(len(images), preset.train_batch_size, torch.Generator().manual_seed(seed))
-    flip_generator = torch.Generator(device).manual_seed(seed + 1)
-    noise_generator = torch.Generator(device).manual_seed(seed + 2)
-    tracker = EfficiencyTracker(warmup_steps=preset.mit_warmup_steps)
-    ema = _EMA(model, preset.ema_decay)
+    loop = BudgetLoop(method, data.data, preset, device, seed, clock, ema_decay=preset.ema_decay)
+    device, train_labels = loop.device, data.train_labels.to(loop.device)
     eval_times = [preset.budget_s * k / preset.num_evals for k in range(1, preset.num_evals)]
-    curve, losses, elapsed, next_eval, load_before = [], [], 0.0, 0, os.getloadavg()[0]
+    curve = []
 
-    while elapsed < preset.budget_s:
-        start = now()
-        indices = next(sampler).to(device)
-        batch = images.batch(method.space, indices, flip_generator)
-        with _autocast(device, preset.mixed_precision):
-            loss = method.conditional_loss(batch, train_labels[indices], elapsed / preset.budget_s, noise_generator)
-        loss.backward()
-        if args.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.step()
-        value = loss.item()  # synchronises the device: the step is over
-        step_time = now() - start
-        elapsed += step_time
-        tracker.update(value, step_time)  # raises ValueError on a NaN loss
-        losses.append([tracker.steps, round(elapsed, 4), value])
-        if next_eval < len(eval_times) and elapsed >= eval_times[next_eval]:
-            with ema:
-                scores, _, _ = score_method(method, scorer, preset, preset.eval_samples, device, clock)
-            curve.append(_curve_point(elapsed, tracker.steps, scores, scores["samples_per_s"]))
-            while next_eval < len(eval_times) and elapsed >= eval_times[next_eval]:
-                next_eval += 1
+    def evaluate(train_seconds: float, step: int) -> None:
+        with loop.ema_weights():
+            scores, _, _ = score_method(method, scorer, preset, preset.eval_samples, device, clock)
+        curve.append(_curve_point(train_seconds, step, scores, scores["samples_per_s"]))
 
-    with ema:
+    def step_loss(batch: torch.Tensor, indices: torch.Tensor, progress: float) -> torch.Tensor:
+        return method.conditional_loss(batch, train_labels[indices], progress, loop.generator)
+
+    loop.run(step_loss, eval_times, evaluate)
+    with loop.ema_weights():
         final, samples, labels = score_method(method, scorer, preset, preset.final_samples, device, clock)
     prefix = scorer.score(samples[: preset.eval_samples], labels[: preset.eval_samples])
-    curve.append(_curve_point(elapsed, tracker.steps, prefix, final["samples_per_s"]))
+    curve.append(_curve_point(loop.elapsed, loop.tracker.steps, prefix, final["samples_per_s"]))
     row = {
         "method": method.name,
         **{k: final[k] for k in ("fid", "conditional_accuracy", "precision", "recall", "num_samples")},
         "samples_per_s": final["samples_per_s"],
         "sample_s": final["sample_s"],
-        "train_s": round(elapsed, 3),
-        "steps": tracker.steps,
-        "mit_s": tracker.mit,
-        "mli": tracker.mli if math.isfinite(tracker.mli) else None,
-        "mlt_s": tracker.mlt if math.isfinite(tracker.mli) else None,
-        "loss_events": tracker.num_events,
-        "final_loss": losses[-1][2] if losses else None,
-        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+        "train_s": round(loop.elapsed, 3),
+        **loop.efficiency(),
+        "loss_events": loop.tracker.num_events,
+        "final_loss": loop.losses[-1][2] if loop.losses else None,
+        "params_m": loop.params_m(),
         "space": method.space,
         "sampler": {**method.sampler_setting(), "guidance_scale": preset.guidance_scale},
         "clock": clock,
-        "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_avg": loop.load_avg(),
         "curve_columns": list(CURVE_COLUMNS),
         "curve": curve,
-        "losses": _thin(losses, MAX_LOGGED_LOSSES),
+        "losses": loop.logged_losses(),
     }
     return row, samples, labels
 
