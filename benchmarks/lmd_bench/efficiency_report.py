@@ -26,13 +26,14 @@ PAPER_TABLE_5 = {
 SCHEDULE_LABELS = {"lmd-cs": "cosine", "lmd-ps": "piecewise", "lmd-uniform": "uniform", "lmd-constant": "constant"}
 
 
-def _fmt(value, digits: int = 2) -> str:
+def cell(value, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals, or a dash when it is missing or not finite (a table cell)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     return f"{value:.{digits}f}"
 
 
-def _rows_by_method(result: dict) -> dict[str, dict]:
+def rows_by_method(result: dict) -> dict[str, dict]:
     """One row per method for the paper's tables: the first seed's."""
     rows: dict[str, dict] = {}
     for row in result["rows"]:
@@ -61,12 +62,12 @@ def results_table(result: dict) -> str:
     for row in result["rows"]:
         rate = f"{row['learning_rate']:g}" if row.get("learning_rate") else "—"
         lines.append(
-            f"| {_label(row, result)} | {rate} | {row['steps']} | {_fmt(row['mit_s'], 3)} | {_fmt(row['mli'])} | "
-            f"{_fmt(row['mlt_s'], 2)} | {_fmt(row['final_psnr'])} | {_fmt(best_psnr(row))} | "
-            f"{_fmt(row.get('time_to_target_s'), 1)} | "
+            f"| {_label(row, result)} | {rate} | {row['steps']} | {cell(row['mit_s'], 3)} | {cell(row['mli'])} | "
+            f"{cell(row['mlt_s'], 2)} | {cell(row['final_psnr'])} | {cell(best_psnr(row))} | "
+            f"{cell(row.get('time_to_target_s'), 1)} | "
             f"{row.get('steps_to_target') if row.get('steps_to_target') is not None else '—'} | "
-            f"{_fmt(row.get('eval_latent_mse'), 3)} | {_fmt(row.get('final_train_psnr'))} | "
-            f"{_fmt(row['peak_mem_mb'], 0)} |"
+            f"{cell(row.get('eval_latent_mse'), 3)} | {cell(row.get('final_train_psnr'))} | "
+            f"{cell(row['peak_mem_mb'], 0)} |"
         )
     return "\n".join(lines)
 
@@ -79,7 +80,7 @@ def setting_lines(result: dict) -> str:
         lines = [
             f"- projector: {projector['projector_class']} {origin} by `training/train_projector.py`, "
             f"{projector['global_step']} steps, {projector['train_seconds']:.1f} s of training, held-out PSNR "
-            f"{_fmt(projector.get('eval_psnr'))} dB (not in any method's budget)"
+            f"{cell(projector.get('eval_psnr'))} dB (not in any method's budget)"
         ]
     else:
         lines = [f"- projector: {projector.get('path', 'given')}, training cost unknown (no projector_metrics.json)"]
@@ -97,7 +98,7 @@ def setting_lines(result: dict) -> str:
 
 
 def _paper_table(result: dict, paper: dict, reference: str, title: str) -> str:
-    rows = _rows_by_method(result)
+    rows = rows_by_method(result)
     ref = rows.get(reference)
     lines = [
         f"**{title}** (paper: seconds on V100/3090 at ImageNet/LSUN scale; ours: this run)",
@@ -110,8 +111,8 @@ def _paper_table(result: dict, paper: dict, reference: str, title: str) -> str:
     for method, (mit, mlt, mli) in paper.items():
         row = rows.get(method, {})
         lines.append(
-            f"| {method} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mlt / paper_ref:.2f}× | {_fmt(row.get('mit_s'), 3)} "
-            f"| {_fmt(row.get('mlt_s'))} | {_fmt(row.get('mli'))} | {_ratio(row, ref, 'mlt_s')} |"
+            f"| {method} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mlt / paper_ref:.2f}× | {cell(row.get('mit_s'), 3)} "
+            f"| {cell(row.get('mlt_s'))} | {cell(row.get('mli'))} | {_ratio(row, ref, 'mlt_s')} |"
         )
     return "\n".join(lines)
 
@@ -128,7 +129,7 @@ def table_3(result: dict) -> str:
 
 def table_5(result: dict) -> str:
     """Paper Table 5 (ablations). MAT@k comes from fine-tuning, which this benchmark does not run."""
-    rows = _rows_by_method(result)
+    rows = rows_by_method(result)
     lines = [
         "**Table 5: ablations** (MAT@1/@5 and the overall mean need fine-tuning, reported in the fine-tuning "
         "section; ours adds time to the target PSNR)",
@@ -141,13 +142,14 @@ def table_5(result: dict) -> str:
         row = rows.get(method, {})
         lines.append(
             f"| {label} | {method} | {overall:.2f} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mat1:.3f} | {mat5:.3f} | "
-            f"{_fmt(row.get('mit_s'), 3)} | {_fmt(row.get('mlt_s'))} | {_fmt(row.get('mli'))} | "
-            f"{_fmt(row.get('final_psnr'))} | {_fmt(row.get('time_to_target_s'), 1)} |"
+            f"{cell(row.get('mit_s'), 3)} | {cell(row.get('mlt_s'))} | {cell(row.get('mli'))} | "
+            f"{cell(row.get('final_psnr'))} | {cell(row.get('time_to_target_s'), 1)} |"
         )
     return "\n".join(lines)
 
 
-def _pyplot():
+def load_pyplot():
+    """matplotlib's ``pyplot`` on the file-only Agg backend (imported here: plotting is optional)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,7 +160,7 @@ def _pyplot():
 
 def plot_psnr_vs_time(result: dict, path: str) -> str:
     """Held-out PSNR against training seconds for every method with a PSNR, with the target line."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     colors: dict[str, str] = {}
     for row in result["rows"]:
@@ -199,8 +201,8 @@ def plot_psnr_vs_time(result: dict, path: str) -> str:
 
 def plot_loss_curves(result: dict, path: str, methods=("lmd-ps", "lmd-cs", "lmd-constant", "mae-pixel")) -> str:
     """The paper's Fig. 8: raw and EMA-smoothed training loss per step, with the mask ratio on a second axis."""
-    plt = _pyplot()
-    rows = _rows_by_method(result)
+    plt = load_pyplot()
+    rows = rows_by_method(result)
     shown = [m for m in methods if m in rows and rows[m].get("losses")]
     if not shown:
         raise ValueError(f"No loss curves for {list(methods)} in this result.")
@@ -224,7 +226,7 @@ def plot_loss_curves(result: dict, path: str, methods=("lmd-ps", "lmd-cs", "lmd-
 
 def plot_mask_schedules(path: str, points: int = 600) -> str:
     """The four mask-ratio schedules over a run, as LMD trains them (SPEC §3)."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     progress = [i / (points - 1) for i in range(points)]
     for method, schedule in SCHEDULE_LABELS.items():

@@ -19,6 +19,7 @@ from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.metrics import FID_NAME, FeatureClassifier, GenerationScorer, degradation_fids
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 
+from .generation_lmd import build_lmd_generation_method
 from .generation_loop import GenerationData, fid_floor, train_generator_for_budget
 from .generation_methods import LATENT_NOISE_SCHEDULE, PIXEL_NOISE_SCHEDULE, ConditionalDiffusionMethod
 from .generation_presets import GenerationPreset
@@ -40,8 +41,6 @@ def build_generation_method(name: str, preset: GenerationPreset, vae: Projector,
     torch.manual_seed(seed)
     k = preset.num_classes
     if name in ("lmd-mse", "lmd-diffusion"):
-        from .generation_lmd import build_lmd_generation_method
-
         return build_lmd_generation_method(name, preset, vae, image_size, seed)
     if name == "ldm-latent":
         channels, size = latent_channels(vae), image_size // downsample_factor(vae)

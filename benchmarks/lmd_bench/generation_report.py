@@ -12,7 +12,7 @@ import torch
 
 from diffusers_lmd.metrics import FID_NAME
 
-from .efficiency_report import PAPER_TABLE_3, _fmt, _pyplot, _rows_by_method
+from .efficiency_report import PAPER_TABLE_3, cell, load_pyplot, rows_by_method
 
 # Paper Table 3's LMD row is its LSUN model; both of our LMD rows sit beside it.
 TABLE_3_ROWS = (("ddpm-pixel", "ddpm-pixel"), ("ldm-latent", "ldm-latent"), ("lmd-cs", "lmd-mse"),
@@ -44,10 +44,10 @@ def generation_table(result: dict) -> str:
     ]
     for row in result["rows"]:
         lines.append(
-            f"| {row['method']} | {row['steps']} | {_fmt(row['mit_s'], 3)} | {_fmt(row['mli'])} | "
-            f"{_fmt(row['mlt_s'])} | {_fmt(row['fid'])} | {_fmt(row['conditional_accuracy'], 3)} | "
-            f"{_fmt(row['precision'], 3)} | {_fmt(row['recall'], 3)} | {_fmt(row['samples_per_s'], 1)} | "
-            f"{_fmt(row.get('time_to_fid_target_s'), 1)} | {row['sampler']['sampler']} |"
+            f"| {row['method']} | {row['steps']} | {cell(row['mit_s'], 3)} | {cell(row['mli'])} | "
+            f"{cell(row['mlt_s'])} | {cell(row['fid'])} | {cell(row['conditional_accuracy'], 3)} | "
+            f"{cell(row['precision'], 3)} | {cell(row['recall'], 3)} | {cell(row['samples_per_s'], 1)} | "
+            f"{cell(row.get('time_to_fid_target_s'), 1)} | {row['sampler']['sampler']} |"
         )
     return "\n".join(lines)
 
@@ -56,7 +56,7 @@ def floor_lines(result: dict) -> str:
     """The metric's floor (training images against the test split) and the classifier it is measured with."""
     floor = result["fid_floor"]
     classifier = result.get("classifier") or {}
-    lines = [f"- metric: {FID_NAME}; classifier test accuracy {_fmt(classifier.get('test_accuracy'), 4)}"]
+    lines = [f"- metric: {FID_NAME}; classifier test accuracy {cell(classifier.get('test_accuracy'), 4)}"]
     for key, scores in floor.items():
         what = "all training images" if key == "all_train" else f"{key} class-balanced training images"
         extra = ""
@@ -73,7 +73,7 @@ def floor_lines(result: dict) -> str:
 
 def table_3(result: dict) -> str:
     """Paper Table 3 (LMD vs DDPM and LDM: MIT / MLT / MLI, reference DDPM) with our FID beside it."""
-    rows = _rows_by_method(result)
+    rows = rows_by_method(result)
     ref = rows.get("ddpm-pixel") or {}
     paper_ref = PAPER_TABLE_3["ddpm-pixel"][1]
     lines = [
@@ -90,9 +90,9 @@ def table_3(result: dict) -> str:
         ratio = row["mlt_s"] / ref["mlt_s"] if row.get("mlt_s") and ref.get("mlt_s") else None
         lines.append(
             f"| {label} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mlt / paper_ref:.2f}× | {ours} | "
-            f"{_fmt(row.get('mit_s'), 3)} | {_fmt(row.get('mlt_s'))} | {_fmt(row.get('mli'))} | "
-            f"{_fmt(ratio)}{'×' if ratio else ''} | {_fmt(row.get('fid'))} | "
-            f"{_fmt(row.get('time_to_fid_target_s'), 1)} |"
+            f"{cell(row.get('mit_s'), 3)} | {cell(row.get('mlt_s'))} | {cell(row.get('mli'))} | "
+            f"{cell(ratio)}{'×' if ratio else ''} | {cell(row.get('fid'))} | "
+            f"{cell(row.get('time_to_fid_target_s'), 1)} |"
         )
     return "\n".join(lines)
 
@@ -109,16 +109,16 @@ def table_4(result: dict) -> str:
     ]
     for row in result["rows"]:
         lines.append(
-            f"| {row['method']} | {_fmt(row['fid'])} | {_fmt(row['conditional_accuracy'], 3)} | "
-            f"{_fmt(row['precision'], 3)} | {_fmt(row['recall'], 3)} | {_fmt(row['samples_per_s'], 1)} | "
-            f"{_fmt(row['train_s'], 0)} |"
+            f"| {row['method']} | {cell(row['fid'])} | {cell(row['conditional_accuracy'], 3)} | "
+            f"{cell(row['precision'], 3)} | {cell(row['recall'], 3)} | {cell(row['samples_per_s'], 1)} | "
+            f"{cell(row['train_s'], 0)} |"
         )
     return "\n".join(lines)
 
 
 def plot_fid_vs_time(result: dict, path: str) -> str:
     """FID (at ``eval_samples`` per point) against training seconds for every method, with the metric's floor."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for row in result["rows"]:
         if row.get("curve"):
@@ -145,7 +145,7 @@ def save_sample_grid(
     images: torch.Tensor, labels: torch.Tensor, label_names: list[str], path: str, per_class: int = 10
 ) -> str:
     """A PNG with one row per class (``per_class`` samples each, the first ones of that class), names on the left."""
-    plt = _pyplot()
+    plt = load_pyplot()
     classes = len(label_names)
     per_class = max(1, min(per_class, max(int((labels == c).sum()) for c in range(classes))))
     fig, axes = plt.subplots(classes, per_class, figsize=(per_class * 0.6 + 1.2, classes * 0.6), dpi=110,
@@ -171,7 +171,7 @@ def save_sample_grid(
 def headline(result: dict) -> str:
     """One line per method: time to the common FID target, and FID / accuracy at the end."""
     target = result.get("fid_target")
-    lines = [f"FID target (the lowest FID every method reaches): {_fmt(target)}"]
+    lines = [f"FID target (the lowest FID every method reaches): {cell(target)}"]
     for row in result["rows"]:
         reached = row.get("time_to_fid_target_s")
         when = (
