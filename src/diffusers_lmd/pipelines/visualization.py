@@ -19,6 +19,7 @@ import PIL.Image
 import torch
 from diffusers.image_processor import PipelineImageInput
 
+from ..data import DEFAULT_EVAL_PHOTO, DemoCropDataset
 from ..evaluation import masked_images
 from .pipeline_lmd import LMDPipeline
 
@@ -103,8 +104,6 @@ def class_sample_grid(
 
 def _demo_images(pipe: LMDPipeline, num_images: int, seed: int) -> torch.Tensor:
     """The held-out demo photo as random crops and whole, at the model's resolution, in ``[0, 1]``."""
-    from ..data import DEFAULT_EVAL_PHOTO, DemoCropDataset
-
     resolution = pipe.default_image_size[0]
     crops = DemoCropDataset([DEFAULT_EVAL_PHOTO], num_images - 1, resolution, seed=seed, include_full_photo=True)
     return torch.stack([crops[i]["pixel_values"] for i in range(len(crops))]) / 2 + 0.5
