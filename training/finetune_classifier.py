@@ -37,6 +37,7 @@ from diffusers_lmd.data import add_data_args
 from diffusers_lmd.training import (
     JsonlLogger,
     add_training_args,
+    build_accelerator,
     build_ema,
     build_lr_scheduler,
     build_optimizer,
@@ -49,10 +50,9 @@ from diffusers_lmd.training import (
     save_checkpoint,
     save_model_card,
 )
-from diffusers_lmd.training.args import add_pretrained_args
+from diffusers_lmd.training.args import accelerator_kwargs, add_pretrained_args
 from diffusers_lmd.training.ema import copy_with_ema_weights
 from diffusers_lmd.training.hub import HubUploader
-from diffusers_lmd.training.lmd_setup import build_accelerator
 from diffusers_lmd.training.logging import plot_or_warn, setup_logging
 
 logger = get_logger(__name__)  # logs on the main process only
@@ -115,7 +115,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         learning_rate=1e-3,
         adam_beta2=0.999,
         validation_steps=50,
-        compile=False,  # the shared Accelerator builder reads it; fine-tuning runs eagerly
     )
     args = parser.parse_args(argv)
     check_training_args(args)
@@ -128,7 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> dict:
-    accelerator = build_accelerator(args)  # torchrun on a CPU-only host gives real gloo data parallelism
+    # torchrun on a CPU-only host gives real gloo data parallelism; fine-tuning runs eagerly (no torch.compile).
+    accelerator = build_accelerator(args.output_dir, **accelerator_kwargs(args))
     setup_logging(accelerator)
     set_seed(args.seed)
     hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not at the end

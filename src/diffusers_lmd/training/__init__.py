@@ -16,7 +16,7 @@ from .latent_cache import CachedLatentDataset, build_latent_cache, cache_fingerp
 from .lmd_args import add_lmd_args, build_lmd_parser, parse_lmd_args
 from .lmd_hooks import register_transformer_hooks
 from .lmd_setup import load_projector, projector_dtype
-from .lmd_trainer import LMDTrainer, LMDTrainingResult, NonFiniteLossError, train_lmd
+from .lmd_trainer import LMDTrainer, LMDTrainingResult, train_lmd
 from .logging import (
     JsonlLogger,
     ProgressBar,
@@ -28,6 +28,7 @@ from .logging import (
 )
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
 from .pretrained import PretrainedSource, load_pretrained_projector, resolve_pretrained
+from .runtime import NonFiniteLossError, build_accelerator
 
 __all__ = [
     "CachedLatentDataset",
@@ -41,6 +42,7 @@ __all__ = [
     "add_lmd_args",
     "add_pretrained_args",
     "add_training_args",
+    "build_accelerator",
     "build_ema",
     "build_latent_cache",
     "build_lmd_parser",

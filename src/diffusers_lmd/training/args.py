@@ -189,6 +189,17 @@ def check_training_args(args: argparse.Namespace) -> None:
     args.output_dir = os.fspath(args.output_dir)
 
 
+def accelerator_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`~diffusers_lmd.training.runtime.build_accelerator` the shared flags set."""
+    return dict(
+        logging_dir=args.logging_dir,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        report_to=args.report_to,
+        allow_tf32=args.allow_tf32,
+    )
+
+
 def total_batch_size(args: argparse.Namespace, num_processes: int) -> int:
     """Images per optimiser step over all devices."""
     return args.train_batch_size * num_processes * args.gradient_accumulation_steps

@@ -1,4 +1,4 @@
-"""Everything ``train_lmd`` builds before its first step: projector, text encoder, model, accelerator and data."""
+"""Everything ``train_lmd`` builds before its first step: projector, text encoder, model and data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list
+from accelerate.utils import broadcast_object_list
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..models import LMDModel
@@ -31,6 +31,7 @@ from .latent_cache import (
 )
 from .lmd_args import MODEL_OVERRIDES
 from .pretrained import load_pretrained_projector, resolve_pretrained
+from .runtime import weight_dtype
 
 logger = get_logger(__name__)  # rank-aware: the main process speaks
 
@@ -118,37 +119,6 @@ def build_lmd_model(
     )
     check_compatible(vae, model, args.resolution)
     return model
-
-
-def has_accelerator() -> bool:
-    """Whether torch sees a GPU or other accelerator."""
-    accelerator = getattr(torch, "accelerator", None)
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-
-
-def build_accelerator(args: argparse.Namespace) -> Accelerator:
-    """An ``Accelerator`` with the run's precision, accumulation, tracker, compile and seedable data order."""
-    project = ProjectConfiguration(
-        project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-    )
-    accelerator = Accelerator(
-        cpu=not has_accelerator(),  # lets `torchrun --nproc_per_node N` run N gloo processes on a CPU-only host
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=project,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        dynamo_backend="inductor" if args.compile else None,
-    )
-    if args.allow_tf32 and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-    return accelerator
-
-
-def weight_dtype(accelerator: Accelerator) -> torch.dtype:
-    """The mixed-precision dtype (fp32 without mixed precision): what frozen models run in, as in diffusers' example
-    scripts."""
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
 
 def projector_dtype(args: argparse.Namespace, vae: Projector, accelerator: Accelerator) -> torch.dtype:

@@ -12,10 +12,7 @@ import torch
 
 from ..evaluation import ReconstructionMetrics
 from .checkpointing import list_checkpoints
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the run stopped without writing anything after it."""
+from .runtime import NonFiniteLossError
 
 
 @dataclass

@@ -28,7 +28,7 @@ from ..metrics import EfficiencyTracker
 from ..models import LMDModel
 from ..pipelines.text_inputs import NULL_PROMPT
 from ..schedulers import LMDMaskScheduler
-from .args import effective_learning_rate, total_batch_size
+from .args import accelerator_kwargs, effective_learning_rate, total_batch_size
 from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from .ema import ema_weights
 from .hub import HubUploader
@@ -38,7 +38,6 @@ from .lmd_eval import evaluation_model
 from .lmd_hooks import register_transformer_hooks
 from .lmd_outputs import LOG_FILE, finish_run, write_checkpoint_folder
 from .lmd_setup import (
-    build_accelerator,
     build_lmd_model,
     build_train_dataloader,
     load_projector_from_args,
@@ -46,11 +45,9 @@ from .lmd_setup import (
     maybe_estimate_latent_stats,
     place_projector,
     projector_dtype,
-    weight_dtype,
 )
 from .lmd_steps import (
     LMDTrainingResult,
-    NonFiniteLossError,
     check_finite_loss,
     gather_step_stats,
     step_generator,
@@ -58,6 +55,7 @@ from .lmd_steps import (
 )
 from .logging import JsonlLogger, ProgressBar, log_images, setup_logging
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
+from .runtime import NonFiniteLossError, build_accelerator, weight_dtype
 from .text_cache import TextEmbeddings, build_text_cache
 
 __all__ = ["LMDTrainer", "LMDTrainingResult", "NonFiniteLossError", "train_lmd"]
@@ -75,7 +73,8 @@ class LMDTrainer:
     def __init__(self, args: argparse.Namespace):
         check_lmd_args(args)
         self.args = args
-        self.accelerator = accelerator = build_accelerator(args)
+        accelerator = build_accelerator(args.output_dir, **accelerator_kwargs(args), compile=args.compile)
+        self.accelerator = accelerator
         setup_logging(accelerator)
         self.vae = load_projector_from_args(args)
         self.hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not later

@@ -13,8 +13,8 @@ from diffusers import VQModel
 from torch import nn
 
 from ..metrics import psnr
-from .lmd_trainer import NonFiniteLossError
 from .projector_losses import adaptive_weight, discriminator_loss, generator_loss, reconstruction_loss
+from .runtime import NonFiniteLossError
 
 
 @dataclass

@@ -26,11 +26,10 @@ from tqdm.auto import tqdm
 from ..data import build_datasets, check_data_args, random_flip_batch
 from ..data.transforms import random_color_batch
 from ..projector import downsample_factor, estimate_latent_stats, set_latent_stats
-from .args import check_training_args, effective_learning_rate
+from .args import accelerator_kwargs, check_training_args, effective_learning_rate
 from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from .ema import copy_with_ema_weights, ema_weights
 from .hub import HubUploader, save_model_card
-from .lmd_setup import build_accelerator
 from .logging import JsonlLogger, log_images, plot_loss_curve, plot_or_warn, read_jsonl, setup_logging
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
 from .projector_model import (
@@ -41,6 +40,7 @@ from .projector_model import (
     init_codebook_from_data,
 )
 from .projector_step import ProjectorLossConfig, ProjectorTrainer, evaluate_projector
+from .runtime import build_accelerator
 
 logger = get_logger(__name__)  # rank-aware: the main process speaks
 
@@ -105,7 +105,7 @@ def train_projector(args: argparse.Namespace) -> dict:
     check_projector_args(args)
     # The LMD run's Accelerator (CPU gloo under torchrun, seedable data order); no torch.compile here, since the
     # adaptive weight differentiates the decoder's last layer outside the compiled forward.
-    accelerator = build_accelerator(argparse.Namespace(**vars(args), compile=False))
+    accelerator = build_accelerator(args.output_dir, **accelerator_kwargs(args))
     setup_logging(accelerator)
     set_seed(args.seed)
     if accelerator.is_main_process:
