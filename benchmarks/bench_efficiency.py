@@ -61,9 +61,10 @@ from diffusers_lmd.benchmarking.report import (
 )
 from diffusers_lmd.benchmarking.results import HEADLINE_METHODS, best_psnr, seeded_speedup
 from diffusers_lmd.benchmarking.throughput import device_matmul_ceiling, lmd_cost_per_image
-from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.data import DataConfig, build_datasets
 from diffusers_lmd.projector import downsample_factor
-from diffusers_lmd.training.lmd_setup import load_projector
+from diffusers_lmd.training import load_projector
+from diffusers_lmd.training.args import add_data_args, data_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -168,9 +169,9 @@ def data_flags(preset: EfficiencyPreset, seed: int) -> list[str]:
     return flags + ["--demo_eval_crops", str(preset.demo_eval_crops)]
 
 
-def data_args(preset: EfficiencyPreset, seed: int) -> argparse.Namespace:
+def data_args(preset: EfficiencyPreset, seed: int) -> DataConfig:
     """:func:`data_flags` parsed (the same flags train the projector)."""
-    return add_data_args(argparse.ArgumentParser()).parse_args(data_flags(preset, seed))
+    return data_config(add_data_args(argparse.ArgumentParser()).parse_args(data_flags(preset, seed)))
 
 
 def train_projector(preset: EfficiencyPreset, out_dir: str, seed: int, num_threads: int | None) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from diffusers import VQModel
 
-from diffusers_lmd.training.lmd_args import parse_lmd_args
+from diffusers_lmd.training import parse_lmd_args
 from diffusers_lmd.training.lmd_trainer import train_lmd
 
 PRESETS: dict[str, dict] = {

@@ -35,10 +35,11 @@ from diffusers_lmd.benchmarking import (
 )
 from diffusers_lmd.benchmarking.results import HEADLINE_METHODS, seeded_speedup
 from diffusers_lmd.benchmarking.throughput import lmd_cost_per_image
-from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.data import build_datasets
 from diffusers_lmd.evaluation import eval_masks
 from diffusers_lmd.schedulers import LMDMaskScheduler
-from diffusers_lmd.training.lmd_setup import load_projector
+from diffusers_lmd.training import load_projector
+from diffusers_lmd.training.args import add_data_args, data_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest and fights no one
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +73,7 @@ def tiny_preset(**changes):
 
 def tiny_data_args():
     flags = ["--resolution", "16", "--random_flip", "--demo_crops_per_photo", "4", "--demo_eval_crops", "2"]
-    return add_data_args(argparse.ArgumentParser()).parse_args(flags)
+    return data_config(add_data_args(argparse.ArgumentParser()).parse_args(flags))
 
 
 @pytest.fixture(scope="module")

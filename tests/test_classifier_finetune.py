@@ -28,9 +28,9 @@ from diffusers_lmd.classification import (
     summarize_accuracy,
     time_to_accuracy,
 )
-from diffusers_lmd.data import add_data_args
 from diffusers_lmd.pipelines import LMDPipeline
 from diffusers_lmd.training import JsonlLogger, read_jsonl
+from diffusers_lmd.training.args import add_data_args
 
 REPO = Path(__file__).resolve().parents[1]
 

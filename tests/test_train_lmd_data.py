@@ -22,7 +22,7 @@ from diffusers_lmd import LMDModel, evaluate_reconstruction
 from diffusers_lmd.data import ImageDataset
 from diffusers_lmd.projector import encode_images
 from diffusers_lmd.training import lmd_setup, lmd_trainer, read_jsonl
-from diffusers_lmd.training.lmd_args import parse_lmd_args
+from diffusers_lmd.training.args import data_config, parse_lmd_args
 from diffusers_lmd.training.lmd_setup import projector_dtype
 from diffusers_lmd.training.lmd_trainer import LMDTrainer, NonFiniteLossError
 
@@ -77,9 +77,9 @@ def test_datasets_load_on_the_main_process_first_and_stats_are_estimated_on_the_
             yield
             inside.pop()
 
-    def build_datasets(args):
+    def build_datasets(data, cache_dir=None):
         seen["inside"] = bool(inside)
-        return original_build(args)
+        return original_build(data, cache_dir)
 
     def estimate(vae, loader, max_batches=None):
         seen["projector"] = (vae.device, vae.dtype)
@@ -127,7 +127,7 @@ def test_bf16_training_on_the_cache_of_an_upcast_projector(tmp_path):
     trainer = LMDTrainer(args)
     assert trainer.vae.dtype == torch.float32  # force_upcast
     first = trainer.train_loader.dataset[0]["latents"]
-    pixels = lmd_trainer.build_datasets(args)[0][0]["pixel_values"]
+    pixels = lmd_trainer.build_datasets(data_config(args))[0][0]["pixel_values"]
     exact = encode_images(AutoencoderKL.from_pretrained(projector), pixels[None])[0]
     assert first.dtype == torch.float32  # cached as the fp32 projector encodes (bf16 would be ~1e-3 off)
     torch.testing.assert_close(first, exact, rtol=0, atol=1e-5)  # batched vs single-image kernels only
@@ -223,7 +223,7 @@ def test_every_flag_the_running_on_gpus_docs_name_exists(capsys):
 
     from test_scripts_hub import load_script
 
-    from diffusers_lmd.training.lmd_args import build_lmd_parser
+    from diffusers_lmd.training.args import build_lmd_parser
 
     docs = (ROOT / "docs" / "training.md").read_text()
     section = docs[docs.index("## Running on GPUs") : docs.index("## What a run writes")]

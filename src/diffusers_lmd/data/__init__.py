@@ -1,6 +1,6 @@
 """Image data for LMD and projector training: the built-in demo photos, user datasets, and preprocessing."""
 
-from .builder import add_data_args, build_datasets, check_data_args, uses_demo_data
+from .builder import DataConfig, build_datasets, check_data_args, uses_demo_data
 from .demo import DEFAULT_EVAL_PHOTO, DEMO_PHOTO_NAMES, DemoCropDataset, build_demo_datasets, demo_photos
 from .fashion_mnist import (
     FASHION_MNIST_HUB_ID,
@@ -19,6 +19,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "DataConfig",
     "FASHION_MNIST_HUB_ID",
     "FASHION_MNIST_LABELS",
     "load_fashion_mnist",
@@ -28,7 +29,6 @@ __all__ = [
     "DemoCropDataset",
     "ImageDataset",
     "UnreadableImageWarning",
-    "add_data_args",
     "build_datasets",
     "build_demo_datasets",
     "check_data_args",

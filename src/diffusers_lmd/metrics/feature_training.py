@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import add_data_args, random_flip_batch
+from ..data import random_flip_batch
 from .feature_classifier import FeatureClassifier
 
 # The data flags every Fashion-MNIST consumer of the classifier uses (SPEC §8): 28x28 centred on a 32x32 canvas.
@@ -46,6 +46,7 @@ class LabelledTensors:
 def fashion_mnist_data_args(extra: list[str] | tuple[str, ...] = ()) -> argparse.Namespace:
     """The data flags for Fashion-MNIST at 32 px (both splits whole), plus ``extra`` flags."""
     from ..classification import add_label_args
+    from ..training.args import add_data_args
 
     parser = add_label_args(add_data_args(argparse.ArgumentParser()))
     return parser.parse_args([*FASHION_MNIST_FLAGS, "--max_eval_samples", "10000", *extra])

@@ -1,7 +1,16 @@
 """Training: the infrastructure every script shares (flags, checkpoints, logging, optimisers, Hub upload), the
 latent cache and the LMD training loop."""
 
-from .args import add_pretrained_args, add_training_args, check_training_args, effective_learning_rate, total_batch_size
+from .args import (
+    add_lmd_args,
+    add_pretrained_args,
+    add_training_args,
+    build_lmd_parser,
+    check_training_args,
+    effective_learning_rate,
+    parse_lmd_args,
+    total_batch_size,
+)
 from .checkpointing import (
     list_checkpoints,
     load_checkpoint,
@@ -13,7 +22,6 @@ from .checkpointing import (
 from .ema import copy_with_ema_weights, ema_weights
 from .hub import HubUploader, hub_repo_id, push_to_hub, save_model_card
 from .latent_cache import CachedLatentDataset, build_latent_cache, cache_fingerprint
-from .lmd_args import add_lmd_args, build_lmd_parser, parse_lmd_args
 from .lmd_hooks import register_transformer_hooks
 from .lmd_setup import load_projector, projector_dtype
 from .lmd_trainer import LMDTrainer, LMDTrainingResult, train_lmd

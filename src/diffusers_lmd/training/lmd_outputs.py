@@ -104,9 +104,9 @@ pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="lmd_pipeline
 # or, with `pip install diffusers-lmd`: from diffusers_lmd import LMDPipeline; LMDPipeline.from_pretrained("{repo}")
 reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
 """
-    if getattr(args, "label_column", None):
+    if args.label_column:
         usage += "samples = pipe(class_labels=[0, 0, 0, 0], guidance_scale=3.0, num_inference_steps=16).images\n"
-    if getattr(args, "caption_column", None):
+    if args.caption_column:
         usage += 'samples = pipe(prompt=["a caption"], guidance_scale=3.0, num_inference_steps=16).images\n'
     schedule = (
         f"the `{args.mask_schedule}` mask-ratio schedule rising from {args.mask_ratio_min} to {args.mask_ratio_max}"
@@ -121,9 +121,9 @@ reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
         f"PSNR is measured in pixel space on whole images with a fixed, seeded {EVAL_MASK_RATIO:.0%} token mask."
     )
     conditioning = [
-        name for flag, name in (("label_column", "class"), ("caption_column", "text")) if getattr(args, flag, None)
+        name for flag, name in (("label_column", "class"), ("caption_column", "text")) if getattr(args, flag)
     ]
-    if conditioning or getattr(args, "head_type", "mse") == "diffusion":
+    if conditioning or args.head_type == "diffusion":
         description += (
             f" Conditioning: {' and '.join(conditioning) or 'none'} (dropout {args.conditioning_dropout_prob} for "
             f"classifier-free guidance); head: {args.head_type}. Held-out PSNR uses the unconditional input"

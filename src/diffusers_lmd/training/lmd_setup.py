@@ -20,6 +20,7 @@ from ..projector import (
     latent_channels,
     set_latent_stats,
 )
+from .args import MODEL_OVERRIDES
 from .latent_cache import (
     CachedLatentDataset,
     LatentCacheInfo,
@@ -29,7 +30,6 @@ from .latent_cache import (
     data_identity,
     projector_fingerprint,
 )
-from .lmd_args import MODEL_OVERRIDES
 from .pretrained import load_pretrained_projector, resolve_pretrained
 from .runtime import weight_dtype
 
@@ -63,9 +63,9 @@ def load_projector_from_args(args: argparse.Namespace) -> Projector:
     return load_projector(
         args.projector_path,
         args.projector_subfolder,
-        revision=getattr(args, "revision", None),
-        variant=getattr(args, "variant", None),
-        cache_dir=getattr(args, "cache_dir", None),
+        revision=args.revision,
+        variant=args.variant,
+        cache_dir=args.cache_dir,
     )
 
 
@@ -107,9 +107,7 @@ def build_lmd_model(
             f"The {args.resolution // factor}x{args.resolution // factor} latents of --resolution {args.resolution} "
             f"do not split into {patch_size}x{patch_size} patches: change --resolution or --patch_size."
         )
-    generation = dict(
-        head_type=getattr(args, "head_type", "mse"), mse_loss_weight=getattr(args, "mse_loss_weight", 0.0)
-    )
+    generation = dict(head_type=args.head_type, mse_loss_weight=args.mse_loss_weight)
     if num_class_embeds is not None:
         generation.update(num_class_embeds=num_class_embeds, class_dropout_prob=args.conditioning_dropout_prob)
     if cross_attention_dim is not None:
@@ -124,7 +122,7 @@ def build_lmd_model(
 def projector_dtype(args: argparse.Namespace, vae: Projector, accelerator: Accelerator) -> torch.dtype:
     """fp32 with ``--upcast_projector``, or by default when the projector's config sets ``force_upcast`` (a VAE that
     overflows in half precision, as Stable Diffusion's does in fp16); else :func:`weight_dtype`."""
-    upcast = getattr(args, "upcast_projector", None)
+    upcast = args.upcast_projector
     if upcast is None:
         upcast = bool(getattr(vae.config, "force_upcast", False))
     return torch.float32 if upcast else weight_dtype(accelerator)
@@ -171,7 +169,7 @@ def build_train_dataloader(
     if args.cache_latents:
         if hasattr(train_dataset, "set_epoch"):
             train_dataset.set_epoch(0)  # the views the cache holds: epoch 0's crops
-        if not getattr(train_dataset, "center_crop", True) and not getattr(args, "pad_to_resolution", False):
+        if not getattr(train_dataset, "center_crop", True) and not args.pad_to_resolution:
             logger.warning(
                 "The latent cache holds one view per image: each image keeps the random crop encoded for the cache, "
                 "the same every epoch (flips stay random). For a new crop each epoch use --no-cache_latents (every "

@@ -28,12 +28,11 @@ from ..metrics import EfficiencyTracker
 from ..models import LMDModel
 from ..pipelines.text_inputs import NULL_PROMPT
 from ..schedulers import LMDMaskScheduler
-from .args import accelerator_kwargs, effective_learning_rate, total_batch_size
+from .args import accelerator_kwargs, check_lmd_args, data_config, effective_learning_rate, total_batch_size
 from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from .ema import ema_weights
 from .hub import HubUploader
 from .latent_cache import default_cache_dir, latents_for_batch
-from .lmd_args import check_lmd_args
 from .lmd_eval import evaluation_model
 from .lmd_hooks import register_transformer_hooks
 from .lmd_outputs import LOG_FILE, finish_run, write_checkpoint_folder
@@ -67,7 +66,7 @@ class LMDTrainer:
     """One LMD training run: built from the flags in ``__init__`` (failing early on bad input), run by :meth:`train`.
 
     Args:
-        args: flags from :func:`~diffusers_lmd.training.lmd_args.parse_lmd_args`.
+        args: flags from :func:`~diffusers_lmd.training.args.parse_lmd_args`.
     """
 
     def __init__(self, args: argparse.Namespace):
@@ -81,12 +80,11 @@ class LMDTrainer:
         # The data first: a class-conditional model's size depends on its classes. Datasets draw no global RNG. One
         # process loads (downloads) and checks the images first; the others then read datasets' cache.
         with accelerator.main_process_first():
-            train_dataset, self.eval_dataset = build_datasets(args)
+            train_dataset, self.eval_dataset = build_datasets(data_config(args), cache_dir=args.cache_dir)
         self.class_names = train_dataset.class_names if args.label_column else None
         self.tokenizer = self.text_encoder = None
         if args.caption_column:
-            cache_dir = getattr(args, "cache_dir", None)
-            self.tokenizer, self.text_encoder = load_text_encoder(args.text_encoder_name_or_path, cache_dir)
+            self.tokenizer, self.text_encoder = load_text_encoder(args.text_encoder_name_or_path, args.cache_dir)
         set_seed(args.seed)
         model = build_lmd_model(
             args,
@@ -367,7 +365,7 @@ class LMDTrainer:
 def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
     """Train an ``LMDModel`` on a frozen projector's latents and save an ``LMDPipeline`` to ``args.output_dir``.
 
-    ``args`` comes from :func:`~diffusers_lmd.training.lmd_args.parse_lmd_args`. Raises ``ValueError`` before any
+    ``args`` comes from :func:`~diffusers_lmd.training.args.parse_lmd_args`. Raises ``ValueError`` before any
     training for bad flags or a projector that does not load, and :class:`NonFiniteLossError` on a NaN loss.
     """
     return LMDTrainer(args).train()

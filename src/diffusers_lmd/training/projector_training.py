@@ -23,10 +23,10 @@ from diffusers import VQModel
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data import build_datasets, check_data_args, random_flip_batch
+from ..data import build_datasets, random_flip_batch
 from ..data.transforms import random_color_batch
 from ..projector import downsample_factor, estimate_latent_stats, set_latent_stats
-from .args import accelerator_kwargs, check_training_args, effective_learning_rate
+from .args import accelerator_kwargs, check_projector_args, check_training_args, data_config, effective_learning_rate
 from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from .ema import copy_with_ema_weights, ema_weights
 from .hub import HubUploader, save_model_card
@@ -36,7 +36,6 @@ from .projector_model import (
     AutoencoderWithLoss,
     build_discriminator,
     build_projector,
-    check_projector_args,
     init_codebook_from_data,
 )
 from .projector_step import ProjectorLossConfig, ProjectorTrainer, evaluate_projector
@@ -49,7 +48,7 @@ METRICS_FILE = "projector_metrics.json"
 
 def _dataloaders(args: argparse.Namespace, accelerator: Accelerator):
     with accelerator.main_process_first():
-        train_dataset, eval_dataset = build_datasets(args)
+        train_dataset, eval_dataset = build_datasets(data_config(args))
     loader = dict(batch_size=args.train_batch_size, num_workers=args.dataloader_num_workers)
     train = torch.utils.data.DataLoader(
         train_dataset, shuffle=True, drop_last=len(train_dataset) >= args.train_batch_size, **loader
@@ -100,7 +99,7 @@ def _reduce_logs(accelerator: Accelerator, logs: dict[str, float]) -> dict[str, 
 
 def train_projector(args: argparse.Namespace) -> dict:
     """Train a projector as the flags say; save it to ``args.output_dir``; return the final metrics."""
-    check_data_args(args)
+    data_config(args)  # raises on bad data flags
     check_training_args(args)
     check_projector_args(args)
     # The LMD run's Accelerator (CPU gloo under torchrun, seedable data order); no torch.compile here, since the

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..data import add_data_args
-from ..models import LMD_PRESETS
-from ..models.diffusion_head import HEAD_TYPES
-from ..schedulers import MASK_SCHEDULES
-from .args import add_pretrained_args, add_training_args, check_training_args
+from ...models import LMD_PRESETS
+from ...models.diffusion_head import HEAD_TYPES
+from ...schedulers import MASK_SCHEDULES
+from .common import add_pretrained_args, add_training_args, check_training_args
+from .data import add_data_args
 
 MISSING_PROJECTOR = (
     "--projector_path is required: a VQModel/AutoencoderKL folder or Hub repository (e.g. stabilityai/sd-vae-ft-mse), "

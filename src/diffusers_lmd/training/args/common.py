@@ -1,8 +1,8 @@
 """Command-line flags shared by every training script, named as in diffusers' example scripts.
 
-Each script builds its own ``argparse`` parser, adds the data flags (``diffusers_lmd.data.add_data_args``), these
-training flags (and :func:`add_pretrained_args` when it loads a pretrained model), then its model's own flags, and
-can change a default with ``parser.set_defaults``.
+Each script builds its own ``argparse`` parser, adds the data flags (:func:`~.data.add_data_args`), these training
+flags (and :func:`add_pretrained_args` when it loads a pretrained model), then its model's own flags, and can change
+a default with ``parser.set_defaults``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 
 from diffusers.optimization import SchedulerType
 
-from .hub import HUB_STRATEGIES
+from ..hub import HUB_STRATEGIES
 
 OPTIMIZERS = ("adamw", "adan")
 LR_SCHEDULERS = tuple(s.value for s in SchedulerType if s != SchedulerType.PIECEWISE_CONSTANT)
@@ -179,7 +179,7 @@ def check_training_args(args: argparse.Namespace) -> None:
             "Do not pass --hub_token together with --report_to wandb: the token could leak into the run's logs. "
             "Log in with `huggingface-cli login` instead."
         )
-    strategy = getattr(args, "hub_strategy", "end")
+    strategy = args.hub_strategy
     if strategy not in HUB_STRATEGIES:
         raise ValueError(f"--hub_strategy must be one of {HUB_STRATEGIES}, got {strategy!r}.")
     if strategy != "end" and not args.push_to_hub:
