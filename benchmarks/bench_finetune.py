@@ -47,8 +47,8 @@ from diffusers_lmd.classification.benchmark import (
     get_preset,
     pretrain,
 )
+from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import add_data_args
-from diffusers_lmd.training.lmd_setup import load_projector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -42,7 +42,7 @@ from diffusers_lmd.benchmarking.generation_report import (
 )
 from diffusers_lmd.benchmarking.loop import CLOCKS
 from diffusers_lmd.metrics import fashion_mnist_data_args
-from diffusers_lmd.training.lmd_setup import load_projector
+from diffusers_lmd.training import load_projector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance_scale", "label_dropout", "ema_decay",

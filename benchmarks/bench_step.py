@@ -29,7 +29,7 @@ from diffusers_lmd.benchmarking.report import throughput_table
 from diffusers_lmd.benchmarking.throughput import device_matmul_ceiling, lmd_cost_per_image, step_flops
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 from diffusers_lmd.training.args import add_projector_args
-from diffusers_lmd.training.projector_model import build_projector
+from diffusers_lmd.training.projector import build_projector
 
 PRESETS: dict[str, dict] = {
     # Small enough that the whole run (12 measurements, 6 compilations) fits in about three minutes on 2 cores.

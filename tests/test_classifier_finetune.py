@@ -253,7 +253,7 @@ def test_fmnist_preset_pretrains_as_the_efficiency_benchmark_and_fine_tunes_ever
     from diffusers_lmd.benchmarking import build_method
     from diffusers_lmd.benchmarking import get_preset as efficiency_preset
     from diffusers_lmd.classification.benchmark import classifiers, get_preset
-    from diffusers_lmd.training.lmd_setup import load_projector
+    from diffusers_lmd.training import load_projector
 
     preset = get_preset("fmnist-cpu")
     pretraining = preset.efficiency_preset()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from diffusers_lmd import encode_images
 from diffusers_lmd.data import build_datasets
-from diffusers_lmd.training import latent_cache, read_jsonl
+from diffusers_lmd.training import latent_cache, load_projector, read_jsonl, train_lmd
 from diffusers_lmd.training.args import add_data_args, data_config, parse_lmd_args
 from diffusers_lmd.training.latent_cache import (
     CachedLatentDataset,
@@ -23,8 +23,6 @@ from diffusers_lmd.training.latent_cache import (
     latents_for_batch,
     projector_fingerprint,
 )
-from diffusers_lmd.training.lmd_setup import load_projector
-from diffusers_lmd.training.lmd_trainer import train_lmd
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 

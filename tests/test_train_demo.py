@@ -15,7 +15,7 @@ from diffusers_lmd.metrics.feature_classifier import FeatureClassifier
 from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import build_lmd_parser, demo_defaults
 from diffusers_lmd.training.demo_report import FIGURES, one_per_class, with_row_labels
-from diffusers_lmd.training.lmd_setup import build_lmd_model
+from diffusers_lmd.training.lmd import build_lmd_model
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")

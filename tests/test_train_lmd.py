@@ -17,9 +17,8 @@ from safetensors.torch import load_file
 from diffusers_lmd import LMDMaskScheduler, LMDModel, LMDPipeline
 from diffusers_lmd.data import UnreadableImageWarning, build_datasets
 from diffusers_lmd.projector import estimate_latent_stats
-from diffusers_lmd.training import list_checkpoints, read_jsonl, resolve_resume_path
+from diffusers_lmd.training import NonFiniteLossError, list_checkpoints, read_jsonl, resolve_resume_path, train_lmd
 from diffusers_lmd.training.args import data_config, parse_lmd_args
-from diffusers_lmd.training.lmd_trainer import NonFiniteLossError, train_lmd
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO / "training" / "train_lmd.py")

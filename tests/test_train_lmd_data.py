@@ -21,10 +21,10 @@ from test_train_lmd import step_records, tiny_argv, train
 from diffusers_lmd import LMDModel, evaluate_reconstruction
 from diffusers_lmd.data import ImageDataset
 from diffusers_lmd.projector import encode_images
-from diffusers_lmd.training import lmd_setup, lmd_trainer, read_jsonl
+from diffusers_lmd.training import LMDTrainer, NonFiniteLossError, projector_dtype, read_jsonl
 from diffusers_lmd.training.args import data_config, parse_lmd_args
-from diffusers_lmd.training.lmd_setup import projector_dtype
-from diffusers_lmd.training.lmd_trainer import LMDTrainer, NonFiniteLossError
+from diffusers_lmd.training.lmd import setup as lmd_setup
+from diffusers_lmd.training.lmd import trainer as lmd_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")

@@ -23,9 +23,9 @@ import diffusers
 
 from diffusers_lmd import LMDPipeline
 from diffusers_lmd.metrics.feature_classifier import FeatureClassifier
+from diffusers_lmd.training import LMDTrainer
 from diffusers_lmd.training.args import parse_demo_args
 from diffusers_lmd.training.demo_report import FIGURES, SCORES_FILE, format_scores, write_demo_report
-from diffusers_lmd.training.lmd_trainer import LMDTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 # The figures the README shows: file in --output_dir -> name under --figures_dir.

@@ -10,7 +10,7 @@ estimated on the training images; pass it to ``training/train_lmd.py --projector
 """
 
 from diffusers_lmd.training.args import parse_projector_args
-from diffusers_lmd.training.projector_training import train_projector
+from diffusers_lmd.training.projector import train_projector
 
 
 def parse_args(argv=None):

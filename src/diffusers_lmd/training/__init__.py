@@ -1,5 +1,6 @@
-"""Training: the infrastructure every script shares (flags, checkpoints, logging, optimisers, Hub upload), the
-latent cache and the LMD training loop."""
+"""Training: the flags of every script (``args/``), the infrastructure the engines share (checkpoints, EMA,
+optimisers, Hub upload, logging, the latent and text caches, pretrained loading, the Accelerator), and one engine
+per task: ``lmd/`` (:class:`LMDTrainer`) and ``projector/`` (the projector's VQGAN-style training)."""
 
 from .args import (
     add_lmd_args,
@@ -22,9 +23,7 @@ from .checkpointing import (
 from .ema import copy_with_ema_weights, ema_weights
 from .hub import HubUploader, hub_repo_id, push_to_hub, save_model_card
 from .latent_cache import CachedLatentDataset, build_latent_cache, cache_fingerprint
-from .lmd_hooks import register_transformer_hooks
-from .lmd_setup import load_projector, projector_dtype
-from .lmd_trainer import LMDTrainer, LMDTrainingResult, train_lmd
+from .lmd import LMDTrainer, LMDTrainingResult, load_projector, projector_dtype, register_transformer_hooks, train_lmd
 from .logging import (
     JsonlLogger,
     ProgressBar,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..projector_losses import DISC_LOSSES
 from .common import add_training_args
 from .data import add_data_args
 
 PROJECTOR_TYPES = ("vq", "kl")
+DISC_LOSSES = ("hinge", "vanilla")
 
 
 def add_projector_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -6,8 +6,8 @@ run continues the same curve. Masks, flips, label and caption dropout and the di
 generator seeded by (seed, step, micro-batch, rank): a resumed run repeats them exactly. Class labels and
 captions travel with the batch (through the latent cache when it is used); captions become text embeddings of
 the frozen text encoder, cached once per distinct caption. Each ``checkpoint-N/`` also holds ``transformer/``
-(:mod:`~diffusers_lmd.training.lmd_hooks`); validation runs on the EMA weights with ``--use_ema``; with
-``--push_to_hub`` the Hub repository is created before the data is loaded.
+(:func:`~diffusers_lmd.training.lmd.outputs.register_transformer_hooks`); validation runs on the EMA weights with
+``--use_ema``; with ``--push_to_hub`` the Hub repository is created before the data is loaded.
 """
 
 from __future__ import annotations
@@ -17,49 +17,72 @@ import copy
 import math
 import os
 import time
+from dataclasses import dataclass, field
 
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
-from ..data import build_datasets
-from ..evaluation import ReconstructionMetrics, evaluate_reconstruction, reconstruction_grid
-from ..metrics import EfficiencyTracker
-from ..models import LMDModel
-from ..pipelines.text_inputs import NULL_PROMPT
-from ..schedulers import LMDMaskScheduler
-from .args import accelerator_kwargs, check_lmd_args, data_config, effective_learning_rate, total_batch_size
-from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
-from .ema import ema_weights
-from .hub import HubUploader
-from .latent_cache import default_cache_dir, latents_for_batch
-from .lmd_eval import evaluation_model
-from .lmd_hooks import register_transformer_hooks
-from .lmd_outputs import LOG_FILE, finish_run, write_checkpoint_folder
-from .lmd_setup import (
+from ...data import build_datasets
+from ...evaluation import ReconstructionMetrics, evaluate_reconstruction, reconstruction_grid
+from ...metrics import EfficiencyTracker
+from ...models import LMDModel
+from ...pipelines.text_inputs import NULL_PROMPT
+from ...schedulers import LMDMaskScheduler
+from ..args import accelerator_kwargs, check_lmd_args, data_config, effective_learning_rate, total_batch_size
+from ..checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
+from ..ema import ema_weights
+from ..hub import HubUploader
+from ..latent_cache import default_cache_dir, latents_for_batch
+from ..logging import JsonlLogger, ProgressBar, log_images, setup_logging
+from ..optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
+from ..runtime import build_accelerator, weight_dtype
+from ..text_cache import TextEmbeddings, build_text_cache
+from .evaluation import evaluation_model
+from .outputs import LOG_FILE, finish_run, register_transformer_hooks, write_checkpoint_folder
+from .setup import (
     build_lmd_model,
     build_train_dataloader,
+    check_finite_loss,
+    gather_step_stats,
     load_projector_from_args,
     load_text_encoder,
     maybe_estimate_latent_stats,
     place_projector,
     projector_dtype,
-)
-from .lmd_steps import (
-    LMDTrainingResult,
-    check_finite_loss,
-    gather_step_stats,
     step_generator,
     tracker_config,
 )
-from .logging import JsonlLogger, ProgressBar, log_images, setup_logging
-from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
-from .runtime import NonFiniteLossError, build_accelerator, weight_dtype
-from .text_cache import TextEmbeddings, build_text_cache
 
-__all__ = ["LMDTrainer", "LMDTrainingResult", "NonFiniteLossError", "train_lmd"]
+__all__ = ["LMDTrainer", "LMDTrainingResult", "train_lmd"]
 
 logger = get_logger(__name__)  # rank-aware: the main process speaks (setup_logging sends it to the console)
+
+
+@dataclass
+class LMDTrainingResult:
+    """What :func:`train_lmd` did.
+
+    Args:
+        output_dir: the folder holding the saved pipeline.
+        global_step: optimiser steps completed (the total, including steps before a resume).
+        final_loss: the loss of the last step.
+        eval: the held-out evaluation of the saved model.
+        train_seconds: wall-clock seconds of this process's training loop.
+        epoch_seconds: wall-clock seconds of each complete epoch run in this process.
+        epoch_cpu_seconds: CPU seconds this process spent on each of those epochs (less sensitive to other load).
+        cache_seconds / cache_reused: time spent building or opening the latent cache, and whether it existed.
+    """
+
+    output_dir: str
+    global_step: int
+    final_loss: float | None
+    eval: ReconstructionMetrics | None
+    train_seconds: float
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_cpu_seconds: list[float] = field(default_factory=list)
+    cache_seconds: float | None = None
+    cache_reused: bool | None = None
 
 
 class LMDTrainer:
@@ -161,7 +184,7 @@ class LMDTrainer:
         return kwargs
 
     def evaluation_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` as held-out evaluation calls it (:mod:`~diffusers_lmd.training.lmd_eval`)."""
+        """``model`` as held-out evaluation calls it (:mod:`~diffusers_lmd.training.lmd.evaluation`)."""
         null_text = self.text([NULL_PROMPT], self.accelerator.device) if self.text is not None else None
         return evaluation_model(model, null_text)
 
@@ -366,7 +389,8 @@ def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
     """Train an ``LMDModel`` on a frozen projector's latents and save an ``LMDPipeline`` to ``args.output_dir``.
 
     ``args`` comes from :func:`~diffusers_lmd.training.args.parse_lmd_args`. Raises ``ValueError`` before any
-    training for bad flags or a projector that does not load, and :class:`NonFiniteLossError` on a NaN loss.
+    training for bad flags or a projector that does not load, and
+    :class:`~diffusers_lmd.training.runtime.NonFiniteLossError` on a NaN loss.
     """
     return LMDTrainer(args).train()
 

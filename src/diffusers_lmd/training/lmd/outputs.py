@@ -1,4 +1,12 @@
-"""What a finished LMD run leaves in ``--output_dir``: the pipeline, plots, reconstructions, samples and a card."""
+"""What an LMD run writes: the pipeline, plots, reconstructions, samples and card a finished run leaves in
+``--output_dir``, and the model of every ``checkpoint-N/``, saved as ``transformer/`` so ``from_pretrained`` reads it.
+
+As diffusers' example scripts do with ``unet/``, Accelerate's save-state hook writes the ``LMDModel`` with
+``save_pretrained`` (``config.json`` + ``diffusion_pytorch_model.safetensors``) and takes it out of the weights
+Accelerate saves itself, so it is stored once; the load-state hook restores it from there. So
+``LMDModel.from_pretrained("out/checkpoint-500/transformer")`` loads a checkpoint's model, and with ``--use_ema``
+``checkpoint-500/ema`` its EMA. A checkpoint written before these hooks (``model.safetensors``) still resumes.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from PIL import Image
 
-from ..evaluation import EVAL_MASK_RATIO, ReconstructionMetrics, reconstruction_grid
-from ..models import LMDModel
-from ..pipelines import LMDPipeline
-from ..pipelines.visualization import class_sample_grid
-from ..projector import Projector
-from ..schedulers import LMDMaskScheduler
-from .hub import HUB_PIPELINE_FILE, HubUploader, hub_pipeline_file, hub_repo_id, save_model_card
-from .logging import plot_loss_curve, plot_mask_schedule, plot_or_warn, read_jsonl
+from ...evaluation import EVAL_MASK_RATIO, ReconstructionMetrics, reconstruction_grid
+from ...models import LMDModel
+from ...pipelines import LMDPipeline
+from ...pipelines.visualization import class_sample_grid
+from ...projector import Projector
+from ...schedulers import LMDMaskScheduler
+from ..hub import HUB_PIPELINE_FILE, HubUploader, hub_pipeline_file, hub_repo_id, save_model_card
+from ..logging import plot_loss_curve, plot_mask_schedule, plot_or_warn, read_jsonl
 
 logger = logging.getLogger(__name__)  # finish_run runs on the main process only
 
@@ -178,7 +187,7 @@ def finish_run(
 ) -> None:
     """Main process only: save the pipeline, grid, class samples, plots and card, then upload it through ``hub``.
 
-    ``evaluated`` is the model as evaluation calls it (see :mod:`~diffusers_lmd.training.lmd_eval`);
+    ``evaluated`` is the model as evaluation calls it (see :mod:`~diffusers_lmd.training.lmd.evaluation`);
     ``pipeline_extras`` the pipeline's ``tokenizer``, ``text_encoder`` and ``id2label``; ``hub`` the run's
     :class:`~diffusers_lmd.training.hub.HubUploader` (``None`` without ``--push_to_hub``).
     """
@@ -197,3 +206,33 @@ def finish_run(
     write_model_card(out, args, metrics, hub.repo_id if hub is not None else None)
     if hub is not None:
         hub.push_final()
+
+
+TRANSFORMER_SUBFOLDER = "transformer"
+
+
+def register_transformer_hooks(accelerator: Accelerator, subfolder: str = TRANSFORMER_SUBFOLDER) -> None:
+    """Register save/load state hooks that keep the prepared ``LMDModel`` in ``{checkpoint}/{subfolder}``."""
+
+    def lmd_models(models: list) -> list[int]:
+        return [i for i, model in enumerate(models) if isinstance(accelerator.unwrap_model(model), LMDModel)]
+
+    def save_hook(models: list, weights: list, output_dir: str) -> None:
+        for i in reversed(lmd_models(models)):
+            if accelerator.is_main_process:
+                model = accelerator.unwrap_model(models[i])
+                model.save_pretrained(os.path.join(output_dir, subfolder), safe_serialization=True)
+            if weights:  # empty under DeepSpeed, which saves its own
+                weights.pop(i)  # saved above: Accelerate must not write model.safetensors too
+
+    def load_hook(models: list, input_dir: str) -> None:
+        folder = os.path.join(input_dir, subfolder)
+        if not os.path.isdir(folder):
+            return  # an older checkpoint: Accelerate loads its model.safetensors itself
+        for i in reversed(lmd_models(models)):
+            model = accelerator.unwrap_model(models.pop(i))
+            loaded = LMDModel.from_pretrained(folder, use_safetensors=True)
+            model.load_state_dict(loaded.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)

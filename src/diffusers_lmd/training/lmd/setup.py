@@ -1,18 +1,21 @@
-"""Everything ``train_lmd`` builds before its first step: projector, text encoder, model and data."""
+"""Everything ``train_lmd`` builds before its first step (projector, text encoder, model and data), and the
+per-step pieces of its loop: the step's generator, statistics across ranks and the stop on a NaN loss."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..models import LMDModel
-from ..projector import (
+from ...models import LMDModel
+from ...projector import (
     Projector,
     check_compatible,
     downsample_factor,
@@ -20,8 +23,9 @@ from ..projector import (
     latent_channels,
     set_latent_stats,
 )
-from .args import MODEL_OVERRIDES
-from .latent_cache import (
+from ..args import MODEL_OVERRIDES
+from ..checkpointing import list_checkpoints
+from ..latent_cache import (
     CachedLatentDataset,
     LatentCacheInfo,
     build_latent_cache,
@@ -30,8 +34,8 @@ from .latent_cache import (
     data_identity,
     projector_fingerprint,
 )
-from .pretrained import load_pretrained_projector, resolve_pretrained
-from .runtime import weight_dtype
+from ..pretrained import load_pretrained_projector, resolve_pretrained
+from ..runtime import NonFiniteLossError, weight_dtype
 
 logger = get_logger(__name__)  # rank-aware: the main process speaks
 
@@ -196,3 +200,52 @@ def build_train_dataloader(
         generator=torch.Generator().manual_seed(args.seed),
     )
     return loader, cache
+
+
+def step_generator(seed: int, step: int, micro_step: int, rank: int) -> torch.Generator:
+    """A CPU generator for one micro-batch's flips and mask, the same on a resumed run."""
+    state = np.random.SeedSequence([seed, step, micro_step, rank]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """Flags as tracker hyper-parameters (TensorBoard takes numbers, strings and booleans only)."""
+    return {
+        k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items() if k != "hub_token"
+    }
+
+
+def gather_step_stats(accelerator, loss: torch.Tensor, mask_ratio: float) -> tuple[float, list[float]]:
+    """The loss averaged over ranks, and every rank's mask ratio (one collective for both)."""
+    if accelerator.num_processes == 1:
+        return loss.detach().item(), [mask_ratio]
+    local = torch.stack([loss.detach().double(), torch.tensor(mask_ratio, dtype=torch.float64, device=loss.device)])
+    stats = accelerator.gather(local[None]).reshape(-1, 2).cpu()
+    return stats[:, 0].mean().item(), stats[:, 1].tolist()
+
+
+def check_finite_loss(
+    loss: float, step: int, mask_ratio: float, lr: float, output_dir: str, latents: torch.Tensor | None = None
+) -> None:
+    """Raise :class:`NonFiniteLossError` for a NaN or infinite ``loss``, saying what to do.
+
+    Only then are this rank's ``latents`` read back (the model does not check them on the training step, to spare
+    the host-device sync): NaN latents point at the projector rather than the optimisation.
+    """
+    if math.isfinite(loss):
+        return
+    checkpoints = list_checkpoints(output_dir)
+    last = f"the last good checkpoint, {checkpoints[-1][1]}, is intact" if checkpoints else "no checkpoint was saved"
+    where = f"The training loss became {loss} at step {step + 1} (mask ratio {mask_ratio:.3f}, lr {lr:.3g})"
+    if latents is not None and not torch.isfinite(latents).all():
+        raise NonFiniteLossError(
+            f"{where} because this batch's latents hold NaN or infinite values ({latents.dtype}): the projector "
+            f"overflows or its scaling_factor is wrong. The run stopped before updating the weights and {last}. "
+            "Keep the projector in fp32 (--upcast_projector) or use --mixed_precision bf16/no, check its "
+            "scaling_factor (--estimate_latent_stats), then resume with --resume_from_checkpoint latest."
+        )
+    raise NonFiniteLossError(
+        f"{where}; the run stopped before updating the weights and {last}. Lower --learning_rate, raise "
+        "--lr_warmup_steps, set --max_grad_norm, or use --mixed_precision bf16/no, then resume with "
+        "--resume_from_checkpoint latest."
+    )
