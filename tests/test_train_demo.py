@@ -13,7 +13,7 @@ from test_fashion_mnist import fake_fashion_mnist
 from diffusers_lmd import LMDPipeline
 from diffusers_lmd.metrics.feature_classifier import FeatureClassifier
 from diffusers_lmd.training import load_projector
-from diffusers_lmd.training.args import build_lmd_parser, demo_defaults
+from diffusers_lmd.training.args import build_lmd_parser, demo_defaults, lmd_model_kwargs
 from diffusers_lmd.training.demo_report import FIGURES, one_per_class, with_row_labels
 from diffusers_lmd.training.lmd import build_lmd_model
 
@@ -66,7 +66,7 @@ def test_the_committed_fashion_mnist_projector_fits_the_demo_model():
     parser = build_lmd_parser()
     parser.set_defaults(**defaults)
     args = parser.parse_args([])
-    model = build_lmd_model(args, load_projector(path))  # raises if the latents do not fit the model
+    model = build_lmd_model(load_projector(path), **lmd_model_kwargs(args))  # raises if the latents do not fit it
     assert model.config.sample_size == 16 and model.config.in_channels == 4
     assert model.num_tokens(16, 16) == 64  # as many tokens as a pixel MAE with patch 4 on the 32x32 images
     assert (REPO / "assets" / "fashion-mnist-classifier" / "config.json").is_file()

@@ -113,11 +113,12 @@ def test_the_projector_stays_fp32_where_its_config_or_the_flag_asks(tiny_project
     vq = VQModel.from_pretrained(tiny_projector_path)
     flags = lambda *extra: parse_lmd_args(["--projector_path", "x", *extra])  # noqa: E731
     assert kl.config.force_upcast and not vq.config.force_upcast
-    assert projector_dtype(flags(), kl, Precision("fp16")) == torch.float32
-    assert projector_dtype(flags(), vq, Precision("bf16")) == torch.bfloat16  # as diffusers' scripts cast it
-    assert projector_dtype(flags("--upcast_projector"), vq, Precision("fp16")) == torch.float32
-    assert projector_dtype(flags("--no-upcast_projector"), kl, Precision("bf16")) == torch.bfloat16
-    assert projector_dtype(flags(), kl, Precision("no")) == torch.float32
+    upcast = lambda *extra: flags(*extra).upcast_projector  # noqa: E731
+    assert projector_dtype(upcast(), kl, Precision("fp16")) == torch.float32
+    assert projector_dtype(upcast(), vq, Precision("bf16")) == torch.bfloat16  # as diffusers' scripts cast it
+    assert projector_dtype(upcast("--upcast_projector"), vq, Precision("fp16")) == torch.float32
+    assert projector_dtype(upcast("--no-upcast_projector"), kl, Precision("bf16")) == torch.bfloat16
+    assert projector_dtype(upcast(), kl, Precision("no")) == torch.float32
 
 
 def test_bf16_training_on_the_cache_of_an_upcast_projector(tmp_path):

@@ -27,6 +27,8 @@ from .lmd import (
     build_lmd_parser,
     check_generation_args,
     check_lmd_args,
+    lmd_model_kwargs,
+    model_overrides,
     parse_lmd_args,
 )
 from .projector import (
@@ -60,6 +62,8 @@ __all__ = [
     "check_projector_args",
     "check_training_args",
     "data_config",
+    "lmd_model_kwargs",
+    "model_overrides",
     "demo_defaults",
     "effective_learning_rate",
     "parse_demo_args",

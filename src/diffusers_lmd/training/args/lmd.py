@@ -199,6 +199,25 @@ def check_generation_args(args: argparse.Namespace) -> None:
         raise ValueError("--num_condition_tokens sets the class tokens: it needs --label_column.")
 
 
+def model_overrides(args: argparse.Namespace) -> dict:
+    """The architecture flags given (:data:`MODEL_OVERRIDES`), which override the preset's values."""
+    return {name: getattr(args, name) for name, _, _ in MODEL_OVERRIDES if getattr(args, name) is not None}
+
+
+def lmd_model_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`~diffusers_lmd.training.lmd.setup.build_lmd_model` the flags set (all but the
+    projector and the conditioning sizes, which come from the data and the text encoder)."""
+    return dict(
+        resolution=args.resolution,
+        preset=args.preset,
+        overrides=model_overrides(args),
+        head_type=args.head_type,
+        mse_loss_weight=args.mse_loss_weight,
+        class_dropout_prob=args.conditioning_dropout_prob,
+        encoder_cross_attention=args.encoder_cross_attention,
+    )
+
+
 def parse_lmd_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check ``train_lmd.py`` flags (``sys.argv`` when ``argv`` is ``None``): a missing
     ``--projector_path`` is an argparse error (usage and exit status 2), other bad flags a ``ValueError``."""

@@ -14,6 +14,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ...data import DataConfig
 from ...models import LMDModel
 from ...projector import (
     Projector,
@@ -23,7 +24,6 @@ from ...projector import (
     latent_channels,
     set_latent_stats,
 )
-from ..args import MODEL_OVERRIDES
 from ..checkpointing import list_checkpoints
 from ..latent_cache import (
     CachedLatentDataset,
@@ -61,18 +61,6 @@ def load_projector(
     return load_pretrained_projector(source, flag=flag, subfolder_flag="--projector_subfolder")
 
 
-def load_projector_from_args(args: argparse.Namespace) -> Projector:
-    """The projector of ``--projector_path`` / ``--projector_subfolder`` at ``--revision`` / ``--variant``, cached
-    in ``--cache_dir``."""
-    return load_projector(
-        args.projector_path,
-        args.projector_subfolder,
-        revision=args.revision,
-        variant=args.variant,
-        cache_dir=args.cache_dir,
-    )
-
-
 def load_text_encoder(path: str, cache_dir: str | None = None) -> tuple[CLIPTokenizer, CLIPTextModel]:
     """A frozen ``CLIPTokenizer`` and ``CLIPTextModel`` (safetensors): from ``tokenizer/`` and ``text_encoder/``
     subfolders when ``path`` has them (a diffusers pipeline folder), else from ``path`` itself."""
@@ -92,41 +80,48 @@ def load_text_encoder(path: str, cache_dir: str | None = None) -> tuple[CLIPToke
 
 
 def build_lmd_model(
-    args: argparse.Namespace,
     vae: Projector,
+    resolution: int,
+    preset: str = "small",
+    overrides: dict | None = None,
+    *,
+    head_type: str = "mse",
+    mse_loss_weight: float = 0.0,
     num_class_embeds: int | None = None,
+    class_dropout_prob: float = 0.1,
     cross_attention_dim: int | None = None,
+    encoder_cross_attention: bool = True,
 ) -> LMDModel:
-    """The preset, with the flags' overrides, sized for the projector's latents at ``--resolution``; class- and
-    text-conditional with ``num_class_embeds`` / ``cross_attention_dim``, with the head of ``--head_type``."""
+    """The ``preset`` with the architecture ``overrides`` (e.g. ``{"hidden_size": 128}``), sized for the projector's
+    latents of ``resolution``-pixel images, with the head of ``head_type``; class-conditional with
+    ``num_class_embeds`` (labels dropped with ``class_dropout_prob``) and text-conditional with
+    ``cross_attention_dim``. Errors name the flags of ``train_lmd.py``."""
+    overrides = overrides or {}
     factor = downsample_factor(vae)
-    if args.resolution % factor:
-        raise ValueError(
-            f"--resolution {args.resolution} is not divisible by the projector's downsampling factor {factor}."
-        )
-    overrides = {name: getattr(args, name) for name, _, _ in MODEL_OVERRIDES if getattr(args, name) is not None}
+    if resolution % factor:
+        raise ValueError(f"--resolution {resolution} is not divisible by the projector's downsampling factor {factor}.")
     patch_size = overrides.get("patch_size", 2)
-    if (args.resolution // factor) % patch_size:
+    if (resolution // factor) % patch_size:
         raise ValueError(
-            f"The {args.resolution // factor}x{args.resolution // factor} latents of --resolution {args.resolution} "
+            f"The {resolution // factor}x{resolution // factor} latents of --resolution {resolution} "
             f"do not split into {patch_size}x{patch_size} patches: change --resolution or --patch_size."
         )
-    generation = dict(head_type=args.head_type, mse_loss_weight=args.mse_loss_weight)
+    generation = dict(head_type=head_type, mse_loss_weight=mse_loss_weight)
     if num_class_embeds is not None:
-        generation.update(num_class_embeds=num_class_embeds, class_dropout_prob=args.conditioning_dropout_prob)
+        generation.update(num_class_embeds=num_class_embeds, class_dropout_prob=class_dropout_prob)
     if cross_attention_dim is not None:
-        generation.update(cross_attention_dim=cross_attention_dim, encoder_cross_attention=args.encoder_cross_attention)
+        generation.update(cross_attention_dim=cross_attention_dim, encoder_cross_attention=encoder_cross_attention)
     model = LMDModel.from_preset(
-        args.preset, sample_size=args.resolution // factor, in_channels=latent_channels(vae), **overrides, **generation
+        preset, sample_size=resolution // factor, in_channels=latent_channels(vae), **overrides, **generation
     )
-    check_compatible(vae, model, args.resolution)
+    check_compatible(vae, model, resolution)
     return model
 
 
-def projector_dtype(args: argparse.Namespace, vae: Projector, accelerator: Accelerator) -> torch.dtype:
-    """fp32 with ``--upcast_projector``, or by default when the projector's config sets ``force_upcast`` (a VAE that
-    overflows in half precision, as Stable Diffusion's does in fp16); else :func:`weight_dtype`."""
-    upcast = args.upcast_projector
+def projector_dtype(upcast: bool | None, vae: Projector, accelerator: Accelerator) -> torch.dtype:
+    """fp32 when ``upcast`` (``--upcast_projector``), or, when it is ``None``, when the projector's config sets
+    ``force_upcast`` (a VAE that overflows in half precision, as Stable Diffusion's does in fp16); else
+    :func:`~diffusers_lmd.training.runtime.weight_dtype`."""
     if upcast is None:
         upcast = bool(getattr(vae.config, "force_upcast", False))
     return torch.float32 if upcast else weight_dtype(accelerator)
@@ -140,22 +135,23 @@ def place_projector(vae: Projector, accelerator: Accelerator, dtype: torch.dtype
     return vae
 
 
-def maybe_estimate_latent_stats(
-    args: argparse.Namespace, vae: Projector, dataset, accelerator: Accelerator, max_batches: int = 32
+def set_estimated_latent_stats(
+    vae: Projector,
+    dataset,
+    accelerator: Accelerator,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    max_batches: int = 32,
 ) -> None:
-    """With ``--estimate_latent_stats``, measure the latent scale and shift on the first ``max_batches`` batches of
-    training images and store them in the projector's config.
+    """Measure the latent scale and shift on the first ``max_batches`` batches of training images and store them in
+    the projector's config (``--estimate_latent_stats``).
 
     Call after :func:`place_projector`, so the projector encodes on the device. The main process encodes and the others
     receive its two numbers: every rank then holds bit-identical statistics, and with them the same latent-cache key.
     """
-    if not args.estimate_latent_stats:
-        return
     stats = [None, None]
     if accelerator.is_main_process:
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=args.encode_batch_size, shuffle=False, num_workers=args.dataloader_num_workers
-        )
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         stats = list(estimate_latent_stats(vae, loader, max_batches=max_batches))
     if accelerator.num_processes > 1:
         stats = broadcast_object_list(stats, from_process=0)
@@ -164,40 +160,50 @@ def maybe_estimate_latent_stats(
 
 
 def build_train_dataloader(
-    args: argparse.Namespace, accelerator: Accelerator, vae: Projector, train_dataset
+    accelerator: Accelerator,
+    vae: Projector,
+    train_dataset,
+    data: DataConfig,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    cache_latents: bool = True,
+    cache_dir: str | None = None,
+    encode_batch_size: int = 64,
 ) -> tuple[torch.utils.data.DataLoader, LatentCacheInfo | None]:
-    """A shuffled loader of cached latents (``--cache_latents``) or of pixel batches to encode each step, with
-    ``--dataloader_num_workers`` worker processes either way (cached batches are read a batch per call)."""
+    """A loader shuffled from ``seed``, of latents cached in ``cache_dir`` (``cache_latents``, encoded
+    ``encode_batch_size`` images at a time) or of pixel batches to encode each step, with ``data``'s
+    ``dataloader_num_workers`` worker processes either way (cached batches are read a batch per call)."""
     cache = None
     dataset, collate = train_dataset, None
-    if args.cache_latents:
+    if cache_latents:
         if hasattr(train_dataset, "set_epoch"):
             train_dataset.set_epoch(0)  # the views the cache holds: epoch 0's crops
-        if not getattr(train_dataset, "center_crop", True) and not args.pad_to_resolution:
+        if not getattr(train_dataset, "center_crop", True) and not data.pad_to_resolution:
             logger.warning(
                 "The latent cache holds one view per image: each image keeps the random crop encoded for the cache, "
                 "the same every epoch (flips stay random). For a new crop each epoch use --no-cache_latents (every "
                 "step then encodes its batch); for centre crops, --center_crop."
             )
-        key = cache_fingerprint(projector_fingerprint(vae), data_identity(args, train_dataset), args.random_flip)
+        key = cache_fingerprint(projector_fingerprint(vae), data_identity(data, train_dataset), data.random_flip)
         cache = build_latent_cache(
             accelerator,
             vae,
             train_dataset,
             key,
-            cache_dir=args.latent_cache_dir,
-            batch_size=args.encode_batch_size,
-            flips=args.random_flip,
-            num_workers=args.dataloader_num_workers,
+            cache_dir=cache_dir,
+            batch_size=encode_batch_size,
+            flips=data.random_flip,
+            num_workers=data.dataloader_num_workers,
         )
         dataset, collate = CachedLatentDataset(cache.path), collate_cached
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=args.train_batch_size,
+        batch_size=batch_size,
         shuffle=True,
-        num_workers=args.dataloader_num_workers,
+        num_workers=data.dataloader_num_workers,
         collate_fn=collate,
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=torch.Generator().manual_seed(seed),
     )
     return loader, cache
 

@@ -29,7 +29,14 @@ from ...metrics import EfficiencyTracker
 from ...models import LMDModel
 from ...pipelines.text_inputs import NULL_PROMPT
 from ...schedulers import LMDMaskScheduler
-from ..args import accelerator_kwargs, check_lmd_args, data_config, effective_learning_rate, total_batch_size
+from ..args import (
+    accelerator_kwargs,
+    check_lmd_args,
+    data_config,
+    effective_learning_rate,
+    lmd_model_kwargs,
+    total_batch_size,
+)
 from ..checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from ..ema import ema_weights
 from ..hub import HubUploader
@@ -45,11 +52,11 @@ from .setup import (
     build_train_dataloader,
     check_finite_loss,
     gather_step_stats,
-    load_projector_from_args,
+    load_projector,
     load_text_encoder,
-    maybe_estimate_latent_stats,
     place_projector,
     projector_dtype,
+    set_estimated_latent_stats,
     step_generator,
     tracker_config,
 )
@@ -98,20 +105,27 @@ class LMDTrainer:
         accelerator = build_accelerator(args.output_dir, **accelerator_kwargs(args), compile=args.compile)
         self.accelerator = accelerator
         setup_logging(accelerator)
-        self.vae = load_projector_from_args(args)
+        self.vae = load_projector(
+            args.projector_path,
+            args.projector_subfolder,
+            revision=args.revision,
+            variant=args.variant,
+            cache_dir=args.cache_dir,
+        )
         self.hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not later
         # The data first: a class-conditional model's size depends on its classes. Datasets draw no global RNG. One
         # process loads (downloads) and checks the images first; the others then read datasets' cache.
         with accelerator.main_process_first():
-            train_dataset, self.eval_dataset = build_datasets(data_config(args), cache_dir=args.cache_dir)
+            self.data = data_config(args)
+            train_dataset, self.eval_dataset = build_datasets(self.data, cache_dir=args.cache_dir)
         self.class_names = train_dataset.class_names if args.label_column else None
         self.tokenizer = self.text_encoder = None
         if args.caption_column:
             self.tokenizer, self.text_encoder = load_text_encoder(args.text_encoder_name_or_path, args.cache_dir)
         set_seed(args.seed)
         model = build_lmd_model(
-            args,
             self.vae,
+            **lmd_model_kwargs(args),
             num_class_embeds=len(self.class_names) if self.class_names else None,
             cross_attention_dim=self.text_encoder.config.hidden_size if self.text_encoder is not None else None,
         )
@@ -120,9 +134,21 @@ class LMDTrainer:
         if accelerator.is_main_process:
             os.makedirs(args.output_dir, exist_ok=True)
 
-        self.vae = place_projector(self.vae, accelerator, projector_dtype(args, self.vae, accelerator))
-        maybe_estimate_latent_stats(args, self.vae, train_dataset, accelerator)  # on the device, main process
-        train_loader, self.cache = build_train_dataloader(args, accelerator, self.vae, train_dataset)
+        self.vae = place_projector(self.vae, accelerator, projector_dtype(args.upcast_projector, self.vae, accelerator))
+        if args.estimate_latent_stats:  # on the device, main process
+            batches = dict(batch_size=args.encode_batch_size, num_workers=args.dataloader_num_workers)
+            set_estimated_latent_stats(self.vae, train_dataset, accelerator, **batches)
+        train_loader, self.cache = build_train_dataloader(
+            accelerator,
+            self.vae,
+            train_dataset,
+            self.data,
+            batch_size=args.train_batch_size,
+            seed=args.seed,
+            cache_latents=args.cache_latents,
+            cache_dir=args.latent_cache_dir,
+            encode_batch_size=args.encode_batch_size,
+        )
         self.text = self._text_embeddings(train_dataset)
 
         batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
