@@ -54,6 +54,7 @@ from diffusers_lmd.training.args import (
     add_pretrained_args,
     add_training_args,
     check_finetune_args,
+    optimizer_config,
 )
 from diffusers_lmd.training.ema import copy_with_ema_weights
 from diffusers_lmd.training.hub import HubUploader
@@ -114,13 +115,14 @@ def main(args: argparse.Namespace) -> dict:
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
 
-    optimizer = build_optimizer(model, args, effective_learning_rate(args, accelerator.num_processes))
+    optim = optimizer_config(args)
+    optimizer = build_optimizer(model, optim, effective_learning_rate(args, accelerator.num_processes))
     if args.layer_decay < 1.0:
         apply_layer_decay(optimizer, model, args.layer_decay, model.layer_id, model.num_layers)
-    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps, accelerator.num_processes)
+    lr_scheduler = build_lr_scheduler(optimizer, optim, max_train_steps, accelerator.num_processes)
     ema = None
     if args.use_ema:  # diffusers' EMAModel: stepped after every update, evaluated and saved instead of the raw weights
-        ema = build_ema(model, args)
+        ema = build_ema(model, optim)
         ema.to(accelerator.device)
         register_ema_hooks(accelerator, ema)
     model, optimizer, train_loader, eval_loader, lr_scheduler = accelerator.prepare(

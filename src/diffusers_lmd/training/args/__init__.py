@@ -13,6 +13,8 @@ from .common import (
     add_training_args,
     check_training_args,
     effective_learning_rate,
+    optimizer_config,
+    options_from_args,
     total_batch_size,
 )
 from .data import add_data_args, data_config
@@ -63,6 +65,8 @@ __all__ = [
     "check_training_args",
     "data_config",
     "lmd_model_kwargs",
+    "optimizer_config",
+    "options_from_args",
     "model_overrides",
     "demo_defaults",
     "effective_learning_rate",

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import fields
+from typing import TypeVar
 
 from diffusers.optimization import SchedulerType
 
 from ..hub import HUB_STRATEGIES
+from ..optim import OptimizerConfig
 
 OPTIMIZERS = ("adamw", "adan")
 LR_SCHEDULERS = tuple(s.value for s in SchedulerType if s != SchedulerType.PIECEWISE_CONSTANT)
+OPTIM = OptimizerConfig()  # the optimiser flags' defaults are the options' defaults
+Options = TypeVar("Options")
 
 
 def add_pretrained_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -60,7 +65,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
 
     optim = parser.add_argument_group("optimiser")
-    optim.add_argument("--optimizer", type=str, default="adamw", choices=OPTIMIZERS, help="AdamW (MAE) or Adan.")
+    optim.add_argument(
+        "--optimizer", type=str, default=OPTIM.optimizer, choices=OPTIMIZERS, help="AdamW (MAE) or Adan."
+    )
     optim.add_argument(
         "--learning_rate", type=float, default=1.5e-4, help="Peak learning rate (the base rate with --scale_lr)."
     )
@@ -69,28 +76,33 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         action="store_true",
         help="MAE's rule: learning_rate x total batch (per-device batch x processes x accumulation) / 256.",
     )
-    optim.add_argument("--lr_scheduler", type=str, default="cosine", choices=LR_SCHEDULERS, help="LR schedule.")
+    optim.add_argument(
+        "--lr_scheduler", type=str, default=OPTIM.lr_scheduler, choices=LR_SCHEDULERS, help="LR schedule."
+    )
     optim.add_argument(
         "--lr_warmup_steps",
         type=int,
-        default=None,
+        default=OPTIM.lr_warmup_steps,
         help="Linear warm-up steps; default 5%% of the training steps (MAE: 40 of 800 epochs).",
     )
-    optim.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1 (MAE: 0.9).")
-    optim.add_argument("--adam_beta2", type=float, default=0.95, help="AdamW beta2 (MAE: 0.95).")
+    optim.add_argument("--adam_beta1", type=float, default=OPTIM.adam_beta1, help="AdamW beta1 (MAE: 0.9).")
+    optim.add_argument("--adam_beta2", type=float, default=OPTIM.adam_beta2, help="AdamW beta2 (MAE: 0.95).")
     optim.add_argument(
-        "--adam_weight_decay", type=float, default=0.05, help="Decoupled weight decay (not on biases and norms)."
+        "--adam_weight_decay",
+        type=float,
+        default=OPTIM.adam_weight_decay,
+        help="Decoupled weight decay (not on biases and norms).",
     )
-    optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="Optimiser epsilon.")
+    optim.add_argument("--adam_epsilon", type=float, default=OPTIM.adam_epsilon, help="Optimiser epsilon.")
     optim.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm; 0 disables it.")
     optim.add_argument(
         "--use_ema",
         action="store_true",
         help="Keep an EMA of the weights (diffusers' EMAModel), validate on it and save it as the model.",
     )
-    optim.add_argument("--ema_max_decay", type=float, default=0.9999, help="Largest EMA decay.")
-    optim.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up inverse gamma.")
-    optim.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up power.")
+    optim.add_argument("--ema_max_decay", type=float, default=OPTIM.ema_max_decay, help="Largest EMA decay.")
+    optim.add_argument("--ema_inv_gamma", type=float, default=OPTIM.ema_inv_gamma, help="EMA warm-up inverse gamma.")
+    optim.add_argument("--ema_power", type=float, default=OPTIM.ema_power, help="EMA warm-up power.")
 
     precision = parser.add_argument_group("precision")
     precision.add_argument(
@@ -187,6 +199,17 @@ def check_training_args(args: argparse.Namespace) -> None:
     if not args.output_dir:
         raise ValueError("--output_dir must name a folder.")
     args.output_dir = os.fspath(args.output_dir)
+
+
+def options_from_args(cls: type[Options], args: argparse.Namespace) -> Options:
+    """``cls``, a dataclass of options named like the flags, filled from the parsed flags the script has (the
+    others keep their defaults)."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def optimizer_config(args: argparse.Namespace) -> OptimizerConfig:
+    """The optimiser, schedule and EMA options of the parsed shared training flags."""
+    return options_from_args(OptimizerConfig, args)
 
 
 def accelerator_kwargs(args: argparse.Namespace) -> dict:

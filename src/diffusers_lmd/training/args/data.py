@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 
 from ...data import DEMO_PHOTO_NAMES, DataConfig
+from .common import options_from_args
 
 DEFAULTS = DataConfig()  # the flags' defaults are the options' defaults
 
@@ -98,4 +98,4 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The data options of parsed flags: every data flag, and the conditioning columns of a script that has them
     (``--label_column``, ``--caption_column``). Raises a ``ValueError`` naming the first flag that cannot work."""
-    return DataConfig(**{f.name: getattr(args, f.name) for f in fields(DataConfig) if hasattr(args, f.name)})
+    return options_from_args(DataConfig, args)

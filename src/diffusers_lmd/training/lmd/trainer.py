@@ -35,6 +35,7 @@ from ..args import (
     data_config,
     effective_learning_rate,
     lmd_model_kwargs,
+    optimizer_config,
     total_batch_size,
 )
 from ..checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
@@ -156,13 +157,14 @@ class LMDTrainer:
         self.max_train_steps = args.max_train_steps or args.num_train_epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         self.learning_rate = effective_learning_rate(args, accelerator.num_processes)
-        optimizer = build_optimizer(model, args, self.learning_rate)
-        lr_scheduler = build_lr_scheduler(optimizer, args, self.max_train_steps, accelerator.num_processes)
+        optim = optimizer_config(args)
+        optimizer = build_optimizer(model, optim, self.learning_rate)
+        lr_scheduler = build_lr_scheduler(optimizer, optim, self.max_train_steps, accelerator.num_processes)
         self.mask_scheduler = LMDMaskScheduler(
             args.mask_schedule, args.mask_ratio_min, args.mask_ratio_max, self.max_train_steps
         )
         register_transformer_hooks(accelerator)  # checkpoint-N/transformer/, loadable with LMDModel.from_pretrained
-        self.ema = build_ema(model, args) if args.use_ema else None
+        self.ema = build_ema(model, optim) if args.use_ema else None
         if self.ema is not None:
             register_ema_hooks(accelerator, self.ema)
         self.model, self.optimizer, self.train_loader, self.lr_scheduler = accelerator.prepare(

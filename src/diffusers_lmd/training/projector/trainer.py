@@ -27,7 +27,14 @@ from tqdm.auto import tqdm
 from ...data import build_datasets, random_flip_batch
 from ...data.transforms import random_color_batch
 from ...projector import downsample_factor
-from ..args import accelerator_kwargs, check_projector_args, check_training_args, data_config, effective_learning_rate
+from ..args import (
+    accelerator_kwargs,
+    check_projector_args,
+    check_training_args,
+    data_config,
+    effective_learning_rate,
+    optimizer_config,
+)
 from ..checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from ..ema import ema_weights
 from ..hub import HubUploader
@@ -231,20 +238,21 @@ def train_projector(args: argparse.Namespace) -> dict:
     discriminator = build_discriminator(args)
     lr = effective_learning_rate(args, accelerator.num_processes)
     disc_lr = lr if args.disc_learning_rate is None else args.disc_learning_rate
-    optimizer = build_optimizer(autoencoder, args, lr)
-    disc_optimizer = build_optimizer(discriminator, args, disc_lr)
+    optim = optimizer_config(args)
+    optimizer = build_optimizer(autoencoder, optim, lr)
+    disc_optimizer = build_optimizer(discriminator, optim, disc_lr)
 
     steps_per_epoch = max(
         1, math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
     )
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
     num_epochs = math.ceil(max_train_steps / steps_per_epoch)
-    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps, accelerator.num_processes)
+    lr_scheduler = build_lr_scheduler(optimizer, optim, max_train_steps, accelerator.num_processes)
     disc_steps = max(1, max_train_steps - args.disc_start)
-    disc_lr_scheduler = build_lr_scheduler(disc_optimizer, args, disc_steps, accelerator.num_processes)
+    disc_lr_scheduler = build_lr_scheduler(disc_optimizer, optim, disc_steps, accelerator.num_processes)
     ema = None
     if args.use_ema:
-        ema = build_ema(vae, args)
+        ema = build_ema(vae, optim)
         ema.to(accelerator.device)
         register_ema_hooks(accelerator, ema)
 
