@@ -39,6 +39,7 @@ from .projector import (
     build_projector_parser,
     check_projector_args,
     parse_projector_args,
+    projector_kwargs,
 )
 
 __all__ = [
@@ -74,5 +75,6 @@ __all__ = [
     "parse_feature_classifier_args",
     "parse_lmd_args",
     "parse_projector_args",
+    "projector_kwargs",
     "total_batch_size",
 ]

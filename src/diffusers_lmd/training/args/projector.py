@@ -113,6 +113,21 @@ def check_projector_args(args: argparse.Namespace) -> None:
         )
 
 
+def projector_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`~diffusers_lmd.training.projector.build_projector` the flags set."""
+    return dict(
+        projector_type=args.projector_type,
+        block_out_channels=args.block_out_channels,
+        layers_per_block=args.layers_per_block,
+        latent_channels=args.latent_channels,
+        num_vq_embeddings=args.num_vq_embeddings,
+        vq_embed_dim=args.vq_embed_dim,
+        norm_num_groups=args.norm_num_groups,
+        mid_block_attention=not args.no_mid_block_attention,
+        resolution=args.resolution,
+    )
+
+
 def build_projector_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``train_projector.py``: data flags, shared training flags, projector flags."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)

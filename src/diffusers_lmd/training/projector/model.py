@@ -13,7 +13,7 @@ needs; ``VQModel.forward`` already returns the reconstruction and its codebook +
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,30 +25,43 @@ from torch import nn
 from ..args.projector import DISC_LOSSES
 
 
-def build_projector(args: argparse.Namespace) -> VQModel | AutoencoderKL:
-    """A fresh ``VQModel`` or ``AutoencoderKL`` with the flags' architecture."""
-    n = len(args.block_out_channels)
+def build_projector(
+    *,
+    projector_type: str,
+    block_out_channels: Sequence[int],
+    layers_per_block: int,
+    latent_channels: int,
+    num_vq_embeddings: int,
+    vq_embed_dim: int | None,
+    norm_num_groups: int,
+    mid_block_attention: bool,
+    resolution: int,
+) -> VQModel | AutoencoderKL:
+    """A fresh ``VQModel`` (``projector_type="vq"``) or ``AutoencoderKL`` (``"kl"``) for ``resolution``-pixel RGB
+    images: one encoder and one decoder block per width of ``block_out_channels``, so it downsamples by
+    ``2 ** (len(block_out_channels) - 1)`` (``args.projector.projector_kwargs`` converts the flags)."""
+    n = len(block_out_channels)
     common = dict(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=tuple(args.block_out_channels),
-        layers_per_block=args.layers_per_block,
-        latent_channels=args.latent_channels,
-        norm_num_groups=args.norm_num_groups,
-        sample_size=args.resolution,
-        mid_block_add_attention=not args.no_mid_block_attention,
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        latent_channels=latent_channels,
+        norm_num_groups=norm_num_groups,
+        sample_size=resolution,
+        mid_block_add_attention=mid_block_attention,
     )
-    if args.projector_type == "vq":
-        return VQModel(num_vq_embeddings=args.num_vq_embeddings, vq_embed_dim=args.vq_embed_dim, **common)
+    if projector_type == "vq":
+        return VQModel(num_vq_embeddings=num_vq_embeddings, vq_embed_dim=vq_embed_dim, **common)
     return AutoencoderKL(**common)
 
 
-def build_discriminator(args: argparse.Namespace) -> PatchDiscriminator:
-    """The patch discriminator with the flags' size; its GroupNorm groups adapt to the width."""
-    groups = next(g for g in (8, 4, 2, 1) if args.disc_channels % g == 0)
-    return PatchDiscriminator(base_channels=args.disc_channels, num_layers=args.disc_layers, norm_num_groups=groups)
+def build_discriminator(base_channels: int, num_layers: int) -> PatchDiscriminator:
+    """The patch discriminator of this width and depth; its GroupNorm groups adapt to the width."""
+    groups = next(g for g in (8, 4, 2, 1) if base_channels % g == 0)
+    return PatchDiscriminator(base_channels=base_channels, num_layers=num_layers, norm_num_groups=groups)
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from diffusers import VQModel
 from torch import nn
 from tqdm.auto import tqdm
 
-from ...data import build_datasets, random_flip_batch
+from ...data import DataConfig, build_datasets, random_flip_batch
 from ...data.transforms import random_color_batch
 from ...projector import downsample_factor
 from ..args import (
@@ -34,6 +34,7 @@ from ..args import (
     data_config,
     effective_learning_rate,
     optimizer_config,
+    projector_kwargs,
 )
 from ..checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from ..ema import ema_weights
@@ -175,12 +176,13 @@ def _check_finite(loss: torch.Tensor, what: str) -> None:
         )
 
 
-def _dataloaders(args: argparse.Namespace, accelerator: Accelerator):
+def _dataloaders(data: DataConfig, batch_size: int, accelerator: Accelerator):
+    """Shuffled training batches, held-out batches, and unflipped training batches for the latent statistics."""
     with accelerator.main_process_first():
-        train_dataset, eval_dataset = build_datasets(data_config(args))
-    loader = dict(batch_size=args.train_batch_size, num_workers=args.dataloader_num_workers)
+        train_dataset, eval_dataset = build_datasets(data)
+    loader = dict(batch_size=batch_size, num_workers=data.dataloader_num_workers)
     train = torch.utils.data.DataLoader(
-        train_dataset, shuffle=True, drop_last=len(train_dataset) >= args.train_batch_size, **loader
+        train_dataset, shuffle=True, drop_last=len(train_dataset) >= batch_size, **loader
     )
     evaluation = torch.utils.data.DataLoader(eval_dataset, shuffle=False, **loader)
     stats = torch.utils.data.DataLoader(train_dataset, shuffle=False, **loader)  # unflipped, for the latent stats
@@ -218,7 +220,7 @@ def _reduce_logs(accelerator: Accelerator, logs: dict[str, float]) -> dict[str, 
 
 def train_projector(args: argparse.Namespace) -> dict:
     """Train a projector as the flags say; save it to ``args.output_dir``; return the final metrics."""
-    data_config(args)  # raises on bad data flags
+    data = data_config(args)  # raises on bad data flags
     check_training_args(args)
     check_projector_args(args)
     # The LMD run's Accelerator (CPU gloo under torchrun, seedable data order); no torch.compile here, since the
@@ -230,12 +232,12 @@ def train_projector(args: argparse.Namespace) -> dict:
         os.makedirs(args.output_dir, exist_ok=True)
     hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not at the end
 
-    train_loader, eval_loader, stats_loader = _dataloaders(args, accelerator)
-    vae = build_projector(args)
+    train_loader, eval_loader, stats_loader = _dataloaders(data, args.train_batch_size, accelerator)
+    vae = build_projector(**projector_kwargs(args))
     if isinstance(vae, VQModel) and args.codebook_init == "data":
         init_codebook_from_data(vae, _codebook_init_images(args, vae, train_loader.dataset))
     autoencoder = AutoencoderWithLoss(vae, args.commitment_beta, args.kl_weight)
-    discriminator = build_discriminator(args)
+    discriminator = build_discriminator(args.disc_channels, args.disc_layers)
     lr = effective_learning_rate(args, accelerator.num_processes)
     disc_lr = lr if args.disc_learning_rate is None else args.disc_learning_rate
     optim = optimizer_config(args)
