@@ -3,9 +3,9 @@ its first step (``setup``), how held-out evaluation sees the model (``evaluation
 (``outputs``)."""
 
 from .evaluation import UnconditionalPredictor, evaluation_model
-from .outputs import register_transformer_hooks, save_pipeline
+from .outputs import LMDTrainingResult, register_transformer_hooks, save_pipeline
 from .setup import build_lmd_model, load_projector, projector_dtype
-from .trainer import LMDTrainer, LMDTrainingResult, train_lmd
+from .trainer import LMDTrainer, train_lmd
 
 __all__ = [
     "LMDTrainer",

@@ -1,5 +1,6 @@
-"""What an LMD run writes: the pipeline, plots, reconstructions, samples and card a finished run leaves in
-``--output_dir``, and the model of every ``checkpoint-N/``, saved as ``transformer/`` so ``from_pretrained`` reads it.
+"""What an LMD run returns and writes: its :class:`LMDTrainingResult`, the pipeline, plots, reconstructions, samples
+and card a finished run leaves in ``--output_dir``, and the model of every ``checkpoint-N/``, saved as
+``transformer/`` so ``from_pretrained`` reads it.
 
 As diffusers' example scripts do with ``unet/``, Accelerate's save-state hook writes the ``LMDModel`` with
 ``save_pretrained`` (``config.json`` + ``diffusion_pytorch_model.safetensors``) and takes it out of the weights
@@ -15,6 +16,7 @@ import copy
 import logging
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,32 @@ LOG_FILE = "train_log.jsonl"
 GRID_FILE = "reconstructions.png"
 SAMPLES_FILE = "samples.png"
 SAMPLES_PER_CLASS = 8
+
+
+@dataclass
+class LMDTrainingResult:
+    """What :func:`~diffusers_lmd.training.lmd.trainer.train_lmd` did.
+
+    Args:
+        output_dir: the folder holding the saved pipeline.
+        global_step: optimiser steps completed (the total, including steps before a resume).
+        final_loss: the loss of the last step.
+        eval: the held-out evaluation of the saved model.
+        train_seconds: wall-clock seconds of this process's training loop.
+        epoch_seconds: wall-clock seconds of each complete epoch run in this process.
+        epoch_cpu_seconds: CPU seconds this process spent on each of those epochs (less sensitive to other load).
+        cache_seconds / cache_reused: time spent building or opening the latent cache, and whether it existed.
+    """
+
+    output_dir: str
+    global_step: int
+    final_loss: float | None
+    eval: ReconstructionMetrics | None
+    train_seconds: float
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_cpu_seconds: list[float] = field(default_factory=list)
+    cache_seconds: float | None = None
+    cache_reused: bool | None = None
 
 
 def hub_pipeline_source() -> Path | None:
@@ -236,3 +264,12 @@ def register_transformer_hooks(accelerator: Accelerator, subfolder: str = TRANSF
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
+
+
+def final_weights(model: torch.nn.Module, ema) -> torch.nn.Module:
+    """The model to save: a copy holding the EMA weights when ``--use_ema``, else the trained model."""
+    if ema is None:
+        return model
+    final = copy.deepcopy(model)
+    ema.copy_to(final.parameters())
+    return final

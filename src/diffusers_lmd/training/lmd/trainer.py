@@ -13,11 +13,9 @@ the frozen text encoder, cached once per distinct caption. Each ``checkpoint-N/`
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import time
-from dataclasses import dataclass, field
 
 import torch
 from accelerate.logging import get_logger
@@ -47,7 +45,14 @@ from ..optim import build_ema, build_lr_scheduler, build_optimizer, register_ema
 from ..runtime import build_accelerator, weight_dtype
 from ..text_cache import TextEmbeddings, build_text_cache
 from .evaluation import evaluation_model
-from .outputs import LOG_FILE, finish_run, register_transformer_hooks, write_checkpoint_folder
+from .outputs import (
+    LOG_FILE,
+    LMDTrainingResult,
+    final_weights,
+    finish_run,
+    register_transformer_hooks,
+    write_checkpoint_folder,
+)
 from .setup import (
     build_lmd_model,
     build_train_dataloader,
@@ -65,32 +70,6 @@ from .setup import (
 __all__ = ["LMDTrainer", "LMDTrainingResult", "train_lmd"]
 
 logger = get_logger(__name__)  # rank-aware: the main process speaks (setup_logging sends it to the console)
-
-
-@dataclass
-class LMDTrainingResult:
-    """What :func:`train_lmd` did.
-
-    Args:
-        output_dir: the folder holding the saved pipeline.
-        global_step: optimiser steps completed (the total, including steps before a resume).
-        final_loss: the loss of the last step.
-        eval: the held-out evaluation of the saved model.
-        train_seconds: wall-clock seconds of this process's training loop.
-        epoch_seconds: wall-clock seconds of each complete epoch run in this process.
-        epoch_cpu_seconds: CPU seconds this process spent on each of those epochs (less sensitive to other load).
-        cache_seconds / cache_reused: time spent building or opening the latent cache, and whether it existed.
-    """
-
-    output_dir: str
-    global_step: int
-    final_loss: float | None
-    eval: ReconstructionMetrics | None
-    train_seconds: float
-    epoch_seconds: list[float] = field(default_factory=list)
-    epoch_cpu_seconds: list[float] = field(default_factory=list)
-    cache_seconds: float | None = None
-    cache_reused: bool | None = None
 
 
 class LMDTrainer:
@@ -385,7 +364,7 @@ class LMDTrainer:
     def _finish(self) -> None:
         """Main process: evaluate the final weights (EMA if kept) and write the pipeline folder."""
         args = self.args
-        final_model = _final_weights(self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False), self.ema)
+        final_model = final_weights(self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False), self.ema)
         evaluated = self.evaluation_model(final_model)
         if self.ema is not None or self.global_step % args.validation_steps:  # else just measured at this step
             self.result.eval = evaluate_reconstruction(
@@ -421,12 +400,3 @@ def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
     :class:`~diffusers_lmd.training.runtime.NonFiniteLossError` on a NaN loss.
     """
     return LMDTrainer(args).train()
-
-
-def _final_weights(model: torch.nn.Module, ema) -> torch.nn.Module:
-    """The model to save: a copy holding the EMA weights when ``--use_ema``, else the trained model."""
-    if ema is None:
-        return model
-    final = copy.deepcopy(model)
-    ema.copy_to(final.parameters())
-    return final
