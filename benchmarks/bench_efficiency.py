@@ -29,11 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.data import DataConfig, build_datasets
 from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.evaluation import latent_reference_psnr, pixel_reference_psnr
 from diffusers_lmd.projector import downsample_factor
-from diffusers_lmd.training.lmd_setup import load_projector
+from diffusers_lmd.training import load_projector
+from diffusers_lmd.training.args import add_data_args, data_config
 from lmd_bench.budget import CLOCKS
 from lmd_bench.data import BenchmarkData, build_benchmark_data
 from lmd_bench.efficiency_loop import train_for_budget
@@ -163,9 +164,9 @@ def data_flags(preset: EfficiencyPreset, seed: int) -> list[str]:
     return flags + ["--demo_eval_crops", str(preset.demo_eval_crops)]
 
 
-def data_args(preset: EfficiencyPreset, seed: int) -> argparse.Namespace:
+def data_args(preset: EfficiencyPreset, seed: int) -> DataConfig:
     """:func:`data_flags` parsed (the same flags train the projector)."""
-    return add_data_args(argparse.ArgumentParser()).parse_args(data_flags(preset, seed))
+    return data_config(add_data_args(argparse.ArgumentParser()).parse_args(data_flags(preset, seed)))
 
 
 def train_projector(preset: EfficiencyPreset, out_dir: str, seed: int, num_threads: int | None) -> dict:

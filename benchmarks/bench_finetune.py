@@ -28,9 +28,10 @@ import torch
 from accelerate import Accelerator
 
 from diffusers_lmd.classification import format_seconds, plot_accuracy_curves
-from diffusers_lmd.data import add_data_args, add_label_args, build_labelled_datasets, export_mnist_imagefolder
+from diffusers_lmd.data import build_labelled_datasets, export_mnist_imagefolder
 from diffusers_lmd.environment import describe_hardware, git_commit
-from diffusers_lmd.training.lmd_setup import load_projector
+from diffusers_lmd.training import load_projector
+from diffusers_lmd.training.args import add_data_args, add_label_args, data_config
 from lmd_bench.data import build_benchmark_data
 from lmd_bench.finetune_bench import (
     PAPER_TABLE_2,
@@ -153,10 +154,13 @@ def main() -> None:
         projector = {"trained_here": False, "path": os.path.relpath(args.projector_path, REPO)}
     vae = load_projector(args.projector_path).to(args.device)
 
-    data_args = add_label_args(add_data_args(argparse.ArgumentParser())).parse_args(flags)
-    train_dataset, eval_dataset, names = build_labelled_datasets(data_args)
+    parsed = add_label_args(add_data_args(argparse.ArgumentParser())).parse_args(flags)
+    data_options = data_config(parsed)
+    train_dataset, eval_dataset, names = build_labelled_datasets(
+        data_options, num_labels=parsed.num_labels, mnist_cache_dir=parsed.mnist_cache_dir
+    )
     cache_dir = os.path.join(work_dir, "latents")
-    data, cache = build_benchmark_data(data_args, train_dataset, eval_dataset, vae, cache_dir, Accelerator())
+    data, cache = build_benchmark_data(data_options, train_dataset, eval_dataset, vae, cache_dir, Accelerator())
     trained = pretrain(preset, vae, data, args.device, args.seed)
     models = classifiers(trained, len(names), seed=args.seed)
     datasets = finetune_datasets(data, vae, train_dataset.labels, eval_dataset.labels)

@@ -23,8 +23,8 @@ import tempfile
 
 import torch
 
-from diffusers_lmd.data import fashion_mnist_data_args
-from diffusers_lmd.training.lmd_setup import load_projector
+from diffusers_lmd.data import fashion_mnist_data_config
+from diffusers_lmd.training import load_projector
 from lmd_bench.budget import CLOCKS
 from lmd_bench.generation_bench import (
     GENERATION_METHODS,
@@ -117,16 +117,14 @@ def main(argv=None) -> dict:
     classifier_path = _folder(args.classifier_path, preset.default_classifier, "classifier", hint)
     vae = load_projector(projector_path).to(args.device)
     classifier, classifier_info = load_classifier(classifier_path, args.device)
-    extra = ["--random_flip", "--data_seed", str(args.seed)]
-    if preset.max_train_samples:
-        extra += ["--max_train_samples", str(preset.max_train_samples)]
+    data_options = fashion_mnist_data_config(
+        random_flip=True, data_seed=args.seed, max_train_samples=preset.max_train_samples or None
+    )
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="lmd-generation-")
 
     from accelerate import Accelerator
 
-    data, cache = build_generation_data(
-        fashion_mnist_data_args(extra), vae, os.path.join(work_dir, "latents"), Accelerator()
-    )
+    data, cache = build_generation_data(data_options, vae, os.path.join(work_dir, "latents"), Accelerator())
     result, samples = run_generation_benchmark(
         preset, args.methods, vae, data, classifier, args.device, args.seed, args.clock, repo=REPO
     )

@@ -1,6 +1,6 @@
 """Epoch time of LMD training with the latent cache against encoding every batch with the projector.
 
-Both runs are the library's real training loop (``diffusers_lmd.training.lmd_trainer.train_lmd``) on the built-in
+Both runs are the library's real training loop (``diffusers_lmd.training.train_lmd``) on the built-in
 demo data at a constant mask ratio of 0.75, the ratio SPEC §6 measures encoding against. The online run loads,
 flips and encodes every batch; the cached run reads stored latents (both flips cached). The one-off cache build
 is reported separately, with the epochs after which it has paid for itself.
@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 from diffusers import VQModel
 
-from diffusers_lmd.training.lmd_args import parse_lmd_args
-from diffusers_lmd.training.lmd_trainer import train_lmd
+from diffusers_lmd.training import parse_lmd_args, train_lmd
 
 PRESETS: dict[str, dict] = {
     # The demo's shapes: a 64 px VQ projector with f = 4 (16x16x4 latents, 64 tokens) and the "small" LMD.

@@ -25,7 +25,8 @@ import torch
 from diffusers_lmd import LMDModel
 from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
-from diffusers_lmd.training.projector_model import add_projector_args, build_projector
+from diffusers_lmd.training.args import add_projector_args, projector_kwargs
+from diffusers_lmd.training.projector import build_projector
 from lmd_bench.budget import CLOCKS
 from lmd_bench.efficiency_presets import get_preset
 from lmd_bench.efficiency_report import throughput_table
@@ -246,7 +247,7 @@ def cost_projector(preset: str, latent_size: int) -> Projector:
     flags, _ = add_projector_args(argparse.ArgumentParser()).parse_known_args(list(get_preset(preset).projector_args))
     flags.resolution = latent_size * 2 ** (len(flags.block_out_channels) - 1)
     torch.manual_seed(0)
-    return build_projector(flags)
+    return build_projector(**projector_kwargs(flags))
 
 
 def measure_cost_per_image(cfg: dict, device: torch.device, preset: str, mask_ratios: tuple[float, ...]) -> dict:

@@ -19,9 +19,8 @@ from accelerate import Accelerator
 from diffusers_lmd import LMDForImageClassification, LMDModel, estimate_latent_stats, set_latent_stats
 from diffusers_lmd.classification import finetune, summarize_accuracy, time_to_accuracy
 from diffusers_lmd.data import (
+    DataConfig,
     TensorDictDataset,
-    add_data_args,
-    add_label_args,
     build_labelled_datasets,
     encode_labels,
     export_mnist_imagefolder,
@@ -29,6 +28,7 @@ from diffusers_lmd.data import (
 )
 from diffusers_lmd.pipelines import LMDPipeline
 from diffusers_lmd.training import JsonlLogger, read_jsonl
+from diffusers_lmd.training.args import add_data_args, add_label_args, data_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,10 +38,11 @@ def mnist_dir(tmp_path_factory) -> str:
     return export_mnist_imagefolder(tmp_path_factory.mktemp("mnist") / "imagefolder")
 
 
-def data_args(*argv: str) -> argparse.Namespace:
+def data_args(*argv: str) -> DataConfig:
+    """Fine-tuning's data options, parsed from its flags as ``finetune_classifier.py`` parses them."""
     parser = argparse.ArgumentParser()
     add_label_args(add_data_args(parser))
-    return parser.parse_args(list(argv))
+    return data_config(parser.parse_args(list(argv)))
 
 
 def test_mnist_export_is_a_class_subfolder_imagefolder(mnist_dir):

@@ -15,10 +15,8 @@ from conftest import TINY_TEXT_MAX_LENGTH, tiny_clip
 from diffusers_lmd import LMDModel, LMDPipeline
 from diffusers_lmd.masking import random_mask
 from diffusers_lmd.pipelines.text_inputs import encode_text
-from diffusers_lmd.training import read_jsonl
+from diffusers_lmd.training import parse_lmd_args, read_jsonl, train_lmd
 from diffusers_lmd.training.latent_cache import CachedLatentDataset
-from diffusers_lmd.training.lmd_args import parse_lmd_args
-from diffusers_lmd.training.lmd_trainer import train_lmd
 from diffusers_lmd.training.text_cache import TextEmbeddings, build_text_cache
 
 NUM_TOKENS = 16

@@ -1,6 +1,7 @@
 """The data layer: built-in demo crops, user image folders with bad files, preprocessing and flips."""
 
 import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -9,9 +10,9 @@ from PIL import Image
 
 from diffusers_lmd.data import (
     DEMO_PHOTO_NAMES,
+    DataConfig,
     DemoCropDataset,
     UnreadableImageWarning,
-    add_data_args,
     build_datasets,
     demo_photos,
     image_to_tensor,
@@ -20,10 +21,20 @@ from diffusers_lmd.data import (
     to_rgb,
 )
 from diffusers_lmd.data.transforms import random_color_batch
+from diffusers_lmd.training.args import add_data_args, data_config
 
 
 def parse(*argv):
-    return add_data_args(argparse.ArgumentParser()).parse_args(list(argv))
+    return data_config(add_data_args(argparse.ArgumentParser()).parse_args(list(argv)))
+
+
+def test_every_data_flag_is_a_data_option_with_its_default():
+    flags = {a.dest: a.default for a in add_data_args(argparse.ArgumentParser())._actions if a.dest != "help"}
+    options = {f.name: f.default for f in dataclasses.fields(DataConfig)}
+    assert flags == {name: default for name, default in options.items() if name in flags}
+    assert set(options) - set(flags) == {"label_column", "caption_column"}  # train_lmd.py's conditioning flags
+    with pytest.raises(ValueError, match="--resolution must be at least 8"):
+        DataConfig(resolution=4)
 
 
 def stack(dataset):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffusers_lmd.data import FASHION_MNIST_LABELS, add_data_args, build_datasets, load_fashion_mnist, read_idx
+from diffusers_lmd.data import FASHION_MNIST_LABELS, build_datasets, load_fashion_mnist, read_idx
 from diffusers_lmd.data import fashion_mnist as fmnist
+from diffusers_lmd.training.args import add_data_args, data_config
 
 
 def write_idx(path, array: np.ndarray, magic: int | None = None, gz: bool = True, cut: int = 0) -> str:
@@ -35,7 +36,7 @@ def fake_fashion_mnist(folder, num_train=12, num_test=5, seed=0, balanced=False)
 
 
 def parse(*argv):
-    return add_data_args(argparse.ArgumentParser()).parse_args(list(argv))
+    return data_config(add_data_args(argparse.ArgumentParser()).parse_args(list(argv)))
 
 
 # ------------------------------------------------------------------------------------------------ real data

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from diffusers_lmd.data import fashion_mnist_data_args, load_labelled_tensors
+from diffusers_lmd.data import fashion_mnist_data_config, load_labelled_tensors
 from diffusers_lmd.metrics import (
     FeatureClassifier,
     GenerationScorer,
@@ -21,8 +21,8 @@ CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", 
 @pytest.fixture(scope="module")
 def fmnist(fashion_mnist_dir):
     """1,000 training and 2,000 test images at 32 px, through the library's data path."""
-    flags = ["--max_train_samples", "1000", "--max_eval_samples", "2000"]
-    train, test, names = load_labelled_tensors(fashion_mnist_data_args(flags))
+    data = fashion_mnist_data_config(max_train_samples=1000, max_eval_samples=2000)
+    train, test, names = load_labelled_tensors(data)
     return train, test, names
 
 

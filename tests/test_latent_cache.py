@@ -11,8 +11,9 @@ from accelerate import Accelerator
 from PIL import Image
 
 from diffusers_lmd import encode_images
-from diffusers_lmd.data import add_data_args, build_datasets
-from diffusers_lmd.training import latent_cache, read_jsonl
+from diffusers_lmd.data import build_datasets
+from diffusers_lmd.training import latent_cache, load_projector, read_jsonl, train_lmd
+from diffusers_lmd.training.args import add_data_args, data_config, parse_lmd_args
 from diffusers_lmd.training.latent_cache import (
     CachedLatentDataset,
     build_latent_cache,
@@ -22,16 +23,15 @@ from diffusers_lmd.training.latent_cache import (
     latents_for_batch,
     projector_fingerprint,
 )
-from diffusers_lmd.training.lmd_args import parse_lmd_args
-from diffusers_lmd.training.lmd_setup import load_projector
-from diffusers_lmd.training.lmd_trainer import train_lmd
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
 def data_args(*argv):
-    return add_data_args(argparse.ArgumentParser()).parse_args(
-        ["--resolution", "16", "--demo_crops_per_photo", "3", "--demo_eval_crops", "2", *argv]
+    return data_config(
+        add_data_args(argparse.ArgumentParser()).parse_args(
+            ["--resolution", "16", "--demo_crops_per_photo", "3", "--demo_eval_crops", "2", *argv]
+        )
     )
 
 

@@ -17,9 +17,7 @@ from diffusers_lmd.metrics import (
     overall_mean,
     psnr,
 )
-from diffusers_lmd.training import read_jsonl, read_training_state
-from diffusers_lmd.training.lmd_args import parse_lmd_args
-from diffusers_lmd.training.lmd_trainer import train_lmd
+from diffusers_lmd.training import parse_lmd_args, read_jsonl, read_training_state, train_lmd
 
 
 def test_ema_starts_at_first_value():

@@ -10,7 +10,7 @@ from setuptools.config.setupcfg import read_configuration
 
 import diffusers_lmd
 from diffusers_lmd.training.hub import HUB_PIPELINE_FILE, hub_pipeline_file
-from diffusers_lmd.training.lmd_outputs import hub_pipeline_source
+from diffusers_lmd.training.lmd.outputs import hub_pipeline_source
 from diffusers_lmd.training.logging import plot_loss_curve, plot_or_warn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_the_projector_script_finishes_without_matplotlib(
 ):
     from test_scripts_hub import TINY_PROJECTOR, load_script
 
-    from diffusers_lmd.training.projector_training import train_projector
+    from diffusers_lmd.training.projector import train_projector
 
     args = load_script("train_projector").parse_args(
         [*TINY_PROJECTOR, "--output_dir", str(tmp_path), "--max_train_steps", "1"]

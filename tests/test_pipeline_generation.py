@@ -343,8 +343,7 @@ def test_class_conditional_generation_from_a_briefly_trained_model(tiny_projecto
     """Two classes of images (red, blue) and a few hundred tiny steps: each class's samples are nearer its own images'
     latents than the other class's, for the MSE head and for the diffusion head. (Latents are normalised: the random
     projector maps both colours to nearly the same raw latent.)"""
-    from diffusers_lmd.training.lmd_args import parse_lmd_args
-    from diffusers_lmd.training.lmd_trainer import train_lmd
+    from diffusers_lmd.training import parse_lmd_args, train_lmd
 
     data = make_image_folder(tmp_path / "images", per_class=8)
     images = {name: sorted((tmp_path / "images" / name).glob("*.png")) for name in ("blue", "red")}

@@ -16,12 +16,19 @@ from diffusers import AutoencoderKL, VQModel
 
 from diffusers_lmd import decode_latents, encode_images
 from diffusers_lmd.data import build_demo_datasets
-from diffusers_lmd.training.lmd_trainer import NonFiniteLossError
-from diffusers_lmd.training.projector_discriminator import PatchDiscriminator
-from diffusers_lmd.training.projector_losses import adaptive_weight, discriminator_loss, generator_loss
-from diffusers_lmd.training.projector_model import AutoencoderWithLoss, init_codebook_from_data
-from diffusers_lmd.training.projector_step import ProjectorLossConfig, ProjectorTrainer, evaluate_projector
-from diffusers_lmd.training.projector_training import train_projector
+from diffusers_lmd.training import NonFiniteLossError
+from diffusers_lmd.training.projector import (
+    AutoencoderWithLoss,
+    PatchDiscriminator,
+    ProjectorLossConfig,
+    ProjectorTrainer,
+    adaptive_weight,
+    discriminator_loss,
+    evaluate_projector,
+    generator_loss,
+    init_codebook_from_data,
+    train_projector,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training" / "train_projector.py"

@@ -22,10 +22,11 @@ from safetensors.torch import load_file
 from diffusers_lmd.data import build_datasets
 from diffusers_lmd.pipelines import LMDPipeline
 from diffusers_lmd.training import add_training_args, hub
+from diffusers_lmd.training.args import data_config
 from diffusers_lmd.training.ema import ema_weights
 from diffusers_lmd.training.hub import HUB_STAGING_DIR, HubUploader, save_model_card
 from diffusers_lmd.training.logging import read_jsonl
-from diffusers_lmd.training.projector_step import evaluate_projector
+from diffusers_lmd.training.projector import evaluate_projector
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("restore_verbosity")  # the scripts call setup_logging
@@ -107,7 +108,7 @@ def test_a_bad_repo_name_stops_the_projector_run_before_training(tmp_path, monke
     args = load_script("train_projector").parse_args(
         [*TINY_PROJECTOR, "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "bad//name"]
     )
-    from diffusers_lmd.training.projector_training import train_projector
+    from diffusers_lmd.training.projector import train_projector
 
     with pytest.raises(ValueError, match=r"repository 'bad//name' could not be created.*--hub_model_id"):
         train_projector(args)
@@ -130,7 +131,7 @@ def test_projector_pushes_every_checkpoint_then_the_folder(tmp_path, monkeypatch
         "--hub_license",
         "mit",
     ]
-    from diffusers_lmd.training.projector_training import train_projector
+    from diffusers_lmd.training.projector import train_projector
 
     args = load_script("train_projector").parse_args(argv)
     result = train_projector(args)
@@ -157,7 +158,7 @@ def test_projector_pushes_every_checkpoint_then_the_folder(tmp_path, monkeypatch
     assert any(not torch.equal(raw[f"vae.{k}"], v) for k, v in ema.items())
     step_2 = [r for r in read_jsonl(str(out / "train_log.jsonl")) if r["step"] == 2][0]
     ema_2 = VQModel.from_pretrained(out / "checkpoint-2" / "ema")
-    eval_loader = torch.utils.data.DataLoader(build_datasets(args)[1], batch_size=args.train_batch_size)
+    eval_loader = torch.utils.data.DataLoader(build_datasets(data_config(args))[1], batch_size=args.train_batch_size)
     assert step_2["eval_psnr"] == pytest.approx(evaluate_projector(ema_2, eval_loader)["eval_psnr"], abs=1e-4)
 
 

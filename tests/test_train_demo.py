@@ -12,9 +12,10 @@ from test_fashion_mnist import fake_fashion_mnist
 
 from diffusers_lmd import LMDPipeline
 from diffusers_lmd.metrics.feature_classifier import FeatureClassifier
+from diffusers_lmd.training import load_projector
+from diffusers_lmd.training.args import build_lmd_parser, demo_defaults, lmd_model_kwargs
 from diffusers_lmd.training.demo_report import FIGURES, one_per_class, with_row_labels
-from diffusers_lmd.training.lmd_args import build_lmd_parser
-from diffusers_lmd.training.lmd_setup import build_lmd_model, load_projector
+from diffusers_lmd.training.lmd import build_lmd_model
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
@@ -60,12 +61,12 @@ def test_demo_trains_saves_a_loadable_pipeline_and_reports_scores_and_figures(ti
 
 
 def test_the_committed_fashion_mnist_projector_fits_the_demo_model():
-    demo = load_demo()
-    path = demo.DEMO_DEFAULTS["projector_path"]
+    defaults = demo_defaults(REPO)  # what training/demo.py sets
+    path = defaults["projector_path"]
     parser = build_lmd_parser()
-    parser.set_defaults(**demo.DEMO_DEFAULTS)
+    parser.set_defaults(**defaults)
     args = parser.parse_args([])
-    model = build_lmd_model(args, load_projector(path))  # raises if the latents do not fit the model
+    model = build_lmd_model(load_projector(path), **lmd_model_kwargs(args))  # raises if the latents do not fit it
     assert model.config.sample_size == 16 and model.config.in_channels == 4
     assert model.num_tokens(16, 16) == 64  # as many tokens as a pixel MAE with patch 4 on the 32x32 images
     assert (REPO / "assets" / "fashion-mnist-classifier" / "config.json").is_file()

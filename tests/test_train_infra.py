@@ -27,6 +27,8 @@ from diffusers_lmd.training import (
     save_checkpoint,
     save_model_card,
 )
+from diffusers_lmd.training.args import optimizer_config
+from diffusers_lmd.training.optim import OptimizerConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
@@ -39,9 +41,16 @@ def tiny_state(seed=0):
     torch.manual_seed(seed)
     model = LMDModel.from_preset("tiny", sample_size=4, in_channels=4, patch_size=2)
     args = parse("--learning_rate", "1e-3", "--lr_warmup_steps", "2")
-    optimizer = build_optimizer(model, args, args.learning_rate)
-    scheduler = build_lr_scheduler(optimizer, args, max_train_steps=10, num_processes=1)
+    optimizer = build_optimizer(model, optimizer_config(args), args.learning_rate)
+    scheduler = build_lr_scheduler(optimizer, optimizer_config(args), max_train_steps=10, num_processes=1)
     return model, optimizer, scheduler, args
+
+
+def test_every_optimizer_option_is_a_flag_with_its_default():
+    args = parse("--adam_beta2", "0.999", "--lr_warmup_steps", "3")
+    config = optimizer_config(args)
+    assert config == OptimizerConfig(adam_beta2=0.999, lr_warmup_steps=3)
+    assert optimizer_config(parse()) == OptimizerConfig()  # the flags' defaults are the options' defaults
 
 
 def one_step(model, optimizer, scheduler):
@@ -103,7 +112,7 @@ def test_weight_decay_spares_biases_norms_and_tokens():
 def test_adan_optimizer_steps():
     pytest.importorskip("adan_pytorch")
     model = LMDModel.from_preset("tiny", sample_size=4, in_channels=4, patch_size=2)
-    optimizer = build_optimizer(model, parse("--optimizer", "adan"), 1e-3)
+    optimizer = build_optimizer(model, optimizer_config(parse("--optimizer", "adan")), 1e-3)
     before = model.patch_embed.weight.detach().clone()
     model(torch.randn(2, 4, 4, 4), mask_ratio=0.5).loss.backward()
     optimizer.step()
@@ -162,7 +171,7 @@ def test_resolve_resume_path(tmp_path):
 def test_ema_weights_travel_with_checkpoints(tmp_path):
     accelerator = Accelerator(cpu=True)
     model, optimizer, scheduler, args = tiny_state()
-    ema = build_ema(model, args)
+    ema = build_ema(model, optimizer_config(args))
     register_ema_hooks(accelerator, ema)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     for _ in range(3):

@@ -17,9 +17,8 @@ from safetensors.torch import load_file
 from diffusers_lmd import LMDMaskScheduler, LMDModel, LMDPipeline
 from diffusers_lmd.data import UnreadableImageWarning, build_datasets
 from diffusers_lmd.projector import estimate_latent_stats
-from diffusers_lmd.training import list_checkpoints, read_jsonl, resolve_resume_path
-from diffusers_lmd.training.lmd_args import parse_lmd_args
-from diffusers_lmd.training.lmd_trainer import NonFiniteLossError, train_lmd
+from diffusers_lmd.training import NonFiniteLossError, list_checkpoints, read_jsonl, resolve_resume_path, train_lmd
+from diffusers_lmd.training.args import data_config, parse_lmd_args
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO / "training" / "train_lmd.py")
@@ -148,7 +147,7 @@ def test_two_processes_share_the_mask_ratio_and_reduce_the_log(tiny_projector_pa
     assert (out / "model_index.json").is_file() and [s for s, _ in list_checkpoints(str(out))] == [2, 4]
     # The main process estimated the latent statistics on the whole training set, and the other got its numbers (had
     # they differed, the two ranks would have looked for different latent caches).
-    train_images = build_datasets(parse_lmd_args(argv))[0]
+    train_images = build_datasets(data_config(parse_lmd_args(argv)))[0]
     loader = torch.utils.data.DataLoader(train_images, batch_size=64)
     expected = estimate_latent_stats(VQModel.from_pretrained(tiny_projector_path), loader, max_batches=32)
     saved = json.loads((out / "vae" / "config.json").read_text())

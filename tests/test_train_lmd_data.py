@@ -21,10 +21,10 @@ from test_train_lmd import step_records, tiny_argv, train
 from diffusers_lmd import LMDModel, evaluate_reconstruction
 from diffusers_lmd.data import ImageDataset
 from diffusers_lmd.projector import encode_images
-from diffusers_lmd.training import lmd_setup, lmd_trainer, read_jsonl
-from diffusers_lmd.training.lmd_args import parse_lmd_args
-from diffusers_lmd.training.lmd_setup import projector_dtype
-from diffusers_lmd.training.lmd_trainer import LMDTrainer, NonFiniteLossError
+from diffusers_lmd.training import LMDTrainer, NonFiniteLossError, projector_dtype, read_jsonl
+from diffusers_lmd.training.args import data_config, parse_lmd_args
+from diffusers_lmd.training.lmd import setup as lmd_setup
+from diffusers_lmd.training.lmd import trainer as lmd_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
@@ -77,9 +77,9 @@ def test_datasets_load_on_the_main_process_first_and_stats_are_estimated_on_the_
             yield
             inside.pop()
 
-    def build_datasets(args):
+    def build_datasets(data, cache_dir=None):
         seen["inside"] = bool(inside)
-        return original_build(args)
+        return original_build(data, cache_dir)
 
     def estimate(vae, loader, max_batches=None):
         seen["projector"] = (vae.device, vae.dtype)
@@ -113,11 +113,12 @@ def test_the_projector_stays_fp32_where_its_config_or_the_flag_asks(tiny_project
     vq = VQModel.from_pretrained(tiny_projector_path)
     flags = lambda *extra: parse_lmd_args(["--projector_path", "x", *extra])  # noqa: E731
     assert kl.config.force_upcast and not vq.config.force_upcast
-    assert projector_dtype(flags(), kl, Precision("fp16")) == torch.float32
-    assert projector_dtype(flags(), vq, Precision("bf16")) == torch.bfloat16  # as diffusers' scripts cast it
-    assert projector_dtype(flags("--upcast_projector"), vq, Precision("fp16")) == torch.float32
-    assert projector_dtype(flags("--no-upcast_projector"), kl, Precision("bf16")) == torch.bfloat16
-    assert projector_dtype(flags(), kl, Precision("no")) == torch.float32
+    upcast = lambda *extra: flags(*extra).upcast_projector  # noqa: E731
+    assert projector_dtype(upcast(), kl, Precision("fp16")) == torch.float32
+    assert projector_dtype(upcast(), vq, Precision("bf16")) == torch.bfloat16  # as diffusers' scripts cast it
+    assert projector_dtype(upcast("--upcast_projector"), vq, Precision("fp16")) == torch.float32
+    assert projector_dtype(upcast("--no-upcast_projector"), kl, Precision("bf16")) == torch.bfloat16
+    assert projector_dtype(upcast(), kl, Precision("no")) == torch.float32
 
 
 def test_bf16_training_on_the_cache_of_an_upcast_projector(tmp_path):
@@ -127,7 +128,7 @@ def test_bf16_training_on_the_cache_of_an_upcast_projector(tmp_path):
     trainer = LMDTrainer(args)
     assert trainer.vae.dtype == torch.float32  # force_upcast
     first = trainer.train_loader.dataset[0]["latents"]
-    pixels = lmd_trainer.build_datasets(args)[0][0]["pixel_values"]
+    pixels = lmd_trainer.build_datasets(data_config(args))[0][0]["pixel_values"]
     exact = encode_images(AutoencoderKL.from_pretrained(projector), pixels[None])[0]
     assert first.dtype == torch.float32  # cached as the fp32 projector encodes (bf16 would be ~1e-3 off)
     torch.testing.assert_close(first, exact, rtol=0, atol=1e-5)  # batched vs single-image kernels only
@@ -223,7 +224,7 @@ def test_every_flag_the_running_on_gpus_docs_name_exists(capsys):
 
     from test_scripts_hub import load_script
 
-    from diffusers_lmd.training.lmd_args import build_lmd_parser
+    from diffusers_lmd.training.args import build_lmd_parser
 
     docs = (ROOT / "docs" / "training.md").read_text()
     section = docs[docs.index("## Running on GPUs") : docs.index("## What a run writes")]

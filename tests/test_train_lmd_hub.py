@@ -20,9 +20,7 @@ from test_pretrained_loading import hub_repo, offline, same_weights  # noqa: F40
 from test_train_lmd import step_records, tiny_argv, train
 
 from diffusers_lmd import LMDModel, LMDPipeline
-from diffusers_lmd.training import hub, list_checkpoints
-from diffusers_lmd.training.lmd_args import parse_lmd_args
-from diffusers_lmd.training.lmd_trainer import LMDTrainer
+from diffusers_lmd.training import LMDTrainer, hub, list_checkpoints, parse_lmd_args
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 

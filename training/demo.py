@@ -16,7 +16,6 @@ demo's settings (e.g. --max_train_steps 200 for a quicker look); the run resumes
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -24,41 +23,11 @@ import diffusers
 
 from diffusers_lmd import LMDPipeline
 from diffusers_lmd.metrics.feature_classifier import FeatureClassifier
+from diffusers_lmd.training import LMDTrainer
+from diffusers_lmd.training.args import parse_demo_args
 from diffusers_lmd.training.demo_report import FIGURES, SCORES_FILE, format_scores, write_demo_report
-from diffusers_lmd.training.lmd_args import build_lmd_parser, check_lmd_args
-from diffusers_lmd.training.lmd_trainer import LMDTrainer
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_DEFAULTS = dict(
-    projector_path=str(REPO / "assets" / "fashion-mnist-projector"),
-    output_dir="demo-output",
-    dataset_name="fashion_mnist",
-    resolution=32,
-    pad_to_resolution=True,
-    label_column="label",
-    conditioning_dropout_prob=0.1,
-    head_type="mse",
-    mask_schedule="cosine",
-    mask_ratio_min=0.15,
-    mask_ratio_max=1.0,
-    preset="small",
-    hidden_size=128,
-    num_layers=4,
-    num_attention_heads=4,
-    decoder_hidden_size=128,
-    decoder_num_layers=2,
-    decoder_num_attention_heads=4,
-    max_train_samples=20000,  # a third of the split: encoding all 60,000 once would take ~3 of the demo's minutes
-    train_batch_size=64,
-    max_train_steps=1200,
-    learning_rate=1e-3,
-    lr_warmup_steps=100,
-    checkpointing_steps=500,
-    checkpoints_total_limit=1,
-    validation_steps=1_000_000,  # one held-out evaluation, at the end
-    max_eval_samples=1000,
-    report_to="none",
-)
 # The figures the README shows: file in --output_dir -> name under --figures_dir.
 README_FIGURES = {
     **{name: name for name in FIGURES.values()},
@@ -68,24 +37,7 @@ README_FIGURES = {
 
 
 def main(argv=None) -> dict:
-    parser = build_lmd_parser(description=__doc__)
-    parser.set_defaults(**DEMO_DEFAULTS)
-    demo = parser.add_argument_group("demo")
-    demo.add_argument(
-        "--classifier_path",
-        default=str(REPO / "assets" / "fashion-mnist-classifier"),
-        help="The feature classifier that scores generated samples (conditional accuracy); 'none' skips it.",
-    )
-    demo.add_argument("--guidance_scale", type=float, default=3.0, help="Classifier-free guidance of the samples.")
-    demo.add_argument("--accuracy_samples_per_class", type=int, default=20, help="Samples scored per class.")
-    demo.add_argument("--figures_dir", default=None, help="Also copy the figures here (e.g. docs/images).")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    if args.train_data_dir is not None and "--dataset_name" not in argv:
-        args.dataset_name = None  # a folder of images (or of Fashion-MNIST's IDX files) replaces the default data
-    if args.latent_cache_dir is None:
-        args.latent_cache_dir = str(Path(args.output_dir) / "latent_cache")
-    check_lmd_args(args)
+    args = parse_demo_args(argv, description=__doc__, repo=REPO)
 
     start = time.perf_counter()
     trainer = LMDTrainer(args)

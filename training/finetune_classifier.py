@@ -31,14 +31,13 @@ from diffusers_lmd.classification import (
     plot_accuracy_curves,
     summarize_accuracy,
 )
-from diffusers_lmd.data import add_data_args, add_label_args, build_labelled_datasets
+from diffusers_lmd.data import build_labelled_datasets
 from diffusers_lmd.training import (
     JsonlLogger,
-    add_training_args,
+    build_accelerator,
     build_ema,
     build_lr_scheduler,
     build_optimizer,
-    check_training_args,
     effective_learning_rate,
     hub_repo_id,
     load_checkpoint,
@@ -47,10 +46,19 @@ from diffusers_lmd.training import (
     save_checkpoint,
     save_model_card,
 )
-from diffusers_lmd.training.args import add_pretrained_args
+from diffusers_lmd.training.args import (
+    accelerator_kwargs,
+    add_data_args,
+    add_finetune_args,
+    add_label_args,
+    add_pretrained_args,
+    add_training_args,
+    check_finetune_args,
+    data_config,
+    optimizer_config,
+)
 from diffusers_lmd.training.ema import copy_with_ema_weights
 from diffusers_lmd.training.hub import HubUploader
-from diffusers_lmd.training.lmd_setup import build_accelerator
 from diffusers_lmd.training.logging import plot_or_warn, setup_logging
 
 logger = get_logger(__name__)  # logs on the main process only
@@ -61,77 +69,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_data_args(parser)
     add_training_args(parser)
     add_pretrained_args(parser)  # --revision, --variant, --cache_dir for --pretrained_path
-    add_label_args(parser)
-    model = parser.add_argument_group("classifier")
-    model.add_argument(
-        "--pretrained_path",
-        type=str,
-        required=True,
-        help="A saved LMDPipeline (folder or Hub repo id), an LMDModel (with --projector_path) or an "
-        "LMDForImageClassification.",
-    )
-    model.add_argument(
-        "--projector_path",
-        type=str,
-        default=None,
-        help="The VQModel/AutoencoderKL (folder, Hub repo or pipeline) for an LMDModel; replaces a pipeline's vae/.",
-    )
-    model.add_argument("--pooling", type=str, default="mean", choices=["mean", "cls"], help="Token pooling.")
-    model.add_argument("--classifier_dropout", type=float, default=0.0, help="Dropout before the linear head.")
-    model.add_argument(
-        "--layer_decay",
-        type=float,
-        default=0.75,
-        help="Layer-wise LR decay (MAE fine-tuning: 0.65 for ViT-B); block i gets decay^(depth - i). 1 disables it.",
-    )
-    model.add_argument(
-        "--eval_steps",
-        type=int,
-        default=None,
-        help="Measure top-1/top-5 validation accuracy every N optimiser steps (default: --validation_steps); "
-        "MAT@k is computed from these points.",
-    )
-    model.add_argument("--eval_batch_size", type=int, default=256, help="Batch size for evaluation.")
-    model.add_argument("--encode_batch_size", type=int, default=64, help="Images per projector call when caching.")
-    model.add_argument(
-        "--latent_cache_dir",
-        type=str,
-        default=None,
-        help="Where latent caches live (default: $HF_DATASETS_CACHE/diffusers_lmd_latents), shared with train_lmd.py.",
-    )
-    model.add_argument(
-        "--max_train_seconds",
-        type=float,
-        default=None,
-        help="Stop after this many seconds of training (evaluation excluded), e.g. to compare backbones fairly.",
-    )
-    parser.set_defaults(
-        output_dir="lmd-classifier",
-        resolution=32,
-        train_batch_size=64,
-        num_train_epochs=10,
-        learning_rate=1e-3,
-        adam_beta2=0.999,
-        validation_steps=50,
-        compile=False,  # the shared Accelerator builder reads it; fine-tuning runs eagerly
-    )
+    add_label_args(parser)  # --label_column, --num_labels, --mnist_cache_dir
+    add_finetune_args(parser)
     args = parser.parse_args(argv)
-    check_training_args(args)
-    args.eval_steps = args.eval_steps or args.validation_steps
-    if args.eval_steps < 1:
-        parser.error(f"--eval_steps must be at least 1, got {args.eval_steps}.")
-    if args.random_flip:
-        parser.error("--random_flip is not supported: fine-tuning reads latents encoded once, without flips.")
+    check_finetune_args(parser, args)
     return args
 
 
 def main(args: argparse.Namespace) -> dict:
-    accelerator = build_accelerator(args)  # torchrun on a CPU-only host gives real gloo data parallelism
+    # torchrun on a CPU-only host gives real gloo data parallelism; fine-tuning runs eagerly (no torch.compile).
+    accelerator = build_accelerator(args.output_dir, **accelerator_kwargs(args))
     setup_logging(accelerator)
     set_seed(args.seed)
     hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not at the end
 
-    train_images, eval_images, label_names = build_labelled_datasets(args)
+    data = data_config(args)
+    train_images, eval_images, label_names = build_labelled_datasets(
+        data, num_labels=args.num_labels, mnist_cache_dir=args.mnist_cache_dir
+    )
     model = load_classifier_for_finetuning(
         args.pretrained_path,
         label_names,
@@ -145,10 +100,10 @@ def main(args: argparse.Namespace) -> dict:
     if model.projector is None:
         raise ValueError("The classifier has no projector to encode images: pass --projector_path.")
     train_data, cache = cache_labelled_latents(
-        accelerator, model.projector, train_images, args, "train", args.latent_cache_dir, args.encode_batch_size
+        accelerator, model.projector, train_images, data, "train", args.latent_cache_dir, args.encode_batch_size
     )
     eval_data, _ = cache_labelled_latents(
-        accelerator, model.projector, eval_images, args, "eval", args.latent_cache_dir, args.encode_batch_size
+        accelerator, model.projector, eval_images, data, "eval", args.latent_cache_dir, args.encode_batch_size
     )
     logger.info("Training latents %s in %.1f s", "reused" if cache.reused else "encoded", cache.seconds)
     logger.info("%d training and %d validation images, %d classes", len(train_data), len(eval_data), len(label_names))
@@ -164,13 +119,14 @@ def main(args: argparse.Namespace) -> dict:
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
 
-    optimizer = build_optimizer(model, args, effective_learning_rate(args, accelerator.num_processes))
+    optim = optimizer_config(args)
+    optimizer = build_optimizer(model, optim, effective_learning_rate(args, accelerator.num_processes))
     if args.layer_decay < 1.0:
         apply_layer_decay(optimizer, model, args.layer_decay, model.layer_id, model.num_layers)
-    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps, accelerator.num_processes)
+    lr_scheduler = build_lr_scheduler(optimizer, optim, max_train_steps, accelerator.num_processes)
     ema = None
     if args.use_ema:  # diffusers' EMAModel: stepped after every update, evaluated and saved instead of the raw weights
-        ema = build_ema(model, args)
+        ema = build_ema(model, optim)
         ema.to(accelerator.device)
         register_ema_hooks(accelerator, ema)
     model, optimizer, train_loader, eval_loader, lr_scheduler = accelerator.prepare(

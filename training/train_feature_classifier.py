@@ -12,38 +12,24 @@ writes its model card with the command, the CPU time and the test accuracy.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 
 import torch
 
-from diffusers_lmd.data import fashion_mnist_data_args, load_labelled_tensors
+from diffusers_lmd.data import fashion_mnist_data_config, load_labelled_tensors
 from diffusers_lmd.environment import describe_hardware
 from diffusers_lmd.metrics import train_feature_classifier
 from diffusers_lmd.metrics.feature_training import write_model_card
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="fashion-mnist-classifier", help="Where the model folder goes.")
-    parser.add_argument("--epochs", type=int, default=3, help="Passes over the 60,000 training images.")
-    parser.add_argument("--train_batch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=3e-3, help="Peak rate of the one-cycle schedule.")
-    parser.add_argument("--block_channels", type=int, nargs="+", default=[16, 32, 64], help="Conv stage widths.")
-    parser.add_argument("--feature_dim", type=int, default=128, help="Width of the penultimate (FID) features.")
-    parser.add_argument("--max_train_samples", type=int, default=None, help="Train on a subset (smoke tests).")
-    parser.add_argument("--num_threads", type=int, default=None, help="CPU threads (torch's default).")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+from diffusers_lmd.training.args import parse_feature_classifier_args
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    args = parse_feature_classifier_args(argv, description=__doc__)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    extra = ["--max_train_samples", str(args.max_train_samples)] if args.max_train_samples else []
-    train, test, names = load_labelled_tensors(fashion_mnist_data_args(extra))
+    data = fashion_mnist_data_config(max_train_samples=args.max_train_samples or None)
+    train, test, names = load_labelled_tensors(data)
     model, metrics = train_feature_classifier(
         train,
         test,

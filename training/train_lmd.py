@@ -9,8 +9,7 @@
 them, the latent cache, resuming, multi-GPU runs and pushing to the Hub ("Running on GPUs").
 """
 
-from diffusers_lmd.training.lmd_args import parse_lmd_args
-from diffusers_lmd.training.lmd_trainer import train_lmd
+from diffusers_lmd.training import parse_lmd_args, train_lmd
 
 
 def main() -> None:

@@ -11,19 +11,20 @@ a single-threaded run then measures the work each method does rather than how mu
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Protocol
 
 import torch
 from torch import nn
 
 from diffusers_lmd.metrics import EfficiencyTracker
-from diffusers_lmd.training import add_training_args, build_ema, build_lr_scheduler, build_optimizer, ema_weights
+from diffusers_lmd.training import build_ema, build_lr_scheduler, build_optimizer, ema_weights
+from diffusers_lmd.training.optim import OptimizerConfig
 
 from .data import BenchmarkData, EpochSampler
 from .presets import BudgetPreset
@@ -41,14 +42,14 @@ class BudgetMethod(Protocol):
     model: nn.Module
 
 
-def optimizer_args(preset: BudgetPreset, method: str) -> argparse.Namespace:
-    """The shared training flags' defaults (AdamW 0.9/0.95, weight decay 0.05, clip 1.0, the EMA's warm-up) with
-    the method's rate, constant after the preset's warm-up."""
-    args = add_training_args(argparse.ArgumentParser()).parse_args([])
-    args.learning_rate = preset.learning_rate_for(method)
-    args.lr_scheduler = "constant_with_warmup"
-    args.lr_warmup_steps = preset.lr_warmup_steps
-    return args
+MAX_GRAD_NORM = 1.0  # the training scripts' --max_grad_norm default, for every method
+
+
+def optimizer_config(preset: BudgetPreset, ema_decay: float | None = None) -> OptimizerConfig:
+    """The training scripts' optimiser defaults (AdamW 0.9/0.95, weight decay 0.05, the EMA's warm-up), constant
+    after the preset's warm-up; ``ema_decay`` caps the EMA's decay."""
+    config = OptimizerConfig(lr_scheduler="constant_with_warmup", lr_warmup_steps=preset.lr_warmup_steps)
+    return config if ema_decay is None else replace(config, ema_max_decay=ema_decay)
 
 
 def autocast(device: torch.device, mixed_precision: str | None):
@@ -70,7 +71,7 @@ class BudgetLoop:
     """One method's training run of ``preset.budget_s`` training seconds on ``data``, in the method's space.
 
     Built here, the same way for every method: the model on ``device`` in train mode, the optimiser and its
-    schedule (:func:`optimizer_args`), the batch order (seeded by ``seed``), the flips (``seed + 1``), the
+    schedule (:func:`optimizer_config`), the batch order (seeded by ``seed``), the flips (``seed + 1``), the
     method's own randomness (:attr:`generator`, ``seed + 2``) and, when ``ema_decay > 0``, the weights' EMA
     (``diffusers_lmd.training.build_ema``: diffusers' ``EMAModel`` with warm-up). After :meth:`run`, :attr:`elapsed`,
     :attr:`tracker` (MIT / MLI / MLT) and :attr:`losses` (``[step, train_seconds, loss(, mask_ratio)]``) hold it.
@@ -94,12 +95,11 @@ class BudgetLoop:
         self.device = torch.device(device)
         self.model = method.model.to(self.device).train()
         self.data = data.to(self.device)
-        args = optimizer_args(preset, method.name)
-        self.learning_rate, self.max_grad_norm = args.learning_rate, args.max_grad_norm
-        self.optimizer = build_optimizer(self.model, args, args.learning_rate)
-        self.lr_scheduler = build_lr_scheduler(self.optimizer, args, max_train_steps=10**9, num_processes=1)
-        args.ema_max_decay = ema_decay
-        self.ema = build_ema(self.model, args) if ema_decay else None
+        config = optimizer_config(preset, ema_decay)
+        self.learning_rate, self.max_grad_norm = preset.learning_rate_for(method.name), MAX_GRAD_NORM
+        self.optimizer = build_optimizer(self.model, config, self.learning_rate)
+        self.lr_scheduler = build_lr_scheduler(self.optimizer, config, max_train_steps=10**9, num_processes=1)
+        self.ema = build_ema(self.model, config) if ema_decay else None
         self.sampler = EpochSampler(len(self.data), preset.train_batch_size, torch.Generator().manual_seed(seed))
         self.flip_generator = torch.Generator(self.device).manual_seed(seed + 1)
         self.generator = torch.Generator(self.device).manual_seed(seed + 2)

@@ -7,14 +7,13 @@ permutations, and each sample's flip is drawn from one generator whether pixels 
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffusers_lmd.data import random_flip_batch, stack_images
+from diffusers_lmd.data import DataConfig, random_flip_batch, stack_images
 from diffusers_lmd.projector import Projector
 from diffusers_lmd.training.latent_cache import (
     CachedLatentDataset,
@@ -96,7 +95,7 @@ class EpochSampler:
 
 
 def build_benchmark_data(
-    data_args: argparse.Namespace,
+    data: DataConfig,
     train_dataset: torch.utils.data.Dataset,
     eval_dataset: torch.utils.data.Dataset,
     vae: Projector,
@@ -109,7 +108,7 @@ def build_benchmark_data(
     Returns the data and ``{"cache_s", "cache_reused", "cache_path"}``: the one-time encoding cost.
     """
     start = time.perf_counter()
-    key = cache_fingerprint(projector_fingerprint(vae), data_identity(data_args, train_dataset), True)
+    key = cache_fingerprint(projector_fingerprint(vae), data_identity(data, train_dataset), True)
     info = build_latent_cache(
         accelerator, vae, train_dataset, key, cache_dir=cache_dir, batch_size=encode_batch_size, flips=True
     )

@@ -11,7 +11,6 @@ top-1 and the time to the best top-1 that both reach. A control fine-tunes the L
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 
@@ -23,9 +22,9 @@ from diffusers_lmd.data import TensorDictDataset
 from diffusers_lmd.models import LMDModel
 from diffusers_lmd.models.lmd_classifier import LMDForImageClassification
 from diffusers_lmd.projector import Projector, encode_images
-from diffusers_lmd.training.args import add_training_args
-from diffusers_lmd.training.optim import build_lr_scheduler, build_optimizer
+from diffusers_lmd.training.optim import OptimizerConfig, build_lr_scheduler, build_optimizer
 
+from .budget import MAX_GRAD_NORM
 from .data import BenchmarkData
 from .efficiency_loop import train_for_budget
 from .efficiency_registry import build_method
@@ -91,12 +90,11 @@ def finetune_datasets(
     }
 
 
-def finetune_args(preset: FinetunePreset) -> argparse.Namespace:
-    """The shared training flags with the fine-tuning recipe: AdamW 0.9/0.999, wd 0.05, constant after warm-up."""
-    args = add_training_args(argparse.ArgumentParser()).parse_args([])
-    args.learning_rate, args.adam_beta2 = preset.finetune_learning_rate, 0.999
-    args.lr_scheduler, args.lr_warmup_steps = "constant_with_warmup", preset.lr_warmup_steps
-    return args
+def finetune_optimizer_config(preset: FinetunePreset) -> OptimizerConfig:
+    """The fine-tuning recipe: AdamW 0.9/0.999, weight decay 0.05, constant after the preset's warm-up."""
+    return OptimizerConfig(
+        adam_beta2=0.999, lr_scheduler="constant_with_warmup", lr_warmup_steps=preset.lr_warmup_steps
+    )
 
 
 def finetune_for_budget(
@@ -111,10 +109,10 @@ def finetune_for_budget(
     """Fine-tune ``model`` for ``preset.finetune_s`` training seconds; return its evaluation records."""
     precision = preset.mixed_precision if device.startswith("cuda") and preset.mixed_precision else "no"
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)  # bf16 on CUDA, as pre-training
-    args = finetune_args(preset)
-    optimizer = build_optimizer(model, args, args.learning_rate)
+    config = finetune_optimizer_config(preset)
+    optimizer = build_optimizer(model, config, preset.finetune_learning_rate)
     apply_layer_decay(optimizer, model, preset.layer_decay, layer_id, num_layers)
-    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps=10**9, num_processes=1)
+    lr_scheduler = build_lr_scheduler(optimizer, config, max_train_steps=10**9, num_processes=1)
     generator = torch.Generator().manual_seed(seed)
     train = torch.utils.data.DataLoader(
         datasets[0], batch_size=preset.finetune_batch_size, shuffle=True, drop_last=True, generator=generator
@@ -133,7 +131,7 @@ def finetune_for_budget(
         max_train_steps=10**9,
         max_train_seconds=preset.finetune_s,
         eval_steps=preset.eval_steps,
-        max_grad_norm=args.max_grad_norm,
+        max_grad_norm=MAX_GRAD_NORM,
         show_progress=False,
     )
 

@@ -9,13 +9,12 @@ precision / recall against the Fashion-MNIST test split, on class-balanced sampl
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 
 import torch
 
-from diffusers_lmd.data import LabelledTensors, build_labelled_datasets
+from diffusers_lmd.data import DataConfig, LabelledTensors, build_labelled_datasets
 from diffusers_lmd.metrics import GenerationScorer
 
 from .budget import CLOCKS, BudgetLoop
@@ -58,11 +57,11 @@ class GenerationData:
 
 
 def build_generation_data(
-    data_args: argparse.Namespace, vae, cache_dir: str, accelerator, encode_batch_size: int = 250
+    data_options: DataConfig, vae, cache_dir: str, accelerator, encode_batch_size: int = 250
 ) -> tuple[GenerationData, dict]:
     """Labelled Fashion-MNIST through the library's data path, training latents encoded once (both flips)."""
-    train, test, names = build_labelled_datasets(data_args)
-    data, cost = build_benchmark_data(data_args, train, test, vae, cache_dir, accelerator, encode_batch_size)
+    train, test, names = build_labelled_datasets(data_options)
+    data, cost = build_benchmark_data(data_options, train, test, vae, cache_dir, accelerator, encode_batch_size)
     test_tensors = LabelledTensors(data.eval_images, test.labels.clone())  # stacked in dataset order
     return GenerationData(data, train.labels.clone(), test_tensors, names), cost
 

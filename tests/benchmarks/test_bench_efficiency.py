@@ -15,10 +15,11 @@ import torch
 from accelerate import Accelerator
 
 from diffusers_lmd import decode_latents, encode_images, patchify, psnr
-from diffusers_lmd.data import add_data_args, build_datasets
+from diffusers_lmd.data import build_datasets
 from diffusers_lmd.evaluation import eval_masks, latent_reference_psnr, pixel_reference_psnr
 from diffusers_lmd.schedulers import LMDMaskScheduler
-from diffusers_lmd.training.lmd_setup import load_projector
+from diffusers_lmd.training import load_projector
+from diffusers_lmd.training.args import add_data_args, data_config
 from lmd_bench.data import BenchmarkData, EpochSampler, build_benchmark_data
 from lmd_bench.efficiency_loop import evaluate_psnr, masked_latent_mse, train_for_budget
 from lmd_bench.efficiency_methods import mask_ratio_at
@@ -67,7 +68,7 @@ def tiny_preset(**changes):
 
 def tiny_data_args():
     flags = ["--resolution", "16", "--random_flip", "--demo_crops_per_photo", "4", "--demo_eval_crops", "2"]
-    return add_data_args(argparse.ArgumentParser()).parse_args(flags)
+    return data_config(add_data_args(argparse.ArgumentParser()).parse_args(flags))
 
 
 @pytest.fixture(scope="module")

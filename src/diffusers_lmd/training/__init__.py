@@ -1,7 +1,17 @@
-"""Training: the infrastructure every script shares (flags, checkpoints, logging, optimisers, Hub upload), the
-latent cache and the LMD training loop."""
+"""Training: the flags of every script (``args/``), the infrastructure the engines share (checkpoints, EMA,
+optimisers, Hub upload, logging, the latent and text caches, pretrained loading, the Accelerator), and one engine
+per task: ``lmd/`` (:class:`LMDTrainer`) and ``projector/`` (the projector's VQGAN-style training)."""
 
-from .args import add_pretrained_args, add_training_args, check_training_args, effective_learning_rate, total_batch_size
+from .args import (
+    add_lmd_args,
+    add_pretrained_args,
+    add_training_args,
+    build_lmd_parser,
+    check_training_args,
+    effective_learning_rate,
+    parse_lmd_args,
+    total_batch_size,
+)
 from .checkpointing import (
     list_checkpoints,
     load_checkpoint,
@@ -13,10 +23,7 @@ from .checkpointing import (
 from .ema import copy_with_ema_weights, ema_weights
 from .hub import HubUploader, hub_repo_id, push_to_hub, save_model_card
 from .latent_cache import CachedLatentDataset, build_latent_cache, cache_fingerprint
-from .lmd_args import add_lmd_args, build_lmd_parser, parse_lmd_args
-from .lmd_hooks import register_transformer_hooks
-from .lmd_setup import load_projector, projector_dtype
-from .lmd_trainer import LMDTrainer, LMDTrainingResult, NonFiniteLossError, train_lmd
+from .lmd import LMDTrainer, LMDTrainingResult, load_projector, projector_dtype, register_transformer_hooks, train_lmd
 from .logging import (
     JsonlLogger,
     ProgressBar,
@@ -28,6 +35,7 @@ from .logging import (
 )
 from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
 from .pretrained import PretrainedSource, load_pretrained_projector, resolve_pretrained
+from .runtime import NonFiniteLossError, build_accelerator
 
 __all__ = [
     "CachedLatentDataset",
@@ -41,6 +49,7 @@ __all__ = [
     "add_lmd_args",
     "add_pretrained_args",
     "add_training_args",
+    "build_accelerator",
     "build_ema",
     "build_latent_cache",
     "build_lmd_parser",

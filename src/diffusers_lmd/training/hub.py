@@ -168,7 +168,7 @@ class HubUploader:
         process."""
         if not args.push_to_hub or not is_main_process:
             return None
-        strategy = getattr(args, "hub_strategy", "end")
+        strategy = args.hub_strategy
         return cls(args.output_dir, hub_repo_id(args), args.hub_token, args.hub_private_repo, strategy)
 
     def push_checkpoint(self, step: int, write_model: Callable[[str], object]) -> Future | None:

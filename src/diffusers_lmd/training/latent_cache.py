@@ -13,21 +13,20 @@ embeddings have their own table (:mod:`~diffusers_lmd.training.text_cache`), one
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import datasets
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import add_data_args, random_flip_mask
+from ..data import DataConfig, random_flip_mask
 from ..data.quiet import quiet_datasets
 from ..projector import Projector, encode_images
 
@@ -35,8 +34,10 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
 META_FILE = "lmd_latent_cache.json"
-# Data flags that do not change which training images are produced, or how.
-_NOT_IDENTITY = {"dataloader_num_workers", "random_flip", "help"}
+# Data options that do not change which training images are produced, or how; the conditioning columns count only
+# when set, so unconditional caches keep their key.
+_NOT_IDENTITY = {"dataloader_num_workers", "random_flip"}
+_CONDITIONS = ("label_column", "caption_column")
 
 
 def default_cache_dir() -> str:
@@ -57,14 +58,15 @@ def projector_fingerprint(vae: Projector) -> str:
     return digest.hexdigest()
 
 
-def data_identity(args: argparse.Namespace, dataset: torch.utils.data.Dataset) -> dict:
-    """What makes the training images what they are: every data flag but workers and flips, the size, and the
-    Arrow fingerprint of the underlying ``datasets`` table when there is one (it changes with the files)."""
-    names = [a.dest for a in add_data_args(argparse.ArgumentParser())._actions]
-    identity = {name: getattr(args, name, None) for name in names if name not in _NOT_IDENTITY}
-    for name in ("label_column", "caption_column"):  # only when set, so unconditional caches keep their key
-        if getattr(args, name, None):
-            identity[name] = getattr(args, name)
+def data_identity(data: DataConfig, dataset: torch.utils.data.Dataset) -> dict:
+    """What makes the training images what they are: every data option but workers and flips, the size, and the
+    Arrow fingerprint of the underlying ``datasets`` table when there is one (it changes with the files). The
+    conditioning columns count only when set, so an unconditional run keeps the key it had before they existed."""
+    names = [f.name for f in fields(DataConfig) if f.name not in _NOT_IDENTITY | set(_CONDITIONS)]
+    identity = {name: getattr(data, name) for name in names}
+    for name in _CONDITIONS:
+        if getattr(data, name):
+            identity[name] = getattr(data, name)
     identity["num_images"] = len(dataset)
     table = getattr(dataset, "dataset", None)
     if isinstance(table, datasets.Dataset):

@@ -1,9 +1,9 @@
-"""Optimiser, learning-rate schedule and EMA construction from the shared training flags."""
+"""Optimiser, learning-rate schedule and EMA construction, from the options the shared training flags set."""
 
 from __future__ import annotations
 
-import argparse
 import os
+from dataclasses import dataclass
 
 import torch
 from diffusers.optimization import get_scheduler
@@ -12,6 +12,31 @@ from torch import nn
 
 # Adan's paper defaults (beta1, beta2, beta3) = (0.98, 0.92, 0.99); adan-pytorch takes one minus each.
 ADAN_BETAS = (0.02, 0.08, 0.01)
+
+
+@dataclass
+class OptimizerConfig:
+    """The optimiser, its learning-rate schedule and the EMA of the weights: one field per shared training flag
+    (``--optimizer``, ``--adam_*``, ``--lr_scheduler``, ``--lr_warmup_steps``, ``--ema_*``), with its default.
+
+    Args:
+        optimizer: ``"adamw"`` (MAE) or ``"adan"``.
+        adam_beta1 / adam_beta2 / adam_weight_decay / adam_epsilon: AdamW's (Adan uses its paper's betas).
+        lr_scheduler: a diffusers ``get_scheduler`` name.
+        lr_warmup_steps: linear warm-up steps; ``None`` for 5% of the training steps.
+        ema_max_decay / ema_inv_gamma / ema_power: diffusers' ``EMAModel`` decay and warm-up.
+    """
+
+    optimizer: str = "adamw"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_weight_decay: float = 0.05
+    adam_epsilon: float = 1e-8
+    lr_scheduler: str = "cosine"
+    lr_warmup_steps: int | None = None
+    ema_max_decay: float = 0.9999
+    ema_inv_gamma: float = 1.0
+    ema_power: float = 0.75
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -27,19 +52,19 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, args: argparse.Namespace, learning_rate: float) -> torch.optim.Optimizer:
-    """``--optimizer adamw`` (fused on CUDA) or ``adan`` (needs the ``adan-pytorch`` package)."""
-    groups = weight_decay_groups(model, args.adam_weight_decay)
-    if args.optimizer == "adamw":
+def build_optimizer(model: nn.Module, config: OptimizerConfig, learning_rate: float) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA) or Adan (needs the ``adan-pytorch`` package), as ``config.optimizer`` says."""
+    groups = weight_decay_groups(model, config.adam_weight_decay)
+    if config.optimizer == "adamw":
         fused = all(p.is_cuda for g in groups for p in g["params"])
         return torch.optim.AdamW(
             groups,
             lr=learning_rate,
-            betas=(args.adam_beta1, args.adam_beta2),
-            eps=args.adam_epsilon,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
             fused=fused or None,
         )
-    if args.optimizer == "adan":
+    if config.optimizer == "adan":
         try:
             from adan_pytorch import Adan
         except ImportError as err:
@@ -47,37 +72,37 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace, learning_rate: f
                 "--optimizer adan needs the adan-pytorch package: `pip install adan-pytorch` "
                 "(or `pip install diffusers-lmd[train]`)."
             ) from err
-        return Adan(groups, lr=learning_rate, betas=ADAN_BETAS, eps=args.adam_epsilon)
-    raise ValueError(f"Unknown --optimizer {args.optimizer!r}; choose adamw or adan.")
+        return Adan(groups, lr=learning_rate, betas=ADAN_BETAS, eps=config.adam_epsilon)
+    raise ValueError(f"Unknown --optimizer {config.optimizer!r}; choose adamw or adan.")
 
 
-def warmup_steps(args: argparse.Namespace, max_train_steps: int) -> int:
-    """``--lr_warmup_steps``, or 5% of the training steps when unset."""
-    if args.lr_warmup_steps is not None:
-        return args.lr_warmup_steps
+def warmup_steps(config: OptimizerConfig, max_train_steps: int) -> int:
+    """``lr_warmup_steps``, or 5% of the training steps when unset."""
+    if config.lr_warmup_steps is not None:
+        return config.lr_warmup_steps
     return max(1, round(0.05 * max_train_steps))
 
 
 def build_lr_scheduler(
-    optimizer: torch.optim.Optimizer, args: argparse.Namespace, max_train_steps: int, num_processes: int
+    optimizer: torch.optim.Optimizer, config: OptimizerConfig, max_train_steps: int, num_processes: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """diffusers' ``get_scheduler``; steps are counted per process, as Accelerate steps it once per process."""
     return get_scheduler(
-        args.lr_scheduler,
+        config.lr_scheduler,
         optimizer=optimizer,
-        num_warmup_steps=warmup_steps(args, max_train_steps) * num_processes,
+        num_warmup_steps=warmup_steps(config, max_train_steps) * num_processes,
         num_training_steps=max_train_steps * num_processes,
     )
 
 
-def build_ema(model: nn.Module, args: argparse.Namespace) -> EMAModel:
+def build_ema(model: nn.Module, config: OptimizerConfig) -> EMAModel:
     """diffusers' ``EMAModel`` over ``model``'s weights, with the warm-up of the example scripts."""
     return EMAModel(
         model.parameters(),
-        decay=args.ema_max_decay,
+        decay=config.ema_max_decay,
         use_ema_warmup=True,
-        inv_gamma=args.ema_inv_gamma,
-        power=args.ema_power,
+        inv_gamma=config.ema_inv_gamma,
+        power=config.ema_power,
         model_cls=type(model),
         model_config=model.config,
     )

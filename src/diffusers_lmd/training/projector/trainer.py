@@ -1,4 +1,5 @@
-"""The projector training run behind ``training/train_projector.py``: data, models, loop, checkpoints, save.
+"""The projector training engine behind ``training/train_projector.py``: one step (autoencoder update, then
+discriminator update) and the run around it (data, models, loop, checkpoints, save).
 
 At the end the latent statistics are estimated on the training images and stored in the projector's config
 (``scaling_factor`` and ``shift_factor``), so the saved folder produces the zero-mean, unit-variance
@@ -9,50 +10,179 @@ reported at the end. With ``--push_to_hub`` the repository is created before tra
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
 import os
 import time
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from diffusers import VQModel
-from PIL import Image
+from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import build_datasets, check_data_args, random_flip_batch
-from ..data.transforms import random_color_batch
-from ..projector import downsample_factor, estimate_latent_stats, set_latent_stats
-from .args import check_training_args, effective_learning_rate
-from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
-from .ema import copy_with_ema_weights, ema_weights
-from .hub import HubUploader, save_model_card
-from .lmd_setup import build_accelerator
-from .logging import JsonlLogger, log_images, plot_loss_curve, plot_or_warn, read_jsonl, setup_logging
-from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
-from .projector_model import (
+from ...data import DataConfig, build_datasets, random_flip_batch
+from ...data.transforms import random_color_batch
+from ...projector import downsample_factor
+from ..args import (
+    accelerator_kwargs,
+    check_projector_args,
+    check_training_args,
+    data_config,
+    effective_learning_rate,
+    optimizer_config,
+    projector_kwargs,
+)
+from ..checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
+from ..ema import ema_weights
+from ..hub import HubUploader
+from ..logging import JsonlLogger, setup_logging
+from ..optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
+from ..runtime import NonFiniteLossError, build_accelerator
+from .model import (
     AutoencoderWithLoss,
+    adaptive_weight,
     build_discriminator,
     build_projector,
-    check_projector_args,
+    discriminator_loss,
+    generator_loss,
     init_codebook_from_data,
+    reconstruction_loss,
 )
-from .projector_step import ProjectorLossConfig, ProjectorTrainer, evaluate_projector
+from .outputs import finish_run, push_checkpoint, validate
 
 logger = get_logger(__name__)  # rank-aware: the main process speaks
 
-METRICS_FILE = "projector_metrics.json"
+
+@dataclass
+class ProjectorLossConfig:
+    """How the projector losses combine.
+
+    Args:
+        disc_start: optimiser step from which the discriminator trains and its loss enters (warm-up before).
+        disc_weight: factor on the adaptive weight ``gamma``; 0 trains a plain VQ/KL autoencoder.
+        disc_loss: ``hinge`` or ``vanilla``.
+        max_grad_norm: gradient clipping of both networks; 0 disables it.
+    """
+
+    disc_start: int = 0
+    disc_weight: float = 0.5
+    disc_loss: str = "hinge"
+    max_grad_norm: float = 1.0
 
 
-def _dataloaders(args: argparse.Namespace, accelerator: Accelerator):
+@contextlib.contextmanager
+def _frozen(module: nn.Module):
+    """Parameters without gradients inside the block: the autoencoder's step backpropagates through the
+    discriminator to its input only (and leaves the discriminator's DDP reducer untouched)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for param, flag in zip(module.parameters(), flags):
+            param.requires_grad_(flag)
+
+
+class ProjectorTrainer:
+    """Updates an ``AutoencoderWithLoss`` and a ``PatchDiscriminator`` already passed through
+    ``accelerator.prepare`` (with their optimisers and LR schedulers), one micro-batch per :meth:`step`."""
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        autoencoder: nn.Module,
+        discriminator: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        disc_optimizer: torch.optim.Optimizer,
+        lr_scheduler=None,
+        disc_lr_scheduler=None,
+        config: ProjectorLossConfig | None = None,
+    ):
+        self.accelerator = accelerator
+        self.autoencoder = autoencoder
+        self.discriminator = discriminator
+        self.optimizer = optimizer
+        self.disc_optimizer = disc_optimizer
+        self.lr_scheduler = lr_scheduler
+        self.disc_lr_scheduler = disc_lr_scheduler
+        self.config = config or ProjectorLossConfig()
+
+    def uses_discriminator(self, global_step: int) -> bool:
+        return self.config.disc_weight > 0 and global_step >= self.config.disc_start
+
+    def step(self, images: torch.Tensor, global_step: int) -> dict[str, float]:
+        """One micro-batch of ``images`` in ``[-1, 1]``; returns the losses as floats.
+
+        ``global_step`` is the optimiser step being taken: it decides whether the discriminator is active.
+        Raises ``NonFiniteLossError`` (a ``FloatingPointError``) on a non-finite loss, before any weight changes.
+        """
+        use_disc = self.uses_discriminator(global_step)
+        with self.accelerator.accumulate(self.autoencoder, self.discriminator):
+            logs = self._autoencoder_step(images, use_disc)
+            if use_disc:
+                logs["disc_loss"] = self._discriminator_step(images, logs.pop("_reconstruction"))
+        logs.pop("_reconstruction", None)
+        return logs
+
+    def _autoencoder_step(self, images: torch.Tensor, use_disc: bool) -> dict:
+        autoencoder = self.accelerator.unwrap_model(self.autoencoder)
+        with self.accelerator.autocast():
+            reconstruction, reg_loss = self.autoencoder(images)
+            rec_loss = reconstruction_loss(reconstruction, images)
+            loss = rec_loss + reg_loss.float()
+            logs = {"rec_loss": rec_loss.item(), "reg_loss": reg_loss.item()}
+            if use_disc:
+                with _frozen(self.accelerator.unwrap_model(self.discriminator)) as disc:
+                    gan_loss = generator_loss(disc(reconstruction).float(), self.config.disc_loss)
+                gamma = self.config.disc_weight * adaptive_weight(rec_loss, gan_loss, autoencoder.last_layer)
+                loss = loss + gamma * gan_loss
+                logs.update(gan_loss=gan_loss.item(), adaptive_weight=gamma.item())
+        _check_finite(loss, "autoencoder")
+        self.accelerator.backward(loss)
+        self._clip_and_step(self.autoencoder, self.optimizer, self.lr_scheduler)
+        logs["loss"] = loss.item()
+        logs["_reconstruction"] = reconstruction.detach()
+        return logs
+
+    def _discriminator_step(self, images: torch.Tensor, reconstruction: torch.Tensor) -> float:
+        with self.accelerator.autocast():
+            # One forward over real and fake together: a single DDP forward per backward.
+            logits = self.discriminator(torch.cat([images, reconstruction.to(images.dtype)])).float()
+            real_logits, fake_logits = logits.chunk(2)
+            loss = discriminator_loss(real_logits, fake_logits, self.config.disc_loss)
+        _check_finite(loss, "discriminator")
+        self.accelerator.backward(loss)
+        self._clip_and_step(self.discriminator, self.disc_optimizer, self.disc_lr_scheduler)
+        return loss.item()
+
+    def _clip_and_step(self, model: nn.Module, optimizer, lr_scheduler) -> None:
+        if self.accelerator.sync_gradients and self.config.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+        optimizer.step()
+        if lr_scheduler is not None:
+            lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def _check_finite(loss: torch.Tensor, what: str) -> None:
+    if not math.isfinite(loss.item()):
+        raise NonFiniteLossError(
+            f"The {what} loss is {loss.item()}: training stopped before updating the weights. Lower the learning "
+            "rate, check the data, or resume from the last checkpoint."
+        )
+
+
+def _dataloaders(data: DataConfig, batch_size: int, accelerator: Accelerator):
+    """Shuffled training batches, held-out batches, and unflipped training batches for the latent statistics."""
     with accelerator.main_process_first():
-        train_dataset, eval_dataset = build_datasets(args)
-    loader = dict(batch_size=args.train_batch_size, num_workers=args.dataloader_num_workers)
+        train_dataset, eval_dataset = build_datasets(data)
+    loader = dict(batch_size=batch_size, num_workers=data.dataloader_num_workers)
     train = torch.utils.data.DataLoader(
-        train_dataset, shuffle=True, drop_last=len(train_dataset) >= args.train_batch_size, **loader
+        train_dataset, shuffle=True, drop_last=len(train_dataset) >= batch_size, **loader
     )
     evaluation = torch.utils.data.DataLoader(eval_dataset, shuffle=False, **loader)
     stats = torch.utils.data.DataLoader(train_dataset, shuffle=False, **loader)  # unflipped, for the latent stats
@@ -78,16 +208,6 @@ def _augment(args: argparse.Namespace, images: torch.Tensor, step: int, micro_st
     return images
 
 
-def _reconstruction_grid(vae, images: torch.Tensor, max_images: int = 8) -> np.ndarray:
-    """Originals (top row) over reconstructions (bottom row), as an ``H x W x 3`` uint8 image."""
-    with torch.no_grad():
-        x = images[:max_images].to(device=vae.device, dtype=vae.dtype)
-        reconstruction = vae(x).sample.clamp(-1, 1)
-    rows = [torch.cat(list(t.float().cpu()), dim=-1) for t in (x, reconstruction)]
-    grid = torch.cat(rows, dim=-2).add(1).mul(127.5).round().clamp(0, 255).byte()
-    return grid.permute(1, 2, 0).numpy()
-
-
 def _reduce_logs(accelerator: Accelerator, logs: dict[str, float]) -> dict[str, float]:
     """Mean of every logged value over the processes (one collective)."""
     if accelerator.num_processes == 1:
@@ -100,40 +220,41 @@ def _reduce_logs(accelerator: Accelerator, logs: dict[str, float]) -> dict[str, 
 
 def train_projector(args: argparse.Namespace) -> dict:
     """Train a projector as the flags say; save it to ``args.output_dir``; return the final metrics."""
-    check_data_args(args)
+    data = data_config(args)  # raises on bad data flags
     check_training_args(args)
     check_projector_args(args)
     # The LMD run's Accelerator (CPU gloo under torchrun, seedable data order); no torch.compile here, since the
     # adaptive weight differentiates the decoder's last layer outside the compiled forward.
-    accelerator = build_accelerator(argparse.Namespace(**vars(args), compile=False))
+    accelerator = build_accelerator(args.output_dir, **accelerator_kwargs(args))
     setup_logging(accelerator)
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
     hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not at the end
 
-    train_loader, eval_loader, stats_loader = _dataloaders(args, accelerator)
-    vae = build_projector(args)
+    train_loader, eval_loader, stats_loader = _dataloaders(data, args.train_batch_size, accelerator)
+    vae = build_projector(**projector_kwargs(args))
     if isinstance(vae, VQModel) and args.codebook_init == "data":
         init_codebook_from_data(vae, _codebook_init_images(args, vae, train_loader.dataset))
     autoencoder = AutoencoderWithLoss(vae, args.commitment_beta, args.kl_weight)
-    discriminator = build_discriminator(args)
+    discriminator = build_discriminator(args.disc_channels, args.disc_layers)
     lr = effective_learning_rate(args, accelerator.num_processes)
     disc_lr = lr if args.disc_learning_rate is None else args.disc_learning_rate
-    optimizer = build_optimizer(autoencoder, args, lr)
-    disc_optimizer = build_optimizer(discriminator, args, disc_lr)
+    optim = optimizer_config(args)
+    optimizer = build_optimizer(autoencoder, optim, lr)
+    disc_optimizer = build_optimizer(discriminator, optim, disc_lr)
 
     steps_per_epoch = max(
         1, math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
     )
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
     num_epochs = math.ceil(max_train_steps / steps_per_epoch)
-    lr_scheduler = build_lr_scheduler(optimizer, args, max_train_steps, accelerator.num_processes)
+    lr_scheduler = build_lr_scheduler(optimizer, optim, max_train_steps, accelerator.num_processes)
     disc_steps = max(1, max_train_steps - args.disc_start)
-    disc_lr_scheduler = build_lr_scheduler(disc_optimizer, args, disc_steps, accelerator.num_processes)
+    disc_lr_scheduler = build_lr_scheduler(disc_optimizer, optim, disc_steps, accelerator.num_processes)
     ema = None
     if args.use_ema:
-        ema = build_ema(vae, args)
+        ema = build_ema(vae, optim)
         ema.to(accelerator.device)
         register_ema_hooks(accelerator, ema)
 
@@ -199,7 +320,7 @@ def train_projector(args: argparse.Namespace) -> dict:
             record["time"] = time.perf_counter() - start
             if global_step % args.validation_steps == 0 or global_step == max_train_steps:
                 with ema_weights(ema, unwrapped):
-                    record.update(_validate(accelerator, unwrapped, eval_loader, global_step))
+                    record.update(validate(accelerator, unwrapped, eval_loader, global_step))
             jsonl.log(record)
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=global_step)
             bar.set_postfix(loss=f"{record['loss']:.4f}", rec=f"{record['rec_loss']:.4f}", lr=f"{record['lr']:.2e}")
@@ -208,7 +329,7 @@ def train_projector(args: argparse.Namespace) -> dict:
                 save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
                 if hub is not None:
                     loaders = (eval_loader, stats_loader)
-                    _push_checkpoint(hub, args, unwrapped, ema, loaders, global_step, time.perf_counter() - start)
+                    push_checkpoint(hub, args, unwrapped, ema, loaders, global_step, time.perf_counter() - start)
             if global_step >= max_train_steps:
                 break
         if global_step >= max_train_steps:
@@ -221,89 +342,11 @@ def train_projector(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(unwrapped.parameters())
-        result = _finish(args, unwrapped, eval_loader, stats_loader, global_step, train_seconds, hub)
+        result = finish_run(args, unwrapped, eval_loader, stats_loader, global_step, train_seconds, hub)
     accelerator.end_training()
     return result
-
-
-def _validate(accelerator: Accelerator, vae, eval_loader, step: int) -> dict:
-    """Held-out metrics on the main process (the eval set is small); ``{}`` elsewhere."""
-    if not accelerator.is_main_process:
-        return {}
-    metrics = evaluate_projector(vae, eval_loader)
-    if accelerator.trackers:
-        log_images(
-            accelerator, "reconstructions", _reconstruction_grid(vae, next(iter(eval_loader))["pixel_values"]), step
-        )
-    logger.info("step %d: held-out PSNR %.2f dB", step, metrics["eval_psnr"])
-    return metrics
 
 
 def _tracker_config(args: argparse.Namespace) -> dict:
     """Tracker hyper-parameters: scalars only (TensorBoard rejects lists and None)."""
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"}
-
-
-def _finish(args, vae, eval_loader, stats_loader, global_step: int, train_seconds: float, hub) -> dict:
-    """Save the projector folder (:func:`_save_folder`) with the loss curve, push it if asked, report the PSNR."""
-    records = read_jsonl(os.path.join(args.output_dir, "train_log.jsonl"))
-    if records:
-        path = os.path.join(args.output_dir, "loss_curve.png")
-        plot_or_warn(plot_loss_curve, records, path, title="Projector training loss")
-    result = _save_folder(args, vae, eval_loader, stats_loader, global_step, train_seconds, args.output_dir)
-    if hub is not None:
-        hub.push_final()
-    print(f"held-out PSNR: {result['eval_psnr']:.2f} dB (scaling_factor {result['scaling_factor']:.4f})")
-    return result
-
-
-def _push_checkpoint(hub: HubUploader, args, vae, ema, loaders, step: int, seconds: float) -> None:
-    """``--hub_strategy every_save``: upload the projector as it is now (EMA weights with ``--use_ema``, its own
-    latent statistics), saved from a copy so that the model being trained is left untouched."""
-
-    def write(folder: str) -> None:
-        _save_folder(args, copy_with_ema_weights(vae, ema), *loaders, step, seconds, folder)
-
-    hub.push_checkpoint(step, write)
-
-
-def _save_folder(args, vae, eval_loader, stats_loader, global_step: int, train_seconds: float, folder: str) -> dict:
-    """Estimate and store the latent statistics, evaluate, and save the projector, metrics, reconstructions and
-    card to ``folder`` (the output folder at the end, a staging folder for a checkpoint push)."""
-    vae.eval()
-    scale, shift = estimate_latent_stats(vae, stats_loader, max_batches=args.stats_max_batches)
-    set_latent_stats(vae, scale, shift)
-    metrics = evaluate_projector(vae, eval_loader)
-    vae.save_pretrained(folder, safe_serialization=True)
-    result = {
-        "projector_class": type(vae).__name__,
-        "global_step": global_step,
-        "train_seconds": round(train_seconds, 1),
-        "eval_psnr": metrics["eval_psnr"],
-        "scaling_factor": scale,
-        "shift_factor": shift,
-        "num_parameters": sum(p.numel() for p in vae.parameters()),
-    }
-    if "codebook_usage" in metrics:
-        result["codebook_usage"] = metrics["codebook_usage"]
-    with open(os.path.join(folder, METRICS_FILE), "w") as f:
-        json.dump(result, f, indent=2)
-    grid = _reconstruction_grid(vae, next(iter(eval_loader))["pixel_values"])
-    Image.fromarray(grid).save(os.path.join(folder, "reconstructions.png"))
-    _write_card(args, vae, result, folder)
-    return result
-
-
-def _write_card(args, vae, result: dict, folder: str) -> None:
-    cls = type(vae).__name__
-    save_model_card(
-        folder,
-        title=f"diffusers-lmd projector ({cls})",
-        description=f"A {cls} trained with `training/train_projector.py` as the frozen projector of Latent Masking "
-        "Diffusion (arXiv 2312.07971). Its config stores the latent `scaling_factor` estimated on the training data.",
-        usage=f'from diffusers import {cls}\n\nvae = {cls}.from_pretrained("<this folder or repo>")',
-        args=args,
-        metrics={"held-out PSNR (dB)": result["eval_psnr"], "scaling_factor": result["scaling_factor"]},
-        images=[("Held-out reconstructions (top: original)", "reconstructions.png"), ("Loss", "loss_curve.png")],
-        tags=["autoencoder", "lmd-projector"],
-    )

@@ -1,4 +1,13 @@
-"""What a finished LMD run leaves in ``--output_dir``: the pipeline, plots, reconstructions, samples and a card."""
+"""What an LMD run returns and writes: its :class:`LMDTrainingResult`, the pipeline, plots, reconstructions, samples
+and card a finished run leaves in ``--output_dir``, and the model of every ``checkpoint-N/``, saved as
+``transformer/`` so ``from_pretrained`` reads it.
+
+As diffusers' example scripts do with ``unet/``, Accelerate's save-state hook writes the ``LMDModel`` with
+``save_pretrained`` (``config.json`` + ``diffusion_pytorch_model.safetensors``) and takes it out of the weights
+Accelerate saves itself, so it is stored once; the load-state hook restores it from there. So
+``LMDModel.from_pretrained("out/checkpoint-500/transformer")`` loads a checkpoint's model, and with ``--use_ema``
+``checkpoint-500/ema`` its EMA. A checkpoint written before these hooks (``model.safetensors``) still resumes.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +16,22 @@ import copy
 import logging
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from PIL import Image
 
-from ..evaluation import EVAL_MASK_RATIO, ReconstructionMetrics, reconstruction_grid
-from ..models import LMDModel
-from ..pipelines import LMDPipeline
-from ..pipelines.visualization import class_sample_grid
-from ..projector import Projector
-from ..schedulers import LMDMaskScheduler
-from .hub import HUB_PIPELINE_FILE, HubUploader, hub_pipeline_file, hub_repo_id, save_model_card
-from .logging import plot_loss_curve, plot_mask_schedule, plot_or_warn, read_jsonl
+from ...evaluation import EVAL_MASK_RATIO, ReconstructionMetrics, reconstruction_grid
+from ...models import LMDModel
+from ...pipelines import LMDPipeline
+from ...pipelines.visualization import class_sample_grid
+from ...projector import Projector
+from ...schedulers import LMDMaskScheduler
+from ..hub import HUB_PIPELINE_FILE, HubUploader, hub_pipeline_file, hub_repo_id, save_model_card
+from ..logging import plot_loss_curve, plot_mask_schedule, plot_or_warn, read_jsonl
 
 logger = logging.getLogger(__name__)  # finish_run runs on the main process only
 
@@ -28,6 +39,32 @@ LOG_FILE = "train_log.jsonl"
 GRID_FILE = "reconstructions.png"
 SAMPLES_FILE = "samples.png"
 SAMPLES_PER_CLASS = 8
+
+
+@dataclass
+class LMDTrainingResult:
+    """What :func:`~diffusers_lmd.training.lmd.trainer.train_lmd` did.
+
+    Args:
+        output_dir: the folder holding the saved pipeline.
+        global_step: optimiser steps completed (the total, including steps before a resume).
+        final_loss: the loss of the last step.
+        eval: the held-out evaluation of the saved model.
+        train_seconds: wall-clock seconds of this process's training loop.
+        epoch_seconds: wall-clock seconds of each complete epoch run in this process.
+        epoch_cpu_seconds: CPU seconds this process spent on each of those epochs (less sensitive to other load).
+        cache_seconds / cache_reused: time spent building or opening the latent cache, and whether it existed.
+    """
+
+    output_dir: str
+    global_step: int
+    final_loss: float | None
+    eval: ReconstructionMetrics | None
+    train_seconds: float
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_cpu_seconds: list[float] = field(default_factory=list)
+    cache_seconds: float | None = None
+    cache_reused: bool | None = None
 
 
 def hub_pipeline_source() -> Path | None:
@@ -104,9 +141,9 @@ pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="lmd_pipeline
 # or, with `pip install diffusers-lmd`: from diffusers_lmd import LMDPipeline; LMDPipeline.from_pretrained("{repo}")
 reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
 """
-    if getattr(args, "label_column", None):
+    if args.label_column:
         usage += "samples = pipe(class_labels=[0, 0, 0, 0], guidance_scale=3.0, num_inference_steps=16).images\n"
-    if getattr(args, "caption_column", None):
+    if args.caption_column:
         usage += 'samples = pipe(prompt=["a caption"], guidance_scale=3.0, num_inference_steps=16).images\n'
     schedule = (
         f"the `{args.mask_schedule}` mask-ratio schedule rising from {args.mask_ratio_min} to {args.mask_ratio_max}"
@@ -121,9 +158,9 @@ reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
         f"PSNR is measured in pixel space on whole images with a fixed, seeded {EVAL_MASK_RATIO:.0%} token mask."
     )
     conditioning = [
-        name for flag, name in (("label_column", "class"), ("caption_column", "text")) if getattr(args, flag, None)
+        name for flag, name in (("label_column", "class"), ("caption_column", "text")) if getattr(args, flag)
     ]
-    if conditioning or getattr(args, "head_type", "mse") == "diffusion":
+    if conditioning or args.head_type == "diffusion":
         description += (
             f" Conditioning: {' and '.join(conditioning) or 'none'} (dropout {args.conditioning_dropout_prob} for "
             f"classifier-free guidance); head: {args.head_type}. Held-out PSNR uses the unconditional input"
@@ -178,7 +215,7 @@ def finish_run(
 ) -> None:
     """Main process only: save the pipeline, grid, class samples, plots and card, then upload it through ``hub``.
 
-    ``evaluated`` is the model as evaluation calls it (see :mod:`~diffusers_lmd.training.lmd_eval`);
+    ``evaluated`` is the model as evaluation calls it (see :mod:`~diffusers_lmd.training.lmd.evaluation`);
     ``pipeline_extras`` the pipeline's ``tokenizer``, ``text_encoder`` and ``id2label``; ``hub`` the run's
     :class:`~diffusers_lmd.training.hub.HubUploader` (``None`` without ``--push_to_hub``).
     """
@@ -197,3 +234,42 @@ def finish_run(
     write_model_card(out, args, metrics, hub.repo_id if hub is not None else None)
     if hub is not None:
         hub.push_final()
+
+
+TRANSFORMER_SUBFOLDER = "transformer"
+
+
+def register_transformer_hooks(accelerator: Accelerator, subfolder: str = TRANSFORMER_SUBFOLDER) -> None:
+    """Register save/load state hooks that keep the prepared ``LMDModel`` in ``{checkpoint}/{subfolder}``."""
+
+    def lmd_models(models: list) -> list[int]:
+        return [i for i, model in enumerate(models) if isinstance(accelerator.unwrap_model(model), LMDModel)]
+
+    def save_hook(models: list, weights: list, output_dir: str) -> None:
+        for i in reversed(lmd_models(models)):
+            if accelerator.is_main_process:
+                model = accelerator.unwrap_model(models[i])
+                model.save_pretrained(os.path.join(output_dir, subfolder), safe_serialization=True)
+            if weights:  # empty under DeepSpeed, which saves its own
+                weights.pop(i)  # saved above: Accelerate must not write model.safetensors too
+
+    def load_hook(models: list, input_dir: str) -> None:
+        folder = os.path.join(input_dir, subfolder)
+        if not os.path.isdir(folder):
+            return  # an older checkpoint: Accelerate loads its model.safetensors itself
+        for i in reversed(lmd_models(models)):
+            model = accelerator.unwrap_model(models.pop(i))
+            loaded = LMDModel.from_pretrained(folder, use_safetensors=True)
+            model.load_state_dict(loaded.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def final_weights(model: torch.nn.Module, ema) -> torch.nn.Module:
+    """The model to save: a copy holding the EMA weights when ``--use_ema``, else the trained model."""
+    if ema is None:
+        return model
+    final = copy.deepcopy(model)
+    ema.copy_to(final.parameters())
+    return final

@@ -1,21 +1,26 @@
 """Command-line flags shared by every training script, named as in diffusers' example scripts.
 
-Each script builds its own ``argparse`` parser, adds the data flags (``diffusers_lmd.data.add_data_args``), these
-training flags (and :func:`add_pretrained_args` when it loads a pretrained model), then its model's own flags, and
-can change a default with ``parser.set_defaults``.
+Each script builds its own ``argparse`` parser, adds the data flags (:func:`~.data.add_data_args`), these training
+flags (and :func:`add_pretrained_args` when it loads a pretrained model), then its model's own flags, and can change
+a default with ``parser.set_defaults``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import fields
+from typing import TypeVar
 
 from diffusers.optimization import SchedulerType
 
-from .hub import HUB_STRATEGIES
+from ..hub import HUB_STRATEGIES
+from ..optim import OptimizerConfig
 
 OPTIMIZERS = ("adamw", "adan")
 LR_SCHEDULERS = tuple(s.value for s in SchedulerType if s != SchedulerType.PIECEWISE_CONSTANT)
+OPTIM = OptimizerConfig()  # the optimiser flags' defaults are the options' defaults
+Options = TypeVar("Options")
 
 
 def add_pretrained_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -60,7 +65,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
 
     optim = parser.add_argument_group("optimiser")
-    optim.add_argument("--optimizer", type=str, default="adamw", choices=OPTIMIZERS, help="AdamW (MAE) or Adan.")
+    optim.add_argument(
+        "--optimizer", type=str, default=OPTIM.optimizer, choices=OPTIMIZERS, help="AdamW (MAE) or Adan."
+    )
     optim.add_argument(
         "--learning_rate", type=float, default=1.5e-4, help="Peak learning rate (the base rate with --scale_lr)."
     )
@@ -69,28 +76,33 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         action="store_true",
         help="MAE's rule: learning_rate x total batch (per-device batch x processes x accumulation) / 256.",
     )
-    optim.add_argument("--lr_scheduler", type=str, default="cosine", choices=LR_SCHEDULERS, help="LR schedule.")
+    optim.add_argument(
+        "--lr_scheduler", type=str, default=OPTIM.lr_scheduler, choices=LR_SCHEDULERS, help="LR schedule."
+    )
     optim.add_argument(
         "--lr_warmup_steps",
         type=int,
-        default=None,
+        default=OPTIM.lr_warmup_steps,
         help="Linear warm-up steps; default 5%% of the training steps (MAE: 40 of 800 epochs).",
     )
-    optim.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1 (MAE: 0.9).")
-    optim.add_argument("--adam_beta2", type=float, default=0.95, help="AdamW beta2 (MAE: 0.95).")
+    optim.add_argument("--adam_beta1", type=float, default=OPTIM.adam_beta1, help="AdamW beta1 (MAE: 0.9).")
+    optim.add_argument("--adam_beta2", type=float, default=OPTIM.adam_beta2, help="AdamW beta2 (MAE: 0.95).")
     optim.add_argument(
-        "--adam_weight_decay", type=float, default=0.05, help="Decoupled weight decay (not on biases and norms)."
+        "--adam_weight_decay",
+        type=float,
+        default=OPTIM.adam_weight_decay,
+        help="Decoupled weight decay (not on biases and norms).",
     )
-    optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="Optimiser epsilon.")
+    optim.add_argument("--adam_epsilon", type=float, default=OPTIM.adam_epsilon, help="Optimiser epsilon.")
     optim.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm; 0 disables it.")
     optim.add_argument(
         "--use_ema",
         action="store_true",
         help="Keep an EMA of the weights (diffusers' EMAModel), validate on it and save it as the model.",
     )
-    optim.add_argument("--ema_max_decay", type=float, default=0.9999, help="Largest EMA decay.")
-    optim.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up inverse gamma.")
-    optim.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up power.")
+    optim.add_argument("--ema_max_decay", type=float, default=OPTIM.ema_max_decay, help="Largest EMA decay.")
+    optim.add_argument("--ema_inv_gamma", type=float, default=OPTIM.ema_inv_gamma, help="EMA warm-up inverse gamma.")
+    optim.add_argument("--ema_power", type=float, default=OPTIM.ema_power, help="EMA warm-up power.")
 
     precision = parser.add_argument_group("precision")
     precision.add_argument(
@@ -179,7 +191,7 @@ def check_training_args(args: argparse.Namespace) -> None:
             "Do not pass --hub_token together with --report_to wandb: the token could leak into the run's logs. "
             "Log in with `huggingface-cli login` instead."
         )
-    strategy = getattr(args, "hub_strategy", "end")
+    strategy = args.hub_strategy
     if strategy not in HUB_STRATEGIES:
         raise ValueError(f"--hub_strategy must be one of {HUB_STRATEGIES}, got {strategy!r}.")
     if strategy != "end" and not args.push_to_hub:
@@ -187,6 +199,28 @@ def check_training_args(args: argparse.Namespace) -> None:
     if not args.output_dir:
         raise ValueError("--output_dir must name a folder.")
     args.output_dir = os.fspath(args.output_dir)
+
+
+def options_from_args(cls: type[Options], args: argparse.Namespace) -> Options:
+    """``cls``, a dataclass of options named like the flags, filled from the parsed flags the script has (the
+    others keep their defaults)."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def optimizer_config(args: argparse.Namespace) -> OptimizerConfig:
+    """The optimiser, schedule and EMA options of the parsed shared training flags."""
+    return options_from_args(OptimizerConfig, args)
+
+
+def accelerator_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`~diffusers_lmd.training.runtime.build_accelerator` the shared flags set."""
+    return dict(
+        logging_dir=args.logging_dir,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        report_to=args.report_to,
+        allow_tf32=args.allow_tf32,
+    )
 
 
 def total_batch_size(args: argparse.Namespace, num_processes: int) -> int:

@@ -6,14 +6,13 @@ run continues the same curve. Masks, flips, label and caption dropout and the di
 generator seeded by (seed, step, micro-batch, rank): a resumed run repeats them exactly. Class labels and
 captions travel with the batch (through the latent cache when it is used); captions become text embeddings of
 the frozen text encoder, cached once per distinct caption. Each ``checkpoint-N/`` also holds ``transformer/``
-(:mod:`~diffusers_lmd.training.lmd_hooks`); validation runs on the EMA weights with ``--use_ema``; with
-``--push_to_hub`` the Hub repository is created before the data is loaded.
+(:func:`~diffusers_lmd.training.lmd.outputs.register_transformer_hooks`); validation runs on the EMA weights with
+``--use_ema``; with ``--push_to_hub`` the Hub repository is created before the data is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import time
@@ -22,45 +21,53 @@ import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
-from ..data import build_datasets
-from ..evaluation import ReconstructionMetrics, evaluate_reconstruction, reconstruction_grid
-from ..metrics import EfficiencyTracker
-from ..models import LMDModel
-from ..pipelines.text_inputs import NULL_PROMPT
-from ..schedulers import LMDMaskScheduler
-from .args import effective_learning_rate, total_batch_size
-from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
-from .ema import ema_weights
-from .hub import HubUploader
-from .latent_cache import default_cache_dir, latents_for_batch
-from .lmd_args import check_lmd_args
-from .lmd_eval import evaluation_model
-from .lmd_hooks import register_transformer_hooks
-from .lmd_outputs import LOG_FILE, finish_run, write_checkpoint_folder
-from .lmd_setup import (
-    build_accelerator,
+from ...data import build_datasets
+from ...evaluation import ReconstructionMetrics, evaluate_reconstruction, reconstruction_grid
+from ...metrics import EfficiencyTracker
+from ...models import LMDModel
+from ...pipelines.text_inputs import NULL_PROMPT
+from ...schedulers import LMDMaskScheduler
+from ..args import (
+    accelerator_kwargs,
+    check_lmd_args,
+    data_config,
+    effective_learning_rate,
+    lmd_model_kwargs,
+    optimizer_config,
+    total_batch_size,
+)
+from ..checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
+from ..ema import ema_weights
+from ..hub import HubUploader
+from ..latent_cache import default_cache_dir, latents_for_batch
+from ..logging import JsonlLogger, ProgressBar, log_images, setup_logging
+from ..optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
+from ..runtime import build_accelerator, weight_dtype
+from ..text_cache import TextEmbeddings, build_text_cache
+from .evaluation import evaluation_model
+from .outputs import (
+    LOG_FILE,
+    LMDTrainingResult,
+    final_weights,
+    finish_run,
+    register_transformer_hooks,
+    write_checkpoint_folder,
+)
+from .setup import (
     build_lmd_model,
     build_train_dataloader,
-    load_projector_from_args,
-    load_text_encoder,
-    maybe_estimate_latent_stats,
-    place_projector,
-    projector_dtype,
-    weight_dtype,
-)
-from .lmd_steps import (
-    LMDTrainingResult,
-    NonFiniteLossError,
     check_finite_loss,
     gather_step_stats,
+    load_projector,
+    load_text_encoder,
+    place_projector,
+    projector_dtype,
+    set_estimated_latent_stats,
     step_generator,
     tracker_config,
 )
-from .logging import JsonlLogger, ProgressBar, log_images, setup_logging
-from .optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
-from .text_cache import TextEmbeddings, build_text_cache
 
-__all__ = ["LMDTrainer", "LMDTrainingResult", "NonFiniteLossError", "train_lmd"]
+__all__ = ["LMDTrainer", "LMDTrainingResult", "train_lmd"]
 
 logger = get_logger(__name__)  # rank-aware: the main process speaks (setup_logging sends it to the console)
 
@@ -69,29 +76,36 @@ class LMDTrainer:
     """One LMD training run: built from the flags in ``__init__`` (failing early on bad input), run by :meth:`train`.
 
     Args:
-        args: flags from :func:`~diffusers_lmd.training.lmd_args.parse_lmd_args`.
+        args: flags from :func:`~diffusers_lmd.training.args.parse_lmd_args`.
     """
 
     def __init__(self, args: argparse.Namespace):
         check_lmd_args(args)
         self.args = args
-        self.accelerator = accelerator = build_accelerator(args)
+        accelerator = build_accelerator(args.output_dir, **accelerator_kwargs(args), compile=args.compile)
+        self.accelerator = accelerator
         setup_logging(accelerator)
-        self.vae = load_projector_from_args(args)
+        self.vae = load_projector(
+            args.projector_path,
+            args.projector_subfolder,
+            revision=args.revision,
+            variant=args.variant,
+            cache_dir=args.cache_dir,
+        )
         self.hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not later
         # The data first: a class-conditional model's size depends on its classes. Datasets draw no global RNG. One
         # process loads (downloads) and checks the images first; the others then read datasets' cache.
         with accelerator.main_process_first():
-            train_dataset, self.eval_dataset = build_datasets(args)
+            self.data = data_config(args)
+            train_dataset, self.eval_dataset = build_datasets(self.data, cache_dir=args.cache_dir)
         self.class_names = train_dataset.class_names if args.label_column else None
         self.tokenizer = self.text_encoder = None
         if args.caption_column:
-            cache_dir = getattr(args, "cache_dir", None)
-            self.tokenizer, self.text_encoder = load_text_encoder(args.text_encoder_name_or_path, cache_dir)
+            self.tokenizer, self.text_encoder = load_text_encoder(args.text_encoder_name_or_path, args.cache_dir)
         set_seed(args.seed)
         model = build_lmd_model(
-            args,
             self.vae,
+            **lmd_model_kwargs(args),
             num_class_embeds=len(self.class_names) if self.class_names else None,
             cross_attention_dim=self.text_encoder.config.hidden_size if self.text_encoder is not None else None,
         )
@@ -100,9 +114,21 @@ class LMDTrainer:
         if accelerator.is_main_process:
             os.makedirs(args.output_dir, exist_ok=True)
 
-        self.vae = place_projector(self.vae, accelerator, projector_dtype(args, self.vae, accelerator))
-        maybe_estimate_latent_stats(args, self.vae, train_dataset, accelerator)  # on the device, main process
-        train_loader, self.cache = build_train_dataloader(args, accelerator, self.vae, train_dataset)
+        self.vae = place_projector(self.vae, accelerator, projector_dtype(args.upcast_projector, self.vae, accelerator))
+        if args.estimate_latent_stats:  # on the device, main process
+            batches = dict(batch_size=args.encode_batch_size, num_workers=args.dataloader_num_workers)
+            set_estimated_latent_stats(self.vae, train_dataset, accelerator, **batches)
+        train_loader, self.cache = build_train_dataloader(
+            accelerator,
+            self.vae,
+            train_dataset,
+            self.data,
+            batch_size=args.train_batch_size,
+            seed=args.seed,
+            cache_latents=args.cache_latents,
+            cache_dir=args.latent_cache_dir,
+            encode_batch_size=args.encode_batch_size,
+        )
         self.text = self._text_embeddings(train_dataset)
 
         batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
@@ -110,13 +136,14 @@ class LMDTrainer:
         self.max_train_steps = args.max_train_steps or args.num_train_epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         self.learning_rate = effective_learning_rate(args, accelerator.num_processes)
-        optimizer = build_optimizer(model, args, self.learning_rate)
-        lr_scheduler = build_lr_scheduler(optimizer, args, self.max_train_steps, accelerator.num_processes)
+        optim = optimizer_config(args)
+        optimizer = build_optimizer(model, optim, self.learning_rate)
+        lr_scheduler = build_lr_scheduler(optimizer, optim, self.max_train_steps, accelerator.num_processes)
         self.mask_scheduler = LMDMaskScheduler(
             args.mask_schedule, args.mask_ratio_min, args.mask_ratio_max, self.max_train_steps
         )
         register_transformer_hooks(accelerator)  # checkpoint-N/transformer/, loadable with LMDModel.from_pretrained
-        self.ema = build_ema(model, args) if args.use_ema else None
+        self.ema = build_ema(model, optim) if args.use_ema else None
         if self.ema is not None:
             register_ema_hooks(accelerator, self.ema)
         self.model, self.optimizer, self.train_loader, self.lr_scheduler = accelerator.prepare(
@@ -164,7 +191,7 @@ class LMDTrainer:
         return kwargs
 
     def evaluation_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` as held-out evaluation calls it (:mod:`~diffusers_lmd.training.lmd_eval`)."""
+        """``model`` as held-out evaluation calls it (:mod:`~diffusers_lmd.training.lmd.evaluation`)."""
         null_text = self.text([NULL_PROMPT], self.accelerator.device) if self.text is not None else None
         return evaluation_model(model, null_text)
 
@@ -337,7 +364,7 @@ class LMDTrainer:
     def _finish(self) -> None:
         """Main process: evaluate the final weights (EMA if kept) and write the pipeline folder."""
         args = self.args
-        final_model = _final_weights(self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False), self.ema)
+        final_model = final_weights(self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False), self.ema)
         evaluated = self.evaluation_model(final_model)
         if self.ema is not None or self.global_step % args.validation_steps:  # else just measured at this step
             self.result.eval = evaluate_reconstruction(
@@ -368,16 +395,8 @@ class LMDTrainer:
 def train_lmd(args: argparse.Namespace) -> LMDTrainingResult:
     """Train an ``LMDModel`` on a frozen projector's latents and save an ``LMDPipeline`` to ``args.output_dir``.
 
-    ``args`` comes from :func:`~diffusers_lmd.training.lmd_args.parse_lmd_args`. Raises ``ValueError`` before any
-    training for bad flags or a projector that does not load, and :class:`NonFiniteLossError` on a NaN loss.
+    ``args`` comes from :func:`~diffusers_lmd.training.args.parse_lmd_args`. Raises ``ValueError`` before any
+    training for bad flags or a projector that does not load, and
+    :class:`~diffusers_lmd.training.runtime.NonFiniteLossError` on a NaN loss.
     """
     return LMDTrainer(args).train()
-
-
-def _final_weights(model: torch.nn.Module, ema) -> torch.nn.Module:
-    """The model to save: a copy holding the EMA weights when ``--use_ema``, else the trained model."""
-    if ema is None:
-        return model
-    final = copy.deepcopy(model)
-    ema.copy_to(final.parameters())
-    return final

@@ -13,10 +13,10 @@ import torch
 from diffusers import DDIMScheduler
 from torch import nn
 
-from ..masking import patchify, unpatchify
-from ..models import LMDModel
-from ..models.diffusion_head import sample_tokens
-from ..pipelines.pipeline_lmd import DEFAULT_HEAD_INFERENCE_STEPS
+from ...masking import patchify, unpatchify
+from ...models import LMDModel
+from ...models.diffusion_head import sample_tokens
+from ...pipelines.pipeline_lmd import DEFAULT_HEAD_INFERENCE_STEPS
 
 EVAL_SAMPLING_SEED = 0
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..data import add_data_args
-from ..models import LMD_PRESETS
-from ..models.diffusion_head import HEAD_TYPES
-from ..schedulers import MASK_SCHEDULES
-from .args import add_pretrained_args, add_training_args, check_training_args
+from ...models import LMD_PRESETS
+from ...models.diffusion_head import HEAD_TYPES
+from ...schedulers import MASK_SCHEDULES
+from .common import add_pretrained_args, add_training_args, check_training_args
+from .data import add_data_args, add_label_column_arg
 
 MISSING_PROJECTOR = (
     "--projector_path is required: a VQModel/AutoencoderKL folder or Hub repository (e.g. stabilityai/sd-vae-ft-mse), "
@@ -109,12 +109,11 @@ def add_lmd_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_generation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Conditioning (class labels, captions) and the sampling head, for models that generate."""
     group = parser.add_argument_group("conditioning and generation")
-    group.add_argument(
-        "--label_column",
-        type=str,
-        default=None,
-        help="Class-conditional training from this datasets.ClassLabel column (e.g. `label`); its names are saved as "
-        "the pipeline's id2label.",
+    add_label_column_arg(
+        group,
+        None,
+        "Class-conditional training from this datasets.ClassLabel column (e.g. `label`); its names are saved as the "
+        "pipeline's id2label.",
     )
     group.add_argument(
         "--caption_column", type=str, default=None, help="Text-conditional training from this column of captions."
@@ -197,6 +196,25 @@ def check_generation_args(args: argparse.Namespace) -> None:
         )
     if args.num_condition_tokens is not None and not args.label_column:
         raise ValueError("--num_condition_tokens sets the class tokens: it needs --label_column.")
+
+
+def model_overrides(args: argparse.Namespace) -> dict:
+    """The architecture flags given (:data:`MODEL_OVERRIDES`), which override the preset's values."""
+    return {name: getattr(args, name) for name, _, _ in MODEL_OVERRIDES if getattr(args, name) is not None}
+
+
+def lmd_model_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`~diffusers_lmd.training.lmd.setup.build_lmd_model` the flags set (all but the
+    projector and the conditioning sizes, which come from the data and the text encoder)."""
+    return dict(
+        resolution=args.resolution,
+        preset=args.preset,
+        overrides=model_overrides(args),
+        head_type=args.head_type,
+        mse_loss_weight=args.mse_loss_weight,
+        class_dropout_prob=args.conditioning_dropout_prob,
+        encoder_cross_attention=args.encoder_cross_attention,
+    )
 
 
 def parse_lmd_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
