@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
+import huggingface_hub
 import pytest
 import torch
 from diffusers import AutoencoderKL, VQModel
 
 from diffusers_lmd import LMDMaskScheduler, LMDModel
 
-# ----------------------------------------------------------------------------- pipelines (tests/test_pipeline*.py)
+# ----------------------------------------------------------------------------- pipelines (tests/pipelines/)
 TINY_PROJECTOR = dict(
     in_channels=3,
     out_channels=3,
@@ -56,7 +59,7 @@ def make_pipeline():
     return make
 
 
-# ------------------------------------------------------------ LMD training (tests/test_train*.py, test_latent_cache.py)
+# ------------------------------------------------------------ LMD training (tests/training/)
 @pytest.fixture(scope="session")
 def tiny_projector_path(tmp_path_factory) -> str:
     """A saved random tiny ``VQModel`` (2x downsampling, 4 latent channels) for training runs at 16 px."""
@@ -106,7 +109,7 @@ def fashion_mnist_dir() -> str:
     return found
 
 
-# ------------------------------------------- labelled images (tests/test_logging_setup.py, test_scripts_hub.py)
+# ------------------------------------------- labelled images (tests/training/)
 @pytest.fixture
 def make_image_folder():
     """Factory: ``make_image_folder(root, per_class=6)`` writes 16x16 PNGs of two colours (``red/``, ``blue/``), a
@@ -145,7 +148,7 @@ def restore_verbosity():
         library.utils.logging.set_verbosity(level)
 
 
-# -------------------------- text conditioning (tests/test_conditioning.py, test_pipeline_generation.py, ...)
+# -------------------------- text conditioning (tests/pipelines/, tests/training/)
 TINY_TEXT_MAX_LENGTH = 12
 
 
@@ -189,3 +192,18 @@ def tiny_text_encoder_path(tmp_path_factory) -> str:
     tokenizer.save_pretrained(path / "tokenizer")
     text_encoder.save_pretrained(path / "text_encoder")
     return str(path)
+
+
+# ------------------------------------------------------- environment (matplotlib missing, the Hub offline)
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    """Make ``import matplotlib`` fail as it does where the package was installed without the [train] extra."""
+    for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Hub offline mode: every request fails before a socket opens; files come from the cache only."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

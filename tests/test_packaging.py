@@ -1,7 +1,6 @@
 """What a pip install gets (issue 14 item 8): the Hub pipeline file as package data, and plots that are optional."""
 
 import logging
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -36,14 +35,6 @@ def test_setup_cfg_ships_it_in_wheels_and_the_checkout_path_still_points_at_it()
     assert checkout.read_text() == hub_pipeline_file().read_text()
 
 
-@pytest.fixture
-def no_matplotlib(monkeypatch):
-    """Make ``import matplotlib`` fail as it does where the package was installed without the [train] extra."""
-    for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-
-
 def test_plots_without_matplotlib_say_what_to_install(no_matplotlib, tmp_path):
     with pytest.raises(ImportError, match=r"needs matplotlib.*pip install"):
         plot_loss_curve(RECORDS, str(tmp_path / "loss.png"))
@@ -64,12 +55,12 @@ def test_plot_or_warn_plots_when_matplotlib_is_there(tmp_path):
 def test_the_projector_script_finishes_without_matplotlib(
     no_matplotlib, tmp_path, caplog, fresh_accelerate_state, restore_verbosity
 ):
-    from test_scripts_hub import TINY_PROJECTOR, load_script
+    from testing_utils import TINY_PROJECTOR_FLAGS, load_script
 
     from diffusers_lmd.training.projector import train_projector
 
     args = load_script("train_projector").parse_args(
-        [*TINY_PROJECTOR, "--output_dir", str(tmp_path), "--max_train_steps", "1"]
+        [*TINY_PROJECTOR_FLAGS, "--output_dir", str(tmp_path), "--max_train_steps", "1"]
     )
     with caplog.at_level(logging.WARNING, logger="diffusers_lmd"):
         result = train_projector(args)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from diffusers_lmd.pipelines.visualization import comparison_grid, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def python_blocks(markdown: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -15,6 +14,7 @@ import datasets
 import pytest
 import torch
 from accelerate import Accelerator
+from testing_utils import load_script
 
 from diffusers_lmd import LMDForImageClassification, LMDModel, estimate_latent_stats, set_latent_stats
 from diffusers_lmd.classification import finetune, summarize_accuracy, time_to_accuracy
@@ -30,7 +30,7 @@ from diffusers_lmd.pipelines import LMDPipeline
 from diffusers_lmd.training import JsonlLogger, read_jsonl
 from diffusers_lmd.training.args import add_data_args, add_label_args, data_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -184,14 +184,6 @@ def pretrained_pipeline(make_pipeline_components, tmp_path) -> str:
     return str(tmp_path / "pipeline")
 
 
-def load_script():
-    """``training/finetune_classifier.py`` as a module, to resume a run in this process."""
-    spec = importlib.util.spec_from_file_location("finetune_classifier", REPO / "training" / "finetune_classifier.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_finetune_script_beats_chance_on_held_out_digits_and_resumes(
     pretrained_pipeline, mnist_dir, tmp_path, fresh_accelerate_state, one_thread
@@ -219,7 +211,7 @@ def test_finetune_script_beats_chance_on_held_out_digits_and_resumes(
     model = LMDForImageClassification.from_pretrained(out)
     assert model.config.num_labels == 10 and model.config.label_names[3] == "3" and model.projector is not None
 
-    script = load_script()
+    script = load_script("finetune_classifier")
     resumed = script.main(script.parse_args([*flags, "--max_train_steps", "220", "--resume_from_checkpoint", "latest"]))
     after = read_jsonl(str(out / "eval_log.jsonl"))
     assert after[:3] == records and after[3]["step"] == 220 and after[3]["time"] > records[2]["time"]

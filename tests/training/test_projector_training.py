@@ -1,7 +1,6 @@
 """Projector pre-training (SPEC §2): losses, adaptive weight, discriminator, one training step, the script."""
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKL, VQModel
+from testing_utils import load_script
 
 from diffusers_lmd import decode_latents, encode_images
 from diffusers_lmd.data import build_demo_datasets
@@ -30,7 +30,7 @@ from diffusers_lmd.training.projector import (
     train_projector,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "training" / "train_projector.py"
 TINY = [
     "--resolution", "16", "--block_out_channels", "8", "16", "--norm_num_groups", "8", "--latent_channels", "4",
@@ -46,13 +46,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_projector", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 TINY_BLOCKS = dict(
@@ -223,7 +216,7 @@ def test_non_finite_loss_stops_before_any_update():
     ],
 )
 def test_bad_projector_flags_fail_before_training(argv, message, tmp_path):
-    args = load_script().parse_args(["--output_dir", str(tmp_path), "--report_to", "none", *argv])
+    args = load_script("train_projector").parse_args(["--output_dir", str(tmp_path), "--report_to", "none", *argv])
     with pytest.raises(ValueError, match=message):
         train_projector(args)
     assert not os.path.exists(tmp_path / "config.json")
@@ -231,7 +224,7 @@ def test_bad_projector_flags_fail_before_training(argv, message, tmp_path):
 
 def test_kl_projector_trains_and_stores_shift(tmp_path):
     argv = [*TINY, "--projector_type", "kl", "--max_train_steps", "2", "--output_dir", str(tmp_path)]
-    result = train_projector(load_script().parse_args(argv))
+    result = train_projector(load_script("train_projector").parse_args(argv))
     vae = AutoencoderKL.from_pretrained(tmp_path)
     assert vae.config.scaling_factor == pytest.approx(result["scaling_factor"])
     assert vae.config.shift_factor == pytest.approx(result["shift_factor"])
@@ -254,7 +247,7 @@ def test_script_end_to_end_with_accelerate_launch_and_resume(tmp_path):
     assert (out / "checkpoint-2").is_dir()
 
     # Resume from the checkpoint at step 2 and continue to step 5 (in-process: the same code, one import less).
-    resume = load_script().parse_args(
+    resume = load_script("train_projector").parse_args(
         [*common, "--max_train_steps", "5", "--disc_start", "1", "--resume_from_checkpoint", "latest"]
     )
     train_projector(resume)
@@ -292,7 +285,7 @@ def test_script_runs_data_parallel_on_two_processes(tmp_path):
 
 
 def test_parser_defaults_are_the_projector_recipe():
-    args = load_script().parse_args([])
+    args = load_script("train_projector").parse_args([])
     assert (args.adam_beta1, args.adam_beta2, args.adam_weight_decay) == (0.5, 0.9, 0.0)
     assert args.projector_type == "vq" and args.output_dir == "projector-output"
     assert isinstance(args, argparse.Namespace)

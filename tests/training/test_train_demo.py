@@ -1,6 +1,5 @@
 """training/demo.py: the Fashion-MNIST demo's outputs, on a tiny projector, fake IDX files and a few steps."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -8,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_fashion_mnist import fake_fashion_mnist
+from testing_utils import fake_fashion_mnist, load_script
 
 from diffusers_lmd import LMDPipeline
 from diffusers_lmd.metrics.feature_classifier import FeatureClassifier
@@ -17,15 +16,8 @@ from diffusers_lmd.training.args import build_lmd_parser, demo_defaults, lmd_mod
 from diffusers_lmd.training.demo_report import FIGURES, one_per_class, with_row_labels
 from diffusers_lmd.training.lmd import build_lmd_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
-
-
-def load_demo():
-    spec = importlib.util.spec_from_file_location("lmd_demo", REPO / "training" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -40,7 +32,7 @@ def test_demo_trains_saves_a_loadable_pipeline_and_reports_scores_and_figures(ti
             "--decoder_hidden_size", "32", "--decoder_num_layers", "1", "--decoder_num_attention_heads", "2",
             "--max_train_steps", "3", "--train_batch_size", "8", "--max_eval_samples", "30", "--classifier_path",
             str(classifier), "--accuracy_samples_per_class", "1", "--figures_dir", str(figures)]  # fmt: skip
-    scores = load_demo().main(argv)
+    scores = load_script("demo").main(argv)
     printed = capsys.readouterr().out
     assert re.search(r"held-out PSNR: \d+\.\d\d dB", printed) and "visible mean colour" in printed, printed
     assert re.search(r"conditional accuracy of 10 generated samples: \d+\.\d%", printed), printed

@@ -13,14 +13,15 @@ from diffusers import VQModel
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 from safetensors.torch import load_file
+from testing_utils import step_records, tiny_argv, train
 
 from diffusers_lmd import LMDMaskScheduler, LMDModel, LMDPipeline
 from diffusers_lmd.data import UnreadableImageWarning, build_datasets
 from diffusers_lmd.projector import estimate_latent_stats
-from diffusers_lmd.training import NonFiniteLossError, list_checkpoints, read_jsonl, resolve_resume_path, train_lmd
+from diffusers_lmd.training import NonFiniteLossError, list_checkpoints, resolve_resume_path, train_lmd
 from diffusers_lmd.training.args import data_config, parse_lmd_args
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = str(REPO / "training" / "train_lmd.py")
 BIN = Path(sys.executable).parent
 
@@ -28,27 +29,8 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
-def tiny_argv(projector: str, output_dir, cache_dir, *extra) -> list[str]:
-    """A 16 px, tiny-preset run on a few demo crops: about a second of CPU per run."""
-    return [
-        "--projector_path", projector, "--output_dir", str(output_dir), "--latent_cache_dir", str(cache_dir),
-        "--resolution", "16", "--preset", "tiny", "--train_batch_size", "8", "--learning_rate", "1e-3",
-        "--demo_crops_per_photo", "8", "--demo_eval_crops", "3", "--report_to", "none",
-        "--validation_steps", "1000", *map(str, extra),
-    ]  # fmt: skip
-
-
-def train(projector, tmp_path, *extra, name="out"):
-    args = parse_lmd_args(tiny_argv(projector, tmp_path / name, tmp_path / "cache", *extra))
-    return train_lmd(args), args
-
-
 def schedule_of(args, total):
     return LMDMaskScheduler(args.mask_schedule, args.mask_ratio_min, args.mask_ratio_max, total)
-
-
-def step_records(output_dir):
-    return [r for r in read_jsonl(os.path.join(output_dir, "train_log.jsonl")) if "loss" in r]
 
 
 @pytest.mark.slow

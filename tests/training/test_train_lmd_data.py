@@ -14,9 +14,7 @@ from accelerate import Accelerator
 from conftest import TINY_PROJECTOR
 from diffusers import AutoencoderKL
 from PIL import Image
-from test_logging_setup import run_twice
-from test_packaging import no_matplotlib  # noqa: F401 (a fixture)
-from test_train_lmd import step_records, tiny_argv, train
+from testing_utils import run_and_resume, step_records, tiny_argv, train
 
 from diffusers_lmd import LMDModel, evaluate_reconstruction
 from diffusers_lmd.data import ImageDataset
@@ -26,7 +24,7 @@ from diffusers_lmd.training.args import data_config, parse_lmd_args
 from diffusers_lmd.training.lmd import setup as lmd_setup
 from diffusers_lmd.training.lmd import trainer as lmd_trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 
@@ -43,12 +41,7 @@ def image_folder(root: Path, count: int = 8, size: tuple[int, int] = (24, 20)) -
 def test_the_script_prints_its_plan_checkpoints_validation_and_resume(tiny_projector_path, tmp_path):
     out = tmp_path / "out"
     flags = tiny_argv(tiny_projector_path, out, tmp_path / "cache", "--checkpointing_steps", 1, "--validation_steps", 1)
-    run = run_twice(
-        ROOT / "training" / "train_lmd.py",
-        [*flags, "--max_train_steps", "1"],
-        [*flags, "--max_train_steps", "2", "--resume_from_checkpoint", "latest"],
-        ROOT,
-    )
+    run = run_and_resume("train_lmd", flags)
     log = run.stderr
     assert "Distributed environment" in log and "Training 1 steps" in log and "Training 2 steps" in log
     assert f"Saved checkpoint {out / 'checkpoint-1'}" in log and f"Saved checkpoint {out / 'checkpoint-2'}" in log
@@ -222,7 +215,7 @@ def test_a_run_finishes_without_matplotlib(no_matplotlib, tiny_projector_path, t
 def test_every_flag_the_running_on_gpus_docs_name_exists(capsys):
     import re
 
-    from test_scripts_hub import load_script
+    from testing_utils import load_script
 
     from diffusers_lmd.training.args import build_lmd_parser
 

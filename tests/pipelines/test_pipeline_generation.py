@@ -20,7 +20,7 @@ from diffusers_lmd.masking import token_mask_to_latent_mask
 from diffusers_lmd.pipelines.text_inputs import encode_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-HUB_FILE = Path(__file__).resolve().parents[1] / "pipelines" / "lmd_pipeline.py"
+HUB_FILE = Path(__file__).resolve().parents[2] / "pipelines" / "lmd_pipeline.py"
 NAMES = {0: "T-shirt/top", 1: "Trouser", 2: "Bag"}
 
 

@@ -7,13 +7,10 @@ without a network.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
-import huggingface_hub.constants
 import pytest
 import torch
 from diffusers import AutoencoderKL, VQModel
+from testing_utils import hub_repo, same_weights
 
 from diffusers_lmd import LMDModel
 from diffusers_lmd.classification import load_classifier_for_finetuning
@@ -23,28 +20,6 @@ from diffusers_lmd.training import pretrained
 from diffusers_lmd.training.pretrained import load_pretrained_projector, resolve_pretrained
 
 LABELS = ["cat", "dog", "fish"]
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Hub offline mode: every request fails before a socket opens; files come from the cache only."""
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-def hub_repo(cache: Path, repo_id: str, revision: str = "main") -> Path:
-    """The snapshot folder of ``repo_id`` at ``revision`` in a Hub cache, with ``refs/{revision}`` pointing at it."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / revision).write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    return snapshot
-
-
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_local_pipeline_is_detected_and_its_vae_is_the_projector(make_pipeline_components, tmp_path):

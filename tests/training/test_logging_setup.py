@@ -4,10 +4,6 @@ diffusers' example scripts, lines that really reach the console, and images thro
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import datasets
@@ -17,11 +13,12 @@ import pytest
 import transformers
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
+from testing_utils import TINY_PROJECTOR_FLAGS, run_and_resume
 
 from diffusers_lmd.pipelines import LMDPipeline
 from diffusers_lmd.training.logging import log_images, setup_logging
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRID = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
 
 
@@ -102,35 +99,13 @@ def test_log_images_reaches_tensorboard(fresh_accelerate_state, tmp_path):
     assert (image.step, image.width, image.height) == (7, 6, 4)
 
 
-def run_twice(script: Path, first: list[str], second: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``script`` as ``__main__`` with ``first`` then ``second`` as its arguments, in one fresh interpreter (one
-    import of torch instead of two), capturing its real console."""
-    driver = textwrap.dedent(f"""
-        import runpy, sys
-        for argv in ({first!r}, {second!r}):
-            sys.argv = [{str(script)!r}, *argv]
-            runpy.run_path({str(script)!r}, run_name="__main__")
-    """)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    run = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
-
-
 @pytest.mark.slow
 def test_projector_script_prints_progress_checkpoints_validation_and_resume(tmp_path):
     tiny = [
-        "--resolution", "16", "--block_out_channels", "8", "16", "--norm_num_groups", "8", "--latent_channels", "4",
-        "--num_vq_embeddings", "32", "--disc_channels", "8", "--disc_layers", "2", "--train_batch_size", "4",
-        "--demo_crops_per_photo", "2", "--demo_eval_crops", "2", "--report_to", "none", "--stats_max_batches", "1",
-        "--output_dir", str(tmp_path / "out"), "--checkpointing_steps", "1", "--validation_steps", "1",
+        *TINY_PROJECTOR_FLAGS, "--output_dir", str(tmp_path / "out"), "--checkpointing_steps", "1",
+        "--validation_steps", "1",
     ]  # fmt: skip
-    run = run_twice(
-        ROOT / "training" / "train_projector.py",
-        [*tiny, "--max_train_steps", "1"],
-        [*tiny, "--max_train_steps", "2", "--resume_from_checkpoint", "latest"],
-        ROOT,
-    )
+    run = run_and_resume("train_projector", tiny)
     log = run.stderr
     assert "Distributed environment" in log and log.count("Training ") == 2
     assert f"Saved checkpoint {tmp_path / 'out' / 'checkpoint-1'}" in log
@@ -150,12 +125,7 @@ def test_classifier_script_prints_accuracy_checkpoints_and_resume(
         "--eval_split_ratio", "0.25", "--eval_steps", "1", "--checkpointing_steps", "1", "--report_to", "none",
         "--latent_cache_dir", str(tmp_path / "latents"),
     ]  # fmt: skip
-    run = run_twice(
-        ROOT / "training" / "finetune_classifier.py",
-        [*flags, "--max_train_steps", "1"],
-        [*flags, "--max_train_steps", "2", "--resume_from_checkpoint", "latest"],
-        ROOT,
-    )
+    run = run_and_resume("finetune_classifier", flags)
     log = run.stderr
     assert "Distributed environment" in log and "2 classes" in log
     assert f"Saved checkpoint {tmp_path / 'out' / 'checkpoint-1'}" in log

@@ -2,9 +2,8 @@
 should (training images score near the floor; blur, noise and a single class score worse, stronger = worse).
 A few thousand images only; skips without the data outside CI (the ``fashion_mnist_dir`` fixture)."""
 
-import os
-
 import pytest
+from testing_utils import ROOT
 
 from diffusers_lmd.data import fashion_mnist_data_config, load_labelled_tensors
 from diffusers_lmd.metrics import (
@@ -15,7 +14,7 @@ from diffusers_lmd.metrics import (
     gaussian_blur,
 )
 
-CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "fashion-mnist-classifier")
+CLASSIFIER = str(ROOT / "assets" / "fashion-mnist-classifier")
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,23 @@
 """train_lmd's Hub side and checkpoints (issue 14 items 2, 3, 4), offline: a projector from a Hub pipeline repository
-(hand-built Hub cache, as tests/test_pretrained_loading.py does), the repository created at the start and pushed at
+(hand-built Hub cache, as test_pretrained_loading.py does), the repository created at the start and pushed at
 checkpoints (recorded create_repo / upload_folder), and checkpoints that LMDModel.from_pretrained reads."""
 
 from __future__ import annotations
 
-import argparse
 import shutil
-from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_pipeline_components
-from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_pretrained_loading import hub_repo, offline, same_weights  # noqa: F401 (offline is a fixture)
 from test_train_lmd import step_records, tiny_argv, train
+from testing_utils import FakeHub, hub_repo, same_weights
 
 from diffusers_lmd import LMDModel, LMDPipeline
-from diffusers_lmd.training import LMDTrainer, hub, list_checkpoints, parse_lmd_args
+from diffusers_lmd.training import LMDTrainer, list_checkpoints, parse_lmd_args
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
@@ -55,42 +52,13 @@ def test_a_projector_with_only_pickled_weights_is_refused_saying_so(tmp_path):
         LMDTrainer(args)
 
 
-class HubRecorder:
-    """``create_repo`` / ``upload_folder`` recorders; each upload keeps the transformer weights it would send."""
-
-    def __init__(self, monkeypatch, output_dir: Path, fail_create: Exception | None = None):
-        self.output_dir, self.fail_create = output_dir, fail_create
-        self.created, self.uploads = [], []
-        monkeypatch.setattr(hub, "create_repo", self.create_repo)
-        monkeypatch.setattr(hub, "upload_folder", self.upload_folder)
-
-    def create_repo(self, repo_id, exist_ok, token, private):
-        existing = sorted(p.name for p in self.output_dir.iterdir()) if self.output_dir.exists() else []
-        self.created.append(dict(repo_id=repo_id, existing=existing))
-        if self.fail_create is not None:
-            raise self.fail_create
-        return argparse.Namespace(repo_id=f"someone/{repo_id.split('/')[-1]}")
-
-    def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns, token, run_as_future=False):
-        root = Path(folder_path)
-        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-        weights = load_file(root / "transformer" / "diffusion_pytorch_model.safetensors")
-        sent = set(filter_repo_objects(files, ignore_patterns=ignore_patterns))
-        self.uploads.append(dict(files=sent, message=commit_message, background=run_as_future, weights=weights))
-        if not run_as_future:
-            return "https://huggingface.co/someone/lmd/commit/2"
-        done = Future()
-        done.set_result("https://huggingface.co/someone/lmd/commit/1")
-        return done
-
-
 def test_the_repo_is_created_first_and_every_save_pushes_the_ema_pipeline_at_checkpoints(
     tiny_projector_path, tmp_path, monkeypatch
 ):
-    recorder = HubRecorder(monkeypatch, tmp_path / "out")
+    recorder = FakeHub(monkeypatch, watch=tmp_path / "out")
     train(tiny_projector_path, tmp_path, "--max_train_steps", 3, "--checkpointing_steps", 2, "--use_ema",
           "--push_to_hub", "--hub_model_id", "lmd", "--hub_strategy", "every_save")  # fmt: skip
-    assert recorder.created[0] == dict(repo_id="lmd", existing=[])  # before anything was written
+    assert recorder.created[0] == dict(repo_id="lmd", token=None, private=False, existing=[])  # before any write
     at_checkpoint, final = recorder.uploads
     assert at_checkpoint["background"] and at_checkpoint["message"] == "Training in progress, step 2"
     assert not final["background"] and "train_log.jsonl" in final["files"]
@@ -105,7 +73,7 @@ def test_the_repo_is_created_first_and_every_save_pushes_the_ema_pipeline_at_che
 
 
 def test_a_bad_hub_token_fails_before_any_data_or_latents(tiny_projector_path, tmp_path, monkeypatch):
-    recorder = HubRecorder(monkeypatch, tmp_path / "out", fail_create=ValueError("Invalid user token."))
+    recorder = FakeHub(monkeypatch, fail_create=ValueError("Invalid user token."), watch=tmp_path / "out")
     with pytest.raises(ValueError, match=r"repository 'lmd' could not be created.*Invalid user token"):
         train(tiny_projector_path, tmp_path, "--max_train_steps", 2, "--push_to_hub", "--hub_model_id", "lmd")
     assert len(recorder.created) == 1 and not recorder.uploads

@@ -5,8 +5,6 @@ the model card is a ``huggingface_hub.ModelCard``, and the classifier's EMA is t
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -16,63 +14,20 @@ import torch
 from diffusers import VQModel
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import filter_repo_objects
 from safetensors.torch import load_file
+from testing_utils import TINY_PROJECTOR_FLAGS, FakeHub, load_script
 
 from diffusers_lmd.data import build_datasets
 from diffusers_lmd.pipelines import LMDPipeline
-from diffusers_lmd.training import add_training_args, hub
+from diffusers_lmd.training import add_training_args
 from diffusers_lmd.training.args import data_config
 from diffusers_lmd.training.ema import ema_weights
 from diffusers_lmd.training.hub import HUB_STAGING_DIR, HubUploader, save_model_card
 from diffusers_lmd.training.logging import read_jsonl
 from diffusers_lmd.training.projector import evaluate_projector
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("restore_verbosity")  # the scripts call setup_logging
-TINY_PROJECTOR = [
-    "--resolution", "16", "--block_out_channels", "8", "16", "--norm_num_groups", "8", "--latent_channels", "4",
-    "--num_vq_embeddings", "32", "--disc_channels", "8", "--disc_layers", "2", "--train_batch_size", "4",
-    "--demo_crops_per_photo", "2", "--demo_eval_crops", "2", "--report_to", "none", "--stats_max_batches", "1",
-]  # fmt: skip
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class FakeHub:
-    """Records ``create_repo`` and ``upload_folder`` calls (with the files ``upload_folder`` would send)."""
-
-    def __init__(self, monkeypatch, fail_create: Exception | None = None, watch: Path | None = None):
-        self.created, self.uploads, self.fail_create, self.watch = [], [], fail_create, watch
-        monkeypatch.setattr(hub, "create_repo", self.create_repo)
-        monkeypatch.setattr(hub, "upload_folder", self.upload_folder)
-
-    def create_repo(self, repo_id, exist_ok, token, private):
-        self.created.append(dict(repo_id=repo_id, token=token, private=private))
-        if self.watch is not None:  # what the run had written when the repository was created
-            self.created[-1]["existing"] = sorted(p.name for p in self.watch.iterdir()) if self.watch.exists() else []
-        if self.fail_create is not None:
-            raise self.fail_create
-        return argparse.Namespace(repo_id=f"someone/{repo_id.split('/')[-1]}")
-
-    def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns, token, run_as_future=False):
-        root = Path(folder_path)
-        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-        sent = set(filter_repo_objects(files, ignore_patterns=ignore_patterns))
-        config = json.loads((root / "config.json").read_text())
-        self.uploads.append(
-            dict(folder=root, files=sent, message=commit_message, background=run_as_future, config=config)
-        )
-        if run_as_future:
-            done = Future()
-            done.set_result("https://huggingface.co/someone/x/commit/1")
-            return done
-        return "https://huggingface.co/someone/x/commit/2"
 
 
 def parse(*argv):
@@ -106,7 +61,7 @@ def test_a_bad_repo_name_stops_the_projector_run_before_training(tmp_path, monke
     out = tmp_path / "out"
     fake = FakeHub(monkeypatch, fail_create=HFValidationError("Repo id must use alphanumeric chars"), watch=out)
     args = load_script("train_projector").parse_args(
-        [*TINY_PROJECTOR, "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "bad//name"]
+        [*TINY_PROJECTOR_FLAGS, "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "bad//name"]
     )
     from diffusers_lmd.training.projector import train_projector
 
@@ -119,7 +74,7 @@ def test_a_bad_repo_name_stops_the_projector_run_before_training(tmp_path, monke
 def test_projector_pushes_every_checkpoint_then_the_folder(tmp_path, monkeypatch, fresh_accelerate_state, one_thread):
     out = tmp_path / "out"
     fake = FakeHub(monkeypatch, watch=out)
-    argv = [*TINY_PROJECTOR, "--output_dir", str(out), "--max_train_steps", "2", "--checkpointing_steps", "1"]
+    argv = [*TINY_PROJECTOR_FLAGS, "--output_dir", str(out), "--max_train_steps", "2", "--checkpointing_steps", "1"]
     argv += ["--validation_steps", "1"]
     argv += [
         "--push_to_hub",
@@ -178,7 +133,7 @@ def test_uploader_skips_a_checkpoint_while_the_previous_upload_runs(tmp_path, mo
 @pytest.fixture
 def hub_pipeline(make_pipeline_components, tmp_path, monkeypatch):
     """An LMD pipeline repository as ``train_lmd.py`` pushes it, in a hand-built Hub cache read offline."""
-    from test_pretrained_loading import hub_repo
+    from testing_utils import hub_repo
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     LMDPipeline(**make_pipeline_components("vq")).save_pretrained(hub_repo(tmp_path / "hub", "user/lmd-model"))

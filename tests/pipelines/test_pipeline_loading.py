@@ -15,7 +15,7 @@ import torch
 
 from diffusers_lmd import LMDInpaintPipeline, LMDPipeline
 
-HUB_FILE = Path(__file__).resolve().parents[1] / "pipelines" / "lmd_pipeline.py"
+HUB_FILE = Path(__file__).resolve().parents[2] / "pipelines" / "lmd_pipeline.py"
 
 # One reconstruction and one generation, run the same way in this process and in the subprocesses.
 SAMPLE = textwrap.dedent(

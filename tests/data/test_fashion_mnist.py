@@ -8,31 +8,11 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from testing_utils import ROOT, fake_fashion_mnist, write_idx
 
 from diffusers_lmd.data import FASHION_MNIST_LABELS, build_datasets, load_fashion_mnist, read_idx
 from diffusers_lmd.data import fashion_mnist as fmnist
 from diffusers_lmd.training.args import add_data_args, data_config
-
-
-def write_idx(path, array: np.ndarray, magic: int | None = None, gz: bool = True, cut: int = 0) -> str:
-    """An IDX file of ``array`` (uint8); ``magic`` overrides the header's, ``cut`` drops trailing bytes."""
-    magic = magic if magic is not None else (2051 if array.ndim == 3 else 2049)
-    raw = struct.pack(">i", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
-    raw = raw[: len(raw) - cut] if cut else raw
-    with (gzip.open if gz else open)(path, "wb") as f:
-        f.write(raw)
-    return str(path)
-
-
-def fake_fashion_mnist(folder, num_train=12, num_test=5, seed=0, balanced=False) -> str:
-    """The four IDX files, with random images and labels (``balanced``: labels cycling 0-9), as Debian names them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", num_train), ("t10k", num_test)):
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28)))
-        labels = np.arange(count) % 10 if balanced else rng.integers(0, 10, count)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-    return str(folder)
 
 
 def parse(*argv):
@@ -160,16 +140,12 @@ def test_the_environment_variable_points_at_a_folder(tmp_path, monkeypatch):
 
 def test_committed_projector_reconstructs_the_test_split_with_normalised_latents(fashion_mnist_dir, one_thread):
     """assets/fashion-mnist-projector: f = 2, 4x16x16 latents of about zero mean and unit variance, ~34 dB."""
-    import os
 
     from diffusers import VQModel
 
     from diffusers_lmd import decode_latents, downsample_factor, encode_images, psnr
 
-    folder = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "fashion-mnist-projector"
-    )
-    vae = VQModel.from_pretrained(folder).eval()
+    vae = VQModel.from_pretrained(ROOT / "assets" / "fashion-mnist-projector").eval()
     assert downsample_factor(vae) == 2 and vae.config.latent_channels == 4
     _, evaluation = build_datasets(parse("--dataset_name", "fashion_mnist", "--resolution", "32", "--pad_to_resolution",
                                          "--max_eval_samples", "128"))  # fmt: skip
