@@ -20,7 +20,7 @@ RECORDS = [{"step": 1, "loss": 1.0, "mask_ratio": 0.15}, {"step": 2, "loss": 0.5
 def test_the_hub_pipeline_file_is_package_data():
     file = hub_pipeline_file()
     assert file.is_file() and file.name == HUB_PIPELINE_FILE
-    assert resources.files("diffusers_lmd.training").joinpath("hub_files", HUB_PIPELINE_FILE).is_file()
+    assert resources.files("diffusers_lmd.pipelines").joinpath("hub_files", HUB_PIPELINE_FILE).is_file()
     assert Path(diffusers_lmd.__file__).parent in file.resolve().parents  # inside the installed package
     assert hub_pipeline_source() == file  # what save_pipeline copies into every saved folder
     assert "class LMDPipeline(lmd_pipelines.LMDPipeline)" in file.read_text()
@@ -28,8 +28,8 @@ def test_the_hub_pipeline_file_is_package_data():
 
 def test_setup_cfg_ships_it_in_wheels_and_the_checkout_path_still_points_at_it():
     package_data = read_configuration(str(ROOT / "setup.cfg"))["options"]["package_data"]
-    patterns = package_data["diffusers_lmd.training"]
-    package_dir = ROOT / "src" / "diffusers_lmd" / "training"
+    patterns = package_data["diffusers_lmd.pipelines"]
+    package_dir = ROOT / "src" / "diffusers_lmd" / "pipelines"
     shipped = [path for pattern in patterns for path in package_dir.glob(pattern)]
     assert package_dir / "hub_files" / HUB_PIPELINE_FILE in shipped
     checkout = ROOT / "pipelines" / HUB_PIPELINE_FILE  # the path docs/pipeline.md shows for custom_pipeline=

@@ -31,7 +31,7 @@ HUB_PIPELINE_FILE = "lmd_pipeline.py"
 
 def hub_pipeline_file() -> Path:
     """The ``lmd_pipeline.py`` shipped in the package (for ``custom_pipeline=``), installed from a wheel or not."""
-    resource = resources.files("diffusers_lmd.training").joinpath("hub_files", HUB_PIPELINE_FILE)
+    resource = resources.files("diffusers_lmd.pipelines").joinpath("hub_files", HUB_PIPELINE_FILE)
     return Path(str(resource))
 
 
