@@ -23,6 +23,7 @@ from ..models.diffusion_head import sample_tokens
 from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
 from ..schedulers import LMDMaskScheduler
 from .conditioning import ClassLabelInput, LMDConditioningMixin, PromptInput, condition_count, label_index
+from .hub_utils import LMDHubMixin
 from .image_inputs import LMDImageInputsMixin
 from .pipeline_output import LMDPipelineOutput
 
@@ -32,7 +33,7 @@ Generator = torch.Generator | list[torch.Generator] | None
 StepCallback = Callable[..., dict] | PipelineCallback | MultiPipelineCallbacks | None
 
 
-class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
+class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
     """Pipeline for image reconstruction, inpainting and generation with Latent Masking Diffusion.
 
     The projector ``vae`` encodes the image, the ``transformer`` predicts the masked latent patches from the
@@ -40,7 +41,8 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
     ``scheduler`` reveals over several steps. A class- or text-conditional transformer takes ``class_labels`` or a
     ``prompt``, with classifier-free guidance; one with a diffusion head samples the masked patches.
 
-    This model inherits from [`DiffusionPipeline`] (saving, loading, devices, offloading).
+    This model inherits from [`DiffusionPipeline`] (loading, devices, offloading); its ``save_pretrained`` and
+    ``push_to_hub`` add ``lmd_pipeline.py`` and a model card (:mod:`~diffusers_lmd.pipelines.hub_utils`).
 
     Args:
         vae: the frozen projector, a ``VQModel`` or ``AutoencoderKL`` whose config holds the latent
