@@ -1,1 +1,1 @@
-../src/diffusers_lmd/training/hub_files/lmd_pipeline.py
+../src/diffusers_lmd/pipelines/hub_files/lmd_pipeline.py

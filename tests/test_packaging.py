@@ -8,27 +8,27 @@ import pytest
 from setuptools.config.setupcfg import read_configuration
 
 import diffusers_lmd
-from diffusers_lmd.training.hub import HUB_PIPELINE_FILE, hub_pipeline_file
-from diffusers_lmd.training.lmd.outputs import hub_pipeline_source
+from diffusers_lmd.pipelines.hub_utils import HUB_PIPELINE_FILE, copy_hub_pipeline_file, hub_pipeline_file
 from diffusers_lmd.training.logging import plot_loss_curve, plot_or_warn
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = [{"step": 1, "loss": 1.0, "mask_ratio": 0.15}, {"step": 2, "loss": 0.5, "mask_ratio": 0.2}]
 
 
-def test_the_hub_pipeline_file_is_package_data():
+def test_the_hub_pipeline_file_is_package_data(tmp_path):
     file = hub_pipeline_file()
     assert file.is_file() and file.name == HUB_PIPELINE_FILE
-    assert resources.files("diffusers_lmd.training").joinpath("hub_files", HUB_PIPELINE_FILE).is_file()
+    assert resources.files("diffusers_lmd.pipelines").joinpath("hub_files", HUB_PIPELINE_FILE).is_file()
     assert Path(diffusers_lmd.__file__).parent in file.resolve().parents  # inside the installed package
-    assert hub_pipeline_source() == file  # what save_pipeline copies into every saved folder
+    assert copy_hub_pipeline_file(tmp_path)  # what save_pretrained copies into every saved folder
+    assert (tmp_path / HUB_PIPELINE_FILE).read_text() == file.read_text()
     assert "class LMDPipeline(lmd_pipelines.LMDPipeline)" in file.read_text()
 
 
 def test_setup_cfg_ships_it_in_wheels_and_the_checkout_path_still_points_at_it():
     package_data = read_configuration(str(ROOT / "setup.cfg"))["options"]["package_data"]
-    patterns = package_data["diffusers_lmd.training"]
-    package_dir = ROOT / "src" / "diffusers_lmd" / "training"
+    patterns = package_data["diffusers_lmd.pipelines"]
+    package_dir = ROOT / "src" / "diffusers_lmd" / "pipelines"
     shipped = [path for pattern in patterns for path in package_dir.glob(pattern)]
     assert package_dir / "hub_files" / HUB_PIPELINE_FILE in shipped
     checkout = ROOT / "pipelines" / HUB_PIPELINE_FILE  # the path docs/pipeline.md shows for custom_pipeline=

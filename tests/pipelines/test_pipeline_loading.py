@@ -65,7 +65,7 @@ def test_save_and_load_round_trip_bit_identical(make_pipeline, tmp_path, project
     pipe = make_pipeline(projector=projector)
     pipe.save_pretrained(tmp_path / "a")
     index = json.loads((tmp_path / "a" / "model_index.json").read_text())
-    assert index["_class_name"] == "LMDPipeline"
+    assert index["_class_name"] == ["lmd_pipeline", "LMDPipeline"]  # the Hub file beside it, for DiffusionPipeline
     assert index["vae"] == ["diffusers", vae_class]
     # diffusers records a component from outside its own libraries under its full module path.
     assert index["transformer"] == ["diffusers_lmd.models.lmd_model", "LMDModel"]

@@ -140,6 +140,7 @@ class DiffusionHead(nn.Module):
         temperature: float = 1.0,
         guidance_scale: float = 1.0,
         step_generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw ``N`` latent patches by running ``scheduler`` from pure noise, the head predicting the noise.
 
@@ -154,6 +155,7 @@ class DiffusionHead(nn.Module):
                 ``variance_noise`` (``DDPMScheduler``) draw it themselves, from ``step_generator``, at temperature 1.
             guidance_scale: classifier-free guidance weight, ``eps_u + w (eps_c - eps_u)``.
             step_generator: the generator of schedulers that draw their own noise.
+            noise: the ``N x token_dim`` starting noise; default: ``draw_noise()``.
         """
         step_parameters = inspect.signature(scheduler.step).parameters
         takes_noise = takes_variance_noise(scheduler)
@@ -166,7 +168,7 @@ class DiffusionHead(nn.Module):
                 "sampler as DDPMScheduler) or temperature=1."
             )
         scheduler.set_timesteps(num_inference_steps, device=condition.device)
-        x = draw_noise() * scheduler.init_noise_sigma
+        x = (draw_noise() if noise is None else noise) * scheduler.init_noise_sigma
         guided = guidance_scale > 1.0
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
@@ -197,6 +199,7 @@ def sample_tokens(
     generator: torch.Generator | list[torch.Generator] | None = None,
     temperature: float = 1.0,
     guidance_scale: float = 1.0,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw the latent patches at the ``picked`` tokens, ``N x token_dim`` in row-major order.
 
@@ -208,6 +211,7 @@ def sample_tokens(
         scheduler / num_inference_steps / temperature / guidance_scale: as in :meth:`DiffusionHead.sample`.
         generator: one generator, or one per image so that a batch draws what single-image calls draw: noise is
             drawn for the whole ``L x token_dim`` grid of each image and the picked tokens taken from it.
+        noise: ``B x L x token_dim``, every token's starting noise (the picked ones are used); default: drawn.
     """
     batch = picked.shape[0]
     if isinstance(generator, list) and not takes_variance_noise(scheduler):  # it draws per call: one image a call
@@ -221,6 +225,7 @@ def sample_tokens(
                 g,
                 temperature,
                 guidance_scale,
+                None if noise is None else noise[i : i + 1],
             )
             for i, g in enumerate(generator)
         ]
@@ -234,8 +239,9 @@ def sample_tokens(
         return randn_tensor(shape, generator=generator, device=features.device, dtype=features.dtype)[picked]
 
     step_generator = None if isinstance(generator, list) else generator  # a list only reaches here with variance_noise
+    start = None if noise is None else noise[picked].to(features.device, features.dtype)
     return head.sample(
-        condition, scheduler, num_inference_steps, draw_noise, temperature, guidance_scale, step_generator
+        condition, scheduler, num_inference_steps, draw_noise, temperature, guidance_scale, step_generator, start
     )
 
 

@@ -73,15 +73,21 @@ class LMDConditioningMixin:
         return [self.labels[name] for name in names]
 
     def prepare_class_labels(
-        self, class_labels: ClassLabelInput, batch_size: int, device: torch.device, do_classifier_free_guidance: bool
+        self,
+        class_labels: ClassLabelInput,
+        batch_size: int,
+        device: torch.device,
+        do_classifier_free_guidance: bool,
+        num_images_per_prompt: int = 1,
     ) -> torch.Tensor | None:
-        """``B`` label ids on ``device`` (names looked up with :meth:`get_label_ids`; one label serves the whole
-        batch; none = the null class), then, with guidance, ``B`` null-class rows; None for a model without classes."""
+        """``B x num_images_per_prompt`` label ids on ``device``, each label's images together (names looked up with
+        :meth:`get_label_ids`; one label serves the whole batch; none = the null class), then, with guidance, as many
+        null-class rows; None for a model without classes."""
         num_classes = self.transformer.config.num_class_embeds
         if num_classes is None:
             return None
         if class_labels is None:
-            labels = torch.full((batch_size,), num_classes, device=device, dtype=torch.long)
+            labels = torch.full((batch_size * num_images_per_prompt,), num_classes, device=device, dtype=torch.long)
         else:
             if isinstance(class_labels, torch.Tensor) and (class_labels.is_floating_point() or class_labels.ndim > 1):
                 raise ValueError(f"class_labels must be integers, one per image, got a {class_labels.dtype} tensor.")
@@ -92,6 +98,7 @@ class LMDConditioningMixin:
                     f"class_labels must be ids in [0, {num_classes}) or names in id2label, got {class_labels!r}."
                 )
             labels = _broadcast("class_labels", torch.tensor([int(x) for x in ids], device=device), batch_size)
+            labels = labels.repeat_interleave(num_images_per_prompt)
         if do_classifier_free_guidance:
             labels = torch.cat([labels, torch.full_like(labels, num_classes)])
         return labels
@@ -107,10 +114,12 @@ class LMDConditioningMixin:
         negative_prompt_embeds: torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
+        num_images_per_prompt: int = 1,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Text embeddings and attention mask (``B x S x D``, ``B x S``) of ``prompt`` or of the given embeddings,
-        broadcast to the batch (the empty prompt when neither is given), then, with guidance, ``B`` rows of the
-        negative prompt's; ``(None, None)`` for a transformer without text conditioning."""
+        broadcast to the batch (the empty prompt when neither is given) and repeated ``num_images_per_prompt`` times
+        each, then, with guidance, as many rows of the negative prompt's; ``(None, None)`` for a transformer without
+        text conditioning."""
         if self.transformer.config.cross_attention_dim is None:
             return None, None
         branches = [("prompt", prompt, prompt_embeds, prompt_attention_mask)]
@@ -125,8 +134,10 @@ class LMDConditioningMixin:
                 text_embeds, text_mask = encode_text(self.tokenizer, self.text_encoder, texts, device)
             if text_mask is None:
                 text_mask = torch.ones(text_embeds.shape[:2], dtype=torch.long)
-            embeds.append(_broadcast(name, text_embeds.to(device, self.transformer.dtype), batch_size))
-            masks.append(_broadcast(f"{name} attention masks", text_mask.to(device), batch_size))
+            text_embeds = _broadcast(name, text_embeds.to(device, self.transformer.dtype), batch_size)
+            text_mask = _broadcast(f"{name} attention masks", text_mask.to(device), batch_size)
+            embeds.append(text_embeds.repeat_interleave(num_images_per_prompt, dim=0))
+            masks.append(text_mask.repeat_interleave(num_images_per_prompt, dim=0))
         if embeds[-1].shape != embeds[0].shape:
             raise ValueError(
                 f"prompt_embeds {tuple(embeds[0].shape)} and negative_prompt_embeds {tuple(embeds[1].shape)} must "

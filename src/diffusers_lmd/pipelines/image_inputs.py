@@ -8,6 +8,8 @@ tensors ``C x H x W`` or ``B x C x H x W``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import PIL.Image
 import torch
@@ -16,11 +18,12 @@ from diffusers.utils import logging
 
 from ..data.transforms import to_rgb as pil_to_rgb
 from ..masking import check_mask_ratio, pixel_mask_to_token_mask, random_mask
-from ..projector import downsample_factor
+from ..projector import check_compatible, downsample_factor
 
 logger = logging.get_logger(__name__)
 
 DEFAULT_MASK_RATIO = 0.75  # MAE's
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 def check_image_inputs(
@@ -31,6 +34,7 @@ def check_image_inputs(
     height: int | None,
     width: int | None,
     patch_pixels: int,
+    num_images_per_prompt: int = 1,
 ) -> None:
     """Raise a ``ValueError`` naming the first problem with a call's image, mask, batch and size arguments."""
     if image is None and batch_size is None:
@@ -53,6 +57,8 @@ def check_image_inputs(
         )
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt must be an integer of at least 1, got {num_images_per_prompt!r}.")
     if (height is None) != (width is None):
         raise ValueError("Pass both `height` and `width`, or neither.")
     for name, value in (("height", height), ("width", width)):
@@ -158,7 +164,7 @@ def token_multiple_size(size: tuple[int, int], multiple: int) -> tuple[int, int]
 
 class LMDImageInputsMixin:
     """Image and mask inputs for :class:`~diffusers_lmd.LMDPipeline`, whose ``vae``, ``transformer``,
-    ``image_processor`` and ``mask_processor`` these read."""
+    ``image_processor``, ``mask_processor`` and ``_callback_tensor_inputs`` these read."""
 
     @property
     def patch_pixels(self) -> int:
@@ -172,6 +178,53 @@ class LMDImageInputsMixin:
         height, width = (size, size) if isinstance(size, int) else size
         factor = downsample_factor(self.vae)
         return height * factor, width * factor
+
+    def check_inputs(
+        self,
+        image: PipelineImageInput | None,
+        mask_image: PipelineImageInput | None,
+        mask_ratio: float | None,
+        batch_size: int | None,
+        num_inference_steps: int,
+        height: int | None,
+        width: int | None,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None,
+        num_images_per_prompt: int = 1,
+    ) -> None:
+        """Raise a ``ValueError`` naming the first problem with the call's image, mask, size and output arguments
+        (:meth:`check_condition_inputs` checks the conditions, :meth:`check_latents` the head's noise)."""
+        check_compatible(self.vae, self.transformer)
+        check_image_inputs(
+            image, mask_image, mask_ratio, batch_size, height, width, self.patch_pixels, num_images_per_prompt
+        )
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        unknown = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
+            )
+
+    def check_latents(self, latents: torch.Tensor | None, batch_size: int, size: tuple[int, int]) -> None:
+        """``latents``, the diffusion head's starting noise, must be ``batch_size x C x h x w``: the latent of the
+        ``size`` image, one per output image; an MSE head starts from no noise."""
+        if latents is None:
+            return
+        if self.transformer.diffusion_head is None:
+            raise ValueError(
+                "latents is the diffusion head's starting noise; this transformer has head_type='mse', which "
+                "predicts the mean from no noise: leave latents unset."
+            )
+        factor = downsample_factor(self.vae)
+        shape = (batch_size, self.transformer.config.in_channels, size[0] // factor, size[1] // factor)
+        if tuple(latents.shape) != shape:
+            raise ValueError(
+                f"latents must have shape {shape} (images x latent channels x latent height x width), got "
+                f"{tuple(latents.shape)}."
+            )
 
     def prepare_image(
         self, image: PipelineImageInput, height: int | None = None, width: int | None = None
@@ -190,17 +243,22 @@ class LMDImageInputsMixin:
         size: tuple[int, int],
         batch_size: int,
         generator: torch.Generator | list[torch.Generator] | None,
+        num_images_per_prompt: int = 1,
     ) -> torch.Tensor:
         """The ``B x L`` token mask of a ``size`` image: a token is masked if any pixel behind it is white in
-        ``mask_image`` (one for the batch, or one per image), else a uniform random share ``mask_ratio`` (default
-        0.75) is; with a list of generators, row ``i`` is drawn from generator ``i``."""
+        ``mask_image`` (one for the batch, or one per input image, repeated for its ``num_images_per_prompt``
+        outputs), else a uniform random share ``mask_ratio`` (default 0.75) is; with a list of generators, row ``i``
+        is drawn from generator ``i``."""
         if mask_image is not None:
             pixels = self.mask_processor.preprocess(mask_to_float(mask_image), height=size[0], width=size[1])
             if pixels.shape[0] == 1:
                 pixels = pixels.expand(batch_size, -1, -1, -1)
-            elif pixels.shape[0] != batch_size:
+            elif pixels.shape[0] * num_images_per_prompt == batch_size:
+                pixels = pixels.repeat_interleave(num_images_per_prompt, dim=0)
+            else:
                 raise ValueError(
-                    f"Got {pixels.shape[0]} masks for {batch_size} images: pass one mask, or one per image."
+                    f"Got {pixels.shape[0]} masks for {batch_size // num_images_per_prompt} images: pass one mask, "
+                    "or one per image."
                 )
             return pixel_mask_to_token_mask(pixels, self.patch_pixels)
         ratio = DEFAULT_MASK_RATIO if mask_ratio is None else mask_ratio

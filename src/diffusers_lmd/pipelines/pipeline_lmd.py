@@ -23,17 +23,17 @@ from ..models.diffusion_head import sample_tokens
 from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
 from ..schedulers import LMDMaskScheduler
 from .conditioning import ClassLabelInput, LMDConditioningMixin, PromptInput, condition_count, label_index
-from .image_inputs import LMDImageInputsMixin, check_image_inputs
+from .hub_utils import LMDHubMixin
+from .image_inputs import LMDImageInputsMixin
 from .pipeline_output import LMDPipelineOutput
 
 DEFAULT_GENERATION_STEPS = 10
 DEFAULT_HEAD_INFERENCE_STEPS = 50
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 Generator = torch.Generator | list[torch.Generator] | None
 StepCallback = Callable[..., dict] | PipelineCallback | MultiPipelineCallbacks | None
 
 
-class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
+class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
     """Pipeline for image reconstruction, inpainting and generation with Latent Masking Diffusion.
 
     The projector ``vae`` encodes the image, the ``transformer`` predicts the masked latent patches from the
@@ -41,7 +41,8 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
     ``scheduler`` reveals over several steps. A class- or text-conditional transformer takes ``class_labels`` or a
     ``prompt``, with classifier-free guidance; one with a diffusion head samples the masked patches.
 
-    This model inherits from [`DiffusionPipeline`] (saving, loading, devices, offloading).
+    This model inherits from [`DiffusionPipeline`] (loading, devices, offloading); its ``save_pretrained`` and
+    ``push_to_hub`` add ``lmd_pipeline.py`` and a model card (:mod:`~diffusers_lmd.pipelines.hub_utils`).
 
     Args:
         vae: the frozen projector, a ``VQModel`` or ``AutoencoderKL`` whose config holds the latent
@@ -120,32 +121,6 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
         """``True`` once ``pipe._interrupt`` was set during a call: the remaining steps are skipped."""
         return self._interrupt
 
-    def check_inputs(
-        self,
-        image: PipelineImageInput | None,
-        mask_image: PipelineImageInput | None,
-        mask_ratio: float | None,
-        batch_size: int | None,
-        num_inference_steps: int,
-        height: int | None,
-        width: int | None,
-        output_type: str,
-        callback_on_step_end_tensor_inputs: Sequence[str] | None,
-    ) -> None:
-        """Raise a ``ValueError`` naming the first problem with the call's image, mask, size and output arguments
-        (:meth:`check_condition_inputs` checks the rest)."""
-        check_compatible(self.vae, self.transformer)
-        check_image_inputs(image, mask_image, mask_ratio, batch_size, height, width, self.patch_pixels)
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}.")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        unknown = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
-            )
-
     def prepare_latents(
         self,
         images: torch.Tensor | None,
@@ -155,6 +130,7 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
         size: tuple[int, int],
         generator: Generator,
         device: torch.device,
+        num_images_per_prompt: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting latents (in the projector's dtype) and ``B x L`` token mask: the encoded ``images`` with the
         tokens under ``mask_image``'s white pixels masked, or a random share (``mask_ratio``); without images, a fully
@@ -162,8 +138,8 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
         what is to be predicted reaches a callback or an interrupted call's output."""
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(
-                f"Got a list of {len(generator)} generators for a batch of {batch_size}: pass one per image, "
-                "or a single generator."
+                f"Got a list of {len(generator)} generators for a batch of {batch_size}: pass one per output image "
+                "(num_images_per_prompt of each), or a single generator."
             )
         if images is None:  # generation: every value will be predicted
             factor = downsample_factor(self.vae)
@@ -172,7 +148,8 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
             return torch.zeros(shape, device=device, dtype=self.vae.dtype), mask
         self._onload(self.vae)
         latents = encode_images(self.vae, images.to(device))
-        mask = self.prepare_mask(mask_image, mask_ratio, size, batch_size, generator).to(device)
+        mask = self.prepare_mask(mask_image, mask_ratio, size, batch_size, generator, num_images_per_prompt)
+        mask = mask.to(device)
         return keep_visible(latents, torch.zeros_like(latents), mask, self.transformer.config.patch_size), mask
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -213,6 +190,8 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
         guidance_scale: float = 1.0,
         temperature: float = 1.0,
         num_head_inference_steps: int | None = None,
+        num_images_per_prompt: int = 1,
+        latents: torch.Tensor | None = None,
     ) -> LMDPipelineOutput | tuple:
         """Reconstruct (``image``), inpaint (``image`` + ``mask_image``) or generate (``batch_size`` or conditions).
 
@@ -254,6 +233,11 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
                 the conditional and unconditional inputs run in one batch.
             temperature: diffusion head only: scales the noise each sampling step adds (MAR's temperature).
             num_head_inference_steps: diffusion head only: ``head_scheduler`` steps per sampled token (default 50).
+            num_images_per_prompt: outputs per input image, class label or prompt (per image for unconditional
+                generation), grouped: the batch is ``num_images_per_prompt`` times the inputs', as in diffusers.
+            latents: diffusion head only: the head's starting noise for every token, ``B x C x h x w`` (``B``
+                output images, the latent's channels and size); each token starts from its patch when it is sampled.
+                Default: drawn from ``generator``.
 
         Examples:
             ```py
@@ -295,6 +279,7 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
             width,
             output_type,
             callback_on_step_end_tensor_inputs,
+            num_images_per_prompt,
         )
         self.check_condition_inputs(
             class_labels,
@@ -311,35 +296,40 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
         self._guidance_scale = guidance_scale
         device = self._execution_device
 
-        # 2. Preprocess the image: its batch is the call's
+        # 2. Preprocess the image: its batch (or the conditions') times num_images_per_prompt is the call's
         if image is not None:
             images, size = self.prepare_image(image, height, width)
-            batch_size = images.shape[0]
+            batch_size, images = images.shape[0], images.repeat_interleave(num_images_per_prompt, dim=0)
         else:
             images, size = None, (height, width) if height is not None else self.default_image_size
+        num_images = batch_size * num_images_per_prompt
+        self.check_latents(latents, num_images, size)
 
         # 3. Encode the conditions; with guidance, the unconditional rows (null class, negative prompt) follow
-        class_labels = self.prepare_class_labels(class_labels, batch_size, device, self.do_classifier_free_guidance)
+        cfg = self.do_classifier_free_guidance
+        class_labels = self.prepare_class_labels(class_labels, batch_size, device, cfg, num_images_per_prompt)
         prompt_embeds, prompt_attention_mask = self.encode_prompt(
             prompt,
             batch_size,
             device,
-            self.do_classifier_free_guidance,
+            cfg,
             negative_prompt,
             prompt_embeds,
             negative_prompt_embeds,
             prompt_attention_mask,
             negative_prompt_attention_mask,
+            num_images_per_prompt,
         )
         conditions = dict(
             class_labels=class_labels, encoder_hidden_states=prompt_embeds, encoder_attention_mask=prompt_attention_mask
         )
 
         # 4. Prepare the latents and the token mask (1 = to predict)
-        latents, initial_mask = self.prepare_latents(
-            images, mask_image, mask_ratio, batch_size, size, generator, device
+        head_noise = None if latents is None else patchify(latents, self.transformer.config.patch_size)
+        latents, mask = self.prepare_latents(
+            images, mask_image, mask_ratio, num_images, size, generator, device, num_images_per_prompt
         )
-        mask = initial_mask
+        initial_mask = mask
 
         # 5. Set the reveal steps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -375,7 +365,15 @@ class LMDPipeline(LMDImageInputsMixin, LMDConditioningMixin, DiffusionPipeline):
                     self._onload(self.transformer)  # offload hooks wrap forward(), and this is not forward()
                     features = self.transformer.forward_features(model_input, model_mask, **conditions)
                     tokens = sample_tokens(
-                        head, features, picked, self.head_scheduler, head_steps, generator, temperature, guidance_scale
+                        head,
+                        features,
+                        picked,
+                        self.head_scheduler,
+                        head_steps,
+                        generator,
+                        temperature,
+                        guidance_scale,
+                        head_noise,
                     )
                     patches = patchify(latents, patch_size)
                     patches[picked] = tokens.to(patches.dtype)

@@ -13,7 +13,6 @@ import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
@@ -26,13 +25,6 @@ HUB_STAGING_DIR = ".hub_push"
 HUB_IGNORE_PATTERNS = ("checkpoint-*", ".checkpoint-*", "logs/*", "latent_cache/*", "*.tmp", f"{HUB_STAGING_DIR}/*")
 HUB_STRATEGIES = ("end", "every_save")
 SECRET_ARGS = ("hub_token",)
-HUB_PIPELINE_FILE = "lmd_pipeline.py"
-
-
-def hub_pipeline_file() -> Path:
-    """The ``lmd_pipeline.py`` shipped in the package (for ``custom_pipeline=``), installed from a wheel or not."""
-    resource = resources.files("diffusers_lmd.training").joinpath("hub_files", HUB_PIPELINE_FILE)
-    return Path(str(resource))
 
 
 def hub_repo_id(args: argparse.Namespace) -> str:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,13 +25,12 @@ from PIL import Image
 from ...evaluation import EVAL_MASK_RATIO, ReconstructionMetrics, reconstruction_grid
 from ...models import LMDModel
 from ...pipelines import LMDPipeline
+from ...pipelines.hub_utils import card_pipeline_tag, card_tags, pipeline_usage
 from ...pipelines.visualization import class_sample_grid
 from ...projector import Projector
 from ...schedulers import LMDMaskScheduler
-from ..hub import HUB_PIPELINE_FILE, HubUploader, hub_pipeline_file, hub_repo_id, save_model_card
+from ..hub import HubUploader, hub_repo_id, save_model_card
 from ..logging import plot_loss_curve, plot_mask_schedule, plot_or_warn, read_jsonl
-
-logger = logging.getLogger(__name__)  # finish_run runs on the main process only
 
 LOG_FILE = "train_log.jsonl"
 GRID_FILE = "reconstructions.png"
@@ -67,12 +64,6 @@ class LMDTrainingResult:
     cache_reused: bool | None = None
 
 
-def hub_pipeline_source() -> Path | None:
-    """The ``lmd_pipeline.py`` (for ``custom_pipeline=``) shipped as package data: from a pip install or a checkout."""
-    candidate = hub_pipeline_file()
-    return candidate if candidate.is_file() else None
-
-
 def _float32(module: torch.nn.Module | None) -> torch.nn.Module | None:
     """``module`` in float32 for saving: a float32 copy when it runs in another dtype, so the run's module is untouched
     (a checkpoint push happens mid-run)."""
@@ -90,9 +81,9 @@ def save_pipeline(
     text_encoder: torch.nn.Module | None = None,
     id2label: dict[int, str] | None = None,
 ) -> LMDPipeline:
-    """Save an ``LMDPipeline`` (``model_index.json`` at the root, float32 safetensors) plus the Hub pipeline file
-    beside it; a text-conditional run's tokenizer and text encoder, and a class-conditional run's ``id2label``, go
-    with it."""
+    """Save an ``LMDPipeline`` (``model_index.json`` at the root, float32 safetensors; its ``save_pretrained`` puts the
+    Hub pipeline file beside it); a text-conditional run's tokenizer and text encoder, and a class-conditional run's
+    ``id2label``, go with it."""
     pipeline = LMDPipeline(
         vae=_float32(vae),
         transformer=_float32(model),
@@ -102,14 +93,6 @@ def save_pipeline(
         id2label=id2label,
     )
     pipeline.save_pretrained(output_dir)
-    source = hub_pipeline_source()
-    if source is not None:
-        shutil.copyfile(source, os.path.join(output_dir, HUB_PIPELINE_FILE))
-    else:
-        logger.warning(
-            "The package's %s is missing; the saved folder loads with diffusers_lmd only (no custom_pipeline=).",
-            HUB_PIPELINE_FILE,
-        )
     return pipeline
 
 
@@ -134,17 +117,7 @@ def write_model_card(
 ) -> str:
     """The model card of an LMD pipeline folder: usage, metrics, reconstructions, curves and arguments."""
     repo = repo_id or hub_repo_id(args)
-    usage = f"""
-from diffusers import DiffusionPipeline
-
-pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="lmd_pipeline", trust_remote_code=True)
-# or, with `pip install diffusers-lmd`: from diffusers_lmd import LMDPipeline; LMDPipeline.from_pretrained("{repo}")
-reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
-"""
-    if args.label_column:
-        usage += "samples = pipe(class_labels=[0, 0, 0, 0], guidance_scale=3.0, num_inference_steps=16).images\n"
-    if args.caption_column:
-        usage += 'samples = pipe(prompt=["a caption"], guidance_scale=3.0, num_inference_steps=16).images\n'
+    usage = pipeline_usage(repo, bool(args.label_column), bool(args.caption_column))
     schedule = (
         f"the `{args.mask_schedule}` mask-ratio schedule rising from {args.mask_ratio_min} to {args.mask_ratio_max}"
     )
@@ -181,8 +154,10 @@ reconstruction = pipe(image=image, mask_ratio=0.75).images[0]
         args=args,
         metrics=metrics,
         images=images,
-        tags=["lmd", "masked-autoencoder", "latent-masking-diffusion", "image-reconstruction"],
-        pipeline_tag="image-to-image",
+        tags=card_tags(bool(args.label_column)),
+        pipeline_tag=card_pipeline_tag(
+            bool(args.label_column), bool(args.caption_column), args.head_type == "diffusion"
+        ),
     )
 
 
