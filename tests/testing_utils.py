@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import tiny_clip
 from huggingface_hub.utils import filter_repo_objects
 from safetensors.torch import load_file
 
+from diffusers_lmd import LMDModel
+from diffusers_lmd.pipelines import LMDPipeline
 from diffusers_lmd.training import hub, train_lmd
 from diffusers_lmd.training.args import parse_lmd_args
 from diffusers_lmd.training.logging import read_jsonl
@@ -153,3 +156,52 @@ class FakeHub:
             done.set_result("https://huggingface.co/someone/x/commit/1")
             return done
         return "https://huggingface.co/someone/x/commit/2"
+
+
+# ------------------------------------------------------------------------------------------- pipelines
+def gen(seed: int = 0) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def make_generation_pipeline(components, text: bool = False, id2label=None, **config) -> LMDPipeline:
+    """A tiny pipeline whose transformer has ``config`` (and the tiny CLIP when ``text``)."""
+    torch.manual_seed(1)
+    if text:
+        config["cross_attention_dim"] = 16
+    transformer = LMDModel.from_preset("tiny", sample_size=8, in_channels=4, patch_size=2, **config).eval()
+    if config.get("head_type") == "diffusion":  # a head that does something (its output starts at zero)
+        torch.nn.init.normal_(transformer.diffusion_head.proj_out.weight, std=0.05)
+    extra = dict(zip(("tokenizer", "text_encoder"), tiny_clip())) if text else {}
+    pipe = LMDPipeline(**{**components, "transformer": transformer}, **extra, id2label=id2label)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def latents_of(pipe, **kwargs) -> torch.Tensor:
+    """The pipeline's output latents (no decoding)."""
+    return pipe(output_type="latent", **kwargs).images
+
+
+# What a model card's reader runs on a loaded pipeline: a reconstruction and two generated images.
+SAMPLE = textwrap.dedent(
+    """
+    import numpy as np
+    import torch
+
+    def sample(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        image = torch.linspace(0, 1, 3 * 16 * 16).reshape(1, 3, 16, 16)
+        recon = pipe(image=image, generator=torch.Generator().manual_seed(0), output_type="np").images
+        generated = pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(1),
+                         output_type="np").images
+        return np.concatenate([recon, generated])
+    """
+)
+
+
+def sample(pipe) -> np.ndarray:
+    """:data:`SAMPLE` run on ``pipe`` in this process."""
+    namespace: dict = {}
+    exec(SAMPLE, namespace)
+    return namespace["sample"](pipe)

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_clip
 from diffusers import DDIMScheduler, DDPMScheduler
+from testing_utils import gen, latents_of, make_generation_pipeline
 
-from diffusers_lmd import LMDInpaintPipeline, LMDModel, LMDPipeline, encode_images
+from diffusers_lmd import LMDInpaintPipeline, LMDPipeline, encode_images
 from diffusers_lmd.masking import token_mask_to_latent_mask
 from diffusers_lmd.pipelines.text_inputs import encode_text
 
@@ -24,41 +24,21 @@ HUB_FILE = Path(__file__).resolve().parents[2] / "pipelines" / "lmd_pipeline.py"
 NAMES = {0: "T-shirt/top", 1: "Trouser", 2: "Bag"}
 
 
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def make(components, text: bool = False, id2label=None, **config) -> LMDPipeline:
-    """A tiny pipeline whose transformer has ``config`` (and the tiny CLIP when ``text``)."""
-    torch.manual_seed(1)
-    if text:
-        config["cross_attention_dim"] = 16
-    transformer = LMDModel.from_preset("tiny", sample_size=8, in_channels=4, patch_size=2, **config).eval()
-    if config.get("head_type") == "diffusion":  # a head that does something (its output starts at zero)
-        torch.nn.init.normal_(transformer.diffusion_head.proj_out.weight, std=0.05)
-    extra = dict(zip(("tokenizer", "text_encoder"), tiny_clip())) if text else {}
-    pipe = LMDPipeline(**{**components, "transformer": transformer}, **extra, id2label=id2label)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.fixture
 def class_pipe(make_pipeline_components):
-    return make(make_pipeline_components(), num_class_embeds=3, id2label=NAMES)
+    return make_generation_pipeline(make_pipeline_components(), num_class_embeds=3, id2label=NAMES)
 
 
 @pytest.fixture
 def text_pipe(make_pipeline_components):
-    return make(make_pipeline_components(), text=True)
+    return make_generation_pipeline(make_pipeline_components(), text=True)
 
 
 @pytest.fixture
 def diffusion_pipe(make_pipeline_components):
-    return make(make_pipeline_components(), num_class_embeds=3, head_type="diffusion", id2label=NAMES)
-
-
-def latents_of(pipe, **kwargs) -> torch.Tensor:
-    return pipe(output_type="latent", **kwargs).images
+    return make_generation_pipeline(
+        make_pipeline_components(), num_class_embeds=3, head_type="diffusion", id2label=NAMES
+    )
 
 
 # --------------------------------------------------------------------------------------------- guidance

@@ -12,34 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from testing_utils import SAMPLE, sample
 
 from diffusers_lmd import LMDInpaintPipeline, LMDPipeline
 
 HUB_FILE = Path(__file__).resolve().parents[2] / "pipelines" / "lmd_pipeline.py"
 
+
 # One reconstruction and one generation, run the same way in this process and in the subprocesses.
-SAMPLE = textwrap.dedent(
-    """
-    import numpy as np
-    import torch
-
-    def sample(pipe):
-        pipe.set_progress_bar_config(disable=True)
-        image = torch.linspace(0, 1, 3 * 16 * 16).reshape(1, 3, 16, 16)
-        recon = pipe(image=image, generator=torch.Generator().manual_seed(0), output_type="np").images
-        generated = pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(1),
-                         output_type="np").images
-        return np.concatenate([recon, generated])
-    """
-)
-
-
-def sample(pipe) -> np.ndarray:
-    namespace: dict = {}
-    exec(SAMPLE, namespace)
-    return namespace["sample"](pipe)
-
-
 def run_python(code: str, *args, tmp_path: Path) -> str:
     """Run ``code`` in a fresh interpreter, offline, with diffusers' module cache under ``tmp_path``."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}

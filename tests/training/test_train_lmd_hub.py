@@ -13,8 +13,7 @@ import torch
 from conftest import tiny_pipeline_components
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_train_lmd import step_records, tiny_argv, train
-from testing_utils import FakeHub, hub_repo, same_weights
+from testing_utils import FakeHub, hub_repo, same_weights, step_records, tiny_argv, train
 
 from diffusers_lmd import LMDModel, LMDPipeline
 from diffusers_lmd.training import LMDTrainer, list_checkpoints, parse_lmd_args

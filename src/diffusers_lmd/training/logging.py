@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
 LOG_DATE_FORMAT = "%m/%d/%Y %H:%M:%S"
 PACKAGE_LOGGER = "diffusers_lmd"
-PLOT_EXTRA = "pip install matplotlib  (or pip install 'diffusers-lmd[train]')"
+PLOT_EXTRA = "pip install matplotlib  (or pip install '.[train]' in a clone of diffusers-lmd)"
 
 logger = logging.getLogger(__name__)
 

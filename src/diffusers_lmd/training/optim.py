@@ -70,7 +70,7 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig, learning_rate: fl
         except ImportError as err:
             raise ImportError(
                 "--optimizer adan needs the adan-pytorch package: `pip install adan-pytorch` "
-                "(or `pip install diffusers-lmd[train]`)."
+                '(or `pip install ".[train]"` in a clone of diffusers-lmd).'
             ) from err
         return Adan(groups, lr=learning_rate, betas=ADAN_BETAS, eps=config.adam_epsilon)
     raise ValueError(f"Unknown --optimizer {config.optimizer!r}; choose adamw or adan.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_pipeline_generation import gen, latents_of, make
+from testing_utils import gen, latents_of, make_generation_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -16,7 +16,7 @@ def gens(n: int) -> list[torch.Generator]:
 
 @pytest.fixture
 def diffusion_pipe(make_pipeline_components):
-    return make(make_pipeline_components(), num_class_embeds=3, head_type="diffusion")
+    return make_generation_pipeline(make_pipeline_components(), num_class_embeds=3, head_type="diffusion")
 
 
 def test_num_images_per_prompt_groups_outputs_per_class_label(diffusion_pipe):
@@ -29,7 +29,7 @@ def test_num_images_per_prompt_groups_outputs_per_class_label(diffusion_pipe):
 
 
 def test_num_images_per_prompt_groups_outputs_per_prompt(make_pipeline_components):
-    pipe = make(make_pipeline_components(), text=True)
+    pipe = make_generation_pipeline(make_pipeline_components(), text=True)
     kwargs = dict(num_inference_steps=2, guidance_scale=2.0)
     grouped = latents_of(pipe, prompt=["a bag", "a shoe"], num_images_per_prompt=2, generator=gens(4), **kwargs)
     spelled = latents_of(pipe, prompt=["a bag", "a bag", "a shoe", "a shoe"], generator=gens(4), **kwargs)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from huggingface_hub import ModelCard
-from test_pipeline_loading import SAMPLE, sample
+from testing_utils import SAMPLE, sample
 
 from diffusers_lmd import LMDInpaintPipeline, LMDModel, LMDPipeline
 from diffusers_lmd.pipelines import hub_utils
