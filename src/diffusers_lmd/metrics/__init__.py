@@ -17,6 +17,7 @@ from .efficiency import (
     psnr,
 )
 from .feature_classifier import FeatureClassifier, FeatureClassifierOutput
+from .feature_networks import FEATURE_NETWORKS, FeatureNetwork, load_feature_network
 from .feature_training import classifier_accuracy, train_feature_classifier, write_model_card
 from .generation import (
     FID_NAME,
@@ -25,20 +26,26 @@ from .generation import (
     classifier_outputs,
     conditional_accuracy,
     frechet_distance,
+    kernel_distance,
     precision_recall,
 )
+from .image_sets import ImageSetConfig, ImageSetScores, evaluate_image_sets, extract_features, score_features
 from .validation import add_noise, degradation_fids, gaussian_blur
 
 __all__ = [
     "DEFAULT_DELTA",
     "DEFAULT_EMA_DECAY",
     "DEFAULT_WARMUP_STEPS",
+    "FEATURE_NETWORKS",
     "FID_NAME",
     "EfficiencyTracker",
     "FeatureClassifier",
     "FeatureClassifierOutput",
+    "FeatureNetwork",
     "GaussianStats",
     "GenerationScorer",
+    "ImageSetConfig",
+    "ImageSetScores",
     "accuracy_increase_events",
     "add_noise",
     "classifier_accuracy",
@@ -46,8 +53,12 @@ __all__ = [
     "conditional_accuracy",
     "degradation_fids",
     "ema_smooth",
+    "evaluate_image_sets",
+    "extract_features",
     "frechet_distance",
     "gaussian_blur",
+    "kernel_distance",
+    "load_feature_network",
     "loss_decrease_events",
     "mean_accuracy_increase_time",
     "mean_iteration_time",
@@ -56,6 +67,7 @@ __all__ = [
     "overall_mean",
     "precision_recall",
     "psnr",
+    "score_features",
     "train_feature_classifier",
     "write_model_card",
 ]

@@ -19,6 +19,7 @@ from .common import (
 )
 from .data import add_data_args, add_label_args, add_label_column_arg, data_config
 from .demo import add_demo_args, demo_defaults, parse_demo_args
+from .evaluate import build_evaluate_fid_parser, image_set_config, parse_evaluate_fid_args
 from .feature_classifier import parse_feature_classifier_args
 from .finetune import add_finetune_args, check_finetune_args
 from .lmd import (
@@ -59,6 +60,7 @@ __all__ = [
     "add_pretrained_args",
     "add_projector_args",
     "add_training_args",
+    "build_evaluate_fid_parser",
     "build_lmd_parser",
     "build_projector_parser",
     "check_finetune_args",
@@ -73,7 +75,9 @@ __all__ = [
     "model_overrides",
     "demo_defaults",
     "effective_learning_rate",
+    "image_set_config",
     "parse_demo_args",
+    "parse_evaluate_fid_args",
     "parse_feature_classifier_args",
     "parse_lmd_args",
     "parse_projector_args",
