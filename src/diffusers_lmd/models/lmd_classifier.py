@@ -23,6 +23,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..projector import check_compatible, encode_images
+from .legacy_keys import LegacyAttentionKeysMixin
 from .lmd_model import LMDModel
 
 POOLING_MODES = ("mean", "cls")
@@ -61,7 +62,7 @@ def _projector_config(vae: VQModel | AutoencoderKL) -> dict:
     return {k: v for k, v in vae.config.items() if not k.startswith("_")}
 
 
-class LMDForImageClassification(ModelMixin, ConfigMixin):
+class LMDForImageClassification(LegacyAttentionKeysMixin, ModelMixin, ConfigMixin):
     """The LMD encoder on all latent tokens, pooled, then ``LayerNorm`` + ``Linear`` to ``num_labels`` logits.
 
     Args:

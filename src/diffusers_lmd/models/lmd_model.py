@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.attention import AttentionMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
@@ -27,10 +29,12 @@ from ..masking import (
     random_mask,
     unpatchify,
 )
+from .attention_processor import LMDAttention, set_attention_slice
 from .conditioning import ClassConditionTokens, text_context_mask
 from .diffusion_head import DiffusionHead, check_head_options
 from .embeddings import sincos_2d_position_embedding
 from .input_checks import check_model_inputs
+from .legacy_keys import LegacyAttentionKeysMixin
 from .presets import LMD_PRESETS
 from .transformer_block import TransformerBlock
 
@@ -52,11 +56,13 @@ class LMDModelOutput(BaseOutput):
     loss: torch.Tensor | None = None
 
 
-class LMDModel(ModelMixin, ConfigMixin):
+class LMDModel(LegacyAttentionKeysMixin, ModelMixin, ConfigMixin, AttentionMixin, PeftAdapterMixin):
     """A ViT masked autoencoder over projector latents, with fixed 2-D sin-cos position embeddings.
 
     The defaults are the unconditional MSE model of the paper; every other option is off by default, so
-    configs and checkpoints saved before the options existed load unchanged.
+    configs and checkpoints saved before the options existed load unchanged. The blocks' attention is diffusers'
+    (``attn_processors``, ``set_attn_processor``, ``fuse_qkv_projections``, ``set_attention_backend``, LoRA on
+    ``to_q`` / ``to_k`` / ``to_v`` / ``to_out.0``); checkpoints with the former fused ``qkv`` / ``kv`` keys load.
 
     Args:
         sample_size: latent side (or ``(height, width)``) the model is built for; other sizes divisible by
@@ -172,13 +178,20 @@ class LMDModel(ModelMixin, ConfigMixin):
         return cls(**{**LMD_PRESETS[name], **overrides})
 
     def _init_weights(self) -> None:
-        """MAE's initialisation: xavier for linear layers and the patch projection, small normal tokens."""
+        """MAE's initialisation: xavier for linear layers (attention's with MAE's fused fans) and the patch
+        projection, small normal tokens."""
         w = self.patch_embed.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
+        initialised = set()
         for module in self.modules():
-            if isinstance(module, nn.Linear):
+            if module in initialised:
+                continue
+            if isinstance(module, LMDAttention):
+                module.init_weights()
+                initialised.update(module.modules())
+            elif isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
@@ -186,6 +199,11 @@ class LMDModel(ModelMixin, ConfigMixin):
                 nn.init.zeros_(module.bias)
         if self.diffusion_head is not None:
             self.diffusion_head.init_weights()
+
+    def set_attention_slice(self, slice_size: str | int | None) -> None:
+        """Attention a few heads at a time (``"auto"``: half, ``"max"``: one, an int: that many; ``None``: off);
+        ``LMDPipeline.enable_attention_slicing`` calls it."""
+        set_attention_slice(self, slice_size)
 
     @property
     def patch_size(self) -> int:
