@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from conftest import tiny_clip
 from huggingface_hub.utils import filter_repo_objects
 from safetensors.torch import load_file
+from transformers import Dinov2Config, Dinov2Model
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from diffusers_lmd import LMDModel
 from diffusers_lmd.pipelines import LMDPipeline
@@ -205,3 +208,28 @@ def sample(pipe) -> np.ndarray:
     namespace: dict = {}
     exec(SAMPLE, namespace)
     return namespace["sample"](pipe)
+
+
+# ------------------------------------------------------------------------------ feature networks (FID / KID)
+# A tiny random ViT: a few KB of weights.
+TINY_VIT = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, patch_size=4)
+
+
+def image_processor_class(name: str):
+    """The PIL image processor (transformers >= 5 without torchvision), else the classic one (transformers 4)."""
+    return getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
+
+
+def tiny_dinov2_folder(path: Path, side: int = 16, with_processor: bool = True) -> str:
+    """A random 1-block DINOv2 (16-D features, a few KB) saved with ``save_pretrained``, with an image processor that
+    crops ``side`` px and normalises with ImageNet's mean and std, as facebook/dinov2-* do."""
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(image_size=side, **TINY_VIT)).save_pretrained(path)
+    if with_processor:
+        image_processor_class("BitImageProcessor")(
+            size={"shortest_edge": side},
+            crop_size={"height": side, "width": side},
+            image_mean=IMAGENET_DEFAULT_MEAN,
+            image_std=IMAGENET_DEFAULT_STD,
+        ).save_pretrained(path)
+    return str(path)

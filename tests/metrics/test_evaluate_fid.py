@@ -9,12 +9,12 @@ import datasets
 import numpy as np
 import pytest
 from PIL import Image
-from test_feature_networks import tiny_dinov2_folder
+from testing_utils import tiny_dinov2_folder
 
 from diffusers_lmd.metrics import ImageSetConfig
 from diffusers_lmd.training.args import build_evaluate_fid_parser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load_script():

@@ -17,7 +17,7 @@ from diffusers_lmd.models.legacy_keys import LEGACY_PROJECTIONS
 # Saved by the code before this change (commit 4f7965a: torch.manual_seed(0), LMDModel(**config.json),
 # save_pretrained): a tiny class- and text-conditional LMDModel with fused attention keys, and its output on fixed
 # inputs (expected_output.safetensors).
-FUSED_FIXTURE = Path(__file__).parent / "fixtures" / "lmd_model_fused_attention"
+FUSED_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "lmd_model_fused_attention"
 HAS_PEFT = importlib.util.find_spec("peft") is not None
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
+from testing_utils import TINY_VIT, image_processor_class, tiny_dinov2_folder
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN
 
 from diffusers_lmd.metrics import (
@@ -20,28 +20,7 @@ from diffusers_lmd.metrics import (
     score_features,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_VIT = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, patch_size=4)
-
-
-def _processor(name: str):
-    """The PIL image processor (transformers >= 5 without torchvision), else the classic one (transformers 4)."""
-    return getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
-
-
-def tiny_dinov2_folder(path: Path, side: int = 16, with_processor: bool = True) -> str:
-    """A random 1-block DINOv2 (16-D features, a few KB) saved with ``save_pretrained``, with an image processor that
-    crops ``side`` px and normalises with ImageNet's mean and std, as facebook/dinov2-* do."""
-    torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(image_size=side, **TINY_VIT)).save_pretrained(path)
-    if with_processor:
-        _processor("BitImageProcessor")(
-            size={"shortest_edge": side},
-            crop_size={"height": side, "width": side},
-            image_mean=IMAGENET_DEFAULT_MEAN,
-            image_std=IMAGENET_DEFAULT_STD,
-        ).save_pretrained(path)
-    return str(path)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_clip_folder(path: Path, side: int = 16) -> str:
@@ -49,7 +28,7 @@ def tiny_clip_folder(path: Path, side: int = 16) -> str:
     torch.manual_seed(0)
     config = CLIPVisionConfig(image_size=side, projection_dim=8, **TINY_VIT)
     CLIPVisionModelWithProjection(config).save_pretrained(path)
-    _processor("CLIPImageProcessor")(
+    image_processor_class("CLIPImageProcessor")(
         size={"shortest_edge": side}, crop_size={"height": side, "width": side}
     ).save_pretrained(path)
     return str(path)
