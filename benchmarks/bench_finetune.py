@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from diffusers_lmd.data import build_labelled_datasets, export_mnist_imagefolder
 from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import add_data_args, add_label_args, data_config
+from lmd_bench.cli import bench_parser, default_device, make_parent, write_json
 from lmd_bench.data import build_benchmark_data
 from lmd_bench.finetune_bench import (
     PAPER_TABLE_2,
@@ -47,9 +47,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="fmnist-cpu", help="Benchmark size and data.")
-    parser.add_argument("--output", required=True, help="Where to write the JSON result.")
+    parser = bench_parser(__doc__, PRESETS, "fmnist-cpu", "Benchmark size and data.")
     parser.add_argument("--pretrain_s", type=float, default=None, help="Pre-training seconds per method (preset's).")
     parser.add_argument("--finetune_s", type=float, default=None, help="Fine-tuning seconds per method (preset's).")
     parser.add_argument("--lmd_preset", default=None, help="Encoder size of both methods (preset's).")
@@ -67,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--projector_steps", type=int, default=None, help="Projector training steps (preset's).")
     parser.add_argument("--work_dir", default=None, help="Digits, projector and latent cache (default: a temp dir).")
     parser.add_argument("--plot", default=None, help="Write the accuracy-vs-time plot here.")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -187,12 +185,10 @@ def main() -> None:
         "rows": rows,
         "paper_table_2": PAPER_TABLE_2,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(result, args.output)
     print(table(result))
     if args.plot:
-        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        make_parent(args.plot)
         plot_accuracy_curves(
             {row["method"]: row["curve"] for row in result["rows"]}, args.plot, "Fine-tuning: held-out accuracy"
         )
