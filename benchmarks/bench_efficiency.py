@@ -36,7 +36,7 @@ from diffusers_lmd.projector import downsample_factor
 from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import add_data_args, data_config
 from lmd_bench.budget import CLOCKS
-from lmd_bench.cli import bench_parser, default_device, write_json, write_markdown
+from lmd_bench.cli import REPO, bench_parser, default_device, write_json, write_markdown
 from lmd_bench.data import BenchmarkData, build_benchmark_data
 from lmd_bench.efficiency_loop import train_for_budget
 from lmd_bench.efficiency_presets import PRESETS, EfficiencyPreset, get_preset
@@ -61,8 +61,6 @@ from lmd_bench.efficiency_results import (
     target_psnr,
 )
 from lmd_bench.throughput import device_matmul_ceiling, lmd_cost_per_image
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

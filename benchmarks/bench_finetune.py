@@ -31,7 +31,7 @@ from diffusers_lmd.data import build_labelled_datasets, export_mnist_imagefolder
 from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import add_data_args, add_label_args, data_config
-from lmd_bench.cli import bench_parser, default_device, make_parent, write_json
+from lmd_bench.cli import REPO, bench_parser, default_device, make_parent, write_json
 from lmd_bench.data import build_benchmark_data
 from lmd_bench.finetune_bench import (
     PAPER_TABLE_2,
@@ -42,8 +42,6 @@ from lmd_bench.finetune_bench import (
     pretrain,
 )
 from lmd_bench.finetune_presets import PRESETS, FinetunePreset, get_preset
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

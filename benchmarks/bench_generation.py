@@ -26,7 +26,7 @@ import torch
 from diffusers_lmd.data import fashion_mnist_data_config
 from diffusers_lmd.training import load_projector
 from lmd_bench.budget import CLOCKS
-from lmd_bench.cli import bench_parser, default_device, write_json, write_markdown
+from lmd_bench.cli import REPO, bench_parser, default_device, write_json, write_markdown
 from lmd_bench.generation_bench import (
     GENERATION_METHODS,
     check_generation_methods,
@@ -45,7 +45,6 @@ from lmd_bench.generation_report import (
     table_4,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance_scale", "label_dropout", "ema_decay",
              "ddim_steps", "lmd_steps", "lmd_head_steps", "train_batch_size", "learning_rate",
              "max_train_samples")  # fmt: skip

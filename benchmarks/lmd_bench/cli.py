@@ -9,6 +9,9 @@ from collections.abc import Iterable
 
 import torch
 
+# The checkout's root: the scripts find training/ and the committed assets/ there and record its commit.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def bench_parser(
     description: str | None, presets: Iterable[str], default: str, preset_help: str | None = None
