@@ -33,6 +33,7 @@ from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import add_data_args, add_label_args, data_config
 from lmd_bench.cli import REPO, bench_parser, default_device, make_parent, write_json
 from lmd_bench.data import build_benchmark_data
+from lmd_bench.efficiency_report import markdown_table
 from lmd_bench.finetune_bench import (
     PAPER_TABLE_2,
     classifiers,
@@ -116,23 +117,24 @@ def train_projector(preset: FinetunePreset, flags: list[str], out_dir: str, seed
 
 def table(result: dict) -> str:
     """Our rows beside paper Table 2 (whose MAT unit the paper does not state; ours is training seconds)."""
-    lines = [
-        f"Fine-tuning on {result['data']} ({result['hardware']}), pre-training {result['config']['pretrain_s']:.0f} s "
-        f"and fine-tuning {result['config']['finetune_s']:.0f} s per method; target top-1 {result['target_top1']:.3f}",
-        "",
-        "| method | pre-train steps | fine-tune steps | MAT@1 (s) | MAT@5 (s) | final top-1 | best top-1 | "
-        f"time to target (s) | top-1 at step {result['common_step']} | paper MAT@1 | paper MAT@5 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    cells = []
     for row in result["rows"]:
         paper = PAPER_TABLE_2.get(row["method"], ("—", "—"))
-        lines.append(
-            f"| {row['method']} | {row['pretrain_steps']} | {row['finetune_steps']} | "
+        cells.append(
+            f"{row['method']} | {row['pretrain_steps']} | {row['finetune_steps']} | "
             f"{format_seconds(row['mat_at_1'])} | {format_seconds(row['mat_at_5'])} | {row['final_top1']:.3f} | "
             f"{row['best_top1']:.3f} | {format_seconds(row['time_to_target_s'])} | {row['top1_at_common_step']:.3f} | "
-            f"{paper[0]} | {paper[1]} |"
+            f"{paper[0]} | {paper[1]}"
         )
-    return "\n".join(lines)
+    title = (
+        f"Fine-tuning on {result['data']} ({result['hardware']}), pre-training {result['config']['pretrain_s']:.0f} s "
+        f"and fine-tuning {result['config']['finetune_s']:.0f} s per method; target top-1 {result['target_top1']:.3f}"
+    )
+    header = (
+        "method | pre-train steps | fine-tune steps | MAT@1 (s) | MAT@5 (s) | final top-1 | best top-1 | "
+        f"time to target (s) | top-1 at step {result['common_step']} | paper MAT@1 | paper MAT@5"
+    )
+    return f"{title}\n\n{markdown_table(header, cells)}"
 
 
 def main() -> None:
