@@ -36,6 +36,7 @@ from diffusers_lmd.projector import downsample_factor
 from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import add_data_args, data_config
 from lmd_bench.budget import CLOCKS
+from lmd_bench.cli import REPO, bench_parser, default_device, write_json, write_markdown
 from lmd_bench.data import BenchmarkData, build_benchmark_data
 from lmd_bench.efficiency_loop import train_for_budget
 from lmd_bench.efficiency_presets import PRESETS, EfficiencyPreset, get_preset
@@ -61,13 +62,9 @@ from lmd_bench.efficiency_results import (
 )
 from lmd_bench.throughput import device_matmul_ceiling, lmd_cost_per_image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="Benchmark size and data.")
-    parser.add_argument("--output", required=True, help="Where to write the JSON result.")
+    parser = bench_parser(__doc__, PRESETS, "cpu", "Benchmark size and data.")
     parser.add_argument("--methods", nargs="+", default=None, help="Methods to run (default: the preset's, or all).")
     parser.add_argument(
         "--seeds", type=int, default=None, help="Training seeds of the headline rows, LMD-CS and the MAEs (preset's)."
@@ -103,7 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=True,
         help="Also measure the cost per image with online encoding vs cached latents, and MFU.",
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument("--num_threads", type=int, default=None, help="CPU threads per process (torch's default).")
     parser.add_argument(
         "--clock",
@@ -300,9 +297,7 @@ def write_sweep(args: argparse.Namespace, preset: EfficiencyPreset, references: 
     commit = git_commit(REPO)
     result["sweep"].update({method: {**entry, "commit": commit} for method, entry in results.items()})
     result["chosen"] = {method: entry["chosen"] for method, entry in result["sweep"].items() if "chosen" in entry}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(result, args.output)
     print("chosen rates: " + ", ".join(f"{m} {r:g}" for m, r in result["chosen"].items()))
 
 
@@ -320,9 +315,7 @@ def headline_line(method: str, headline: dict, target: float) -> str:
 
 
 def write_outputs(result: dict, args: argparse.Namespace) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(result, args.output)
     parts = [setting_lines(result), results_table(result), table_1(result), table_3(result), table_5(result)]
     parts.append(throughput_table(result))
     tables = "\n\n".join(part for part in parts if part)
@@ -331,9 +324,7 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
     for method, headline in comparisons.items():
         if headline:
             print(headline_line(method, headline, result["target_psnr"]))
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(tables + "\n")
+    write_markdown(tables, args.markdown)
     if args.plots_dir:
         os.makedirs(args.plots_dir, exist_ok=True)
         name = f"efficiency_{result['preset']}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -32,7 +31,9 @@ from diffusers_lmd.data import build_labelled_datasets, export_mnist_imagefolder
 from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import add_data_args, add_label_args, data_config
+from lmd_bench.cli import REPO, bench_parser, default_device, make_parent, write_json
 from lmd_bench.data import build_benchmark_data
+from lmd_bench.efficiency_report import markdown_table
 from lmd_bench.finetune_bench import (
     PAPER_TABLE_2,
     classifiers,
@@ -43,13 +44,9 @@ from lmd_bench.finetune_bench import (
 )
 from lmd_bench.finetune_presets import PRESETS, FinetunePreset, get_preset
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="fmnist-cpu", help="Benchmark size and data.")
-    parser.add_argument("--output", required=True, help="Where to write the JSON result.")
+    parser = bench_parser(__doc__, PRESETS, "fmnist-cpu", "Benchmark size and data.")
     parser.add_argument("--pretrain_s", type=float, default=None, help="Pre-training seconds per method (preset's).")
     parser.add_argument("--finetune_s", type=float, default=None, help="Fine-tuning seconds per method (preset's).")
     parser.add_argument("--lmd_preset", default=None, help="Encoder size of both methods (preset's).")
@@ -67,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--projector_steps", type=int, default=None, help="Projector training steps (preset's).")
     parser.add_argument("--work_dir", default=None, help="Digits, projector and latent cache (default: a temp dir).")
     parser.add_argument("--plot", default=None, help="Write the accuracy-vs-time plot here.")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -120,23 +117,24 @@ def train_projector(preset: FinetunePreset, flags: list[str], out_dir: str, seed
 
 def table(result: dict) -> str:
     """Our rows beside paper Table 2 (whose MAT unit the paper does not state; ours is training seconds)."""
-    lines = [
-        f"Fine-tuning on {result['data']} ({result['hardware']}), pre-training {result['config']['pretrain_s']:.0f} s "
-        f"and fine-tuning {result['config']['finetune_s']:.0f} s per method; target top-1 {result['target_top1']:.3f}",
-        "",
-        "| method | pre-train steps | fine-tune steps | MAT@1 (s) | MAT@5 (s) | final top-1 | best top-1 | "
-        f"time to target (s) | top-1 at step {result['common_step']} | paper MAT@1 | paper MAT@5 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    cells = []
     for row in result["rows"]:
         paper = PAPER_TABLE_2.get(row["method"], ("—", "—"))
-        lines.append(
-            f"| {row['method']} | {row['pretrain_steps']} | {row['finetune_steps']} | "
+        cells.append(
+            f"{row['method']} | {row['pretrain_steps']} | {row['finetune_steps']} | "
             f"{format_seconds(row['mat_at_1'])} | {format_seconds(row['mat_at_5'])} | {row['final_top1']:.3f} | "
             f"{row['best_top1']:.3f} | {format_seconds(row['time_to_target_s'])} | {row['top1_at_common_step']:.3f} | "
-            f"{paper[0]} | {paper[1]} |"
+            f"{paper[0]} | {paper[1]}"
         )
-    return "\n".join(lines)
+    title = (
+        f"Fine-tuning on {result['data']} ({result['hardware']}), pre-training {result['config']['pretrain_s']:.0f} s "
+        f"and fine-tuning {result['config']['finetune_s']:.0f} s per method; target top-1 {result['target_top1']:.3f}"
+    )
+    header = (
+        "method | pre-train steps | fine-tune steps | MAT@1 (s) | MAT@5 (s) | final top-1 | best top-1 | "
+        f"time to target (s) | top-1 at step {result['common_step']} | paper MAT@1 | paper MAT@5"
+    )
+    return f"{title}\n\n{markdown_table(header, cells)}"
 
 
 def main() -> None:
@@ -187,12 +185,10 @@ def main() -> None:
         "rows": rows,
         "paper_table_2": PAPER_TABLE_2,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(result, args.output)
     print(table(result))
     if args.plot:
-        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        make_parent(args.plot)
         plot_accuracy_curves(
             {row["method"]: row["curve"] for row in result["rows"]}, args.plot, "Fine-tuning: held-out accuracy"
         )

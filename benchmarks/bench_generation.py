@@ -26,6 +26,7 @@ import torch
 from diffusers_lmd.data import fashion_mnist_data_config
 from diffusers_lmd.training import load_projector
 from lmd_bench.budget import CLOCKS
+from lmd_bench.cli import REPO, bench_parser, default_device, write_json, write_markdown
 from lmd_bench.generation_bench import (
     GENERATION_METHODS,
     check_generation_methods,
@@ -44,16 +45,13 @@ from lmd_bench.generation_report import (
     table_4,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance_scale", "label_dropout", "ema_decay",
              "ddim_steps", "lmd_steps", "lmd_head_steps", "train_batch_size", "learning_rate",
              "max_train_samples")  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(GENERATION_PRESETS), default="fmnist-cpu")
-    parser.add_argument("--output", required=True, help="Where to write the JSON result.")
+    parser = bench_parser(__doc__, GENERATION_PRESETS, "fmnist-cpu")
     parser.add_argument("--methods", nargs="+", default=list(GENERATION_METHODS), help="Methods (default: all).")
     parser.add_argument("--budget_s", type=float, help="Training seconds per method (preset's).")
     parser.add_argument("--num_evals", type=int, help="Points of the FID curve, the last at the end (preset's).")
@@ -73,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work_dir", default=None, help="Latent cache folder (a temporary one by default).")
     parser.add_argument("--plots_dir", default=None, help="Write the FID-vs-time plot and the sample grids here.")
     parser.add_argument("--markdown", default=None, help="Write the tables as markdown here.")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument("--num_threads", type=int, default=None, help="CPU threads (torch's default).")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="Elapsed or process CPU seconds.")
     parser.add_argument("--seed", type=int, default=0)
@@ -90,14 +88,10 @@ def _folder(given: str | None, default: str, what: str, hint: str) -> str:
 
 
 def write_outputs(result: dict, samples: dict, label_names: list[str], args: argparse.Namespace) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(result, args.output)
     tables = "\n\n".join([floor_lines(result), generation_table(result), table_3(result), table_4(result)])
     print(tables + "\n\n" + headline(result))
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(tables + "\n")
+    write_markdown(tables, args.markdown)
     if args.plots_dir:
         os.makedirs(args.plots_dir, exist_ok=True)
         name = f"generation_{result['preset'].replace('-', '_')}"

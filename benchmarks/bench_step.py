@@ -43,22 +43,23 @@ PRESETS: dict[str, dict] = {
                 batch_size=256, warmup=5, iters=20, bf16=True),
 }  # fmt: skip
 MASK_RATIOS = (0.15, 0.45, 0.75)
+# The preset keys that are LMDModel's parameters of the same name.
+LMD_ARCHITECTURE = (
+    "patch_size",
+    "hidden_size",
+    "num_layers",
+    "num_attention_heads",
+    "decoder_hidden_size",
+    "decoder_num_layers",
+    "decoder_num_attention_heads",
+)
 IMPLS = ("lmd", "vitmae")
 
 
 def build_lmd(cfg: dict) -> torch.nn.Module:
     """The LMD model of a preset."""
-    return LMDModel(
-        sample_size=cfg["latent_size"],
-        in_channels=cfg["latent_channels"],
-        patch_size=cfg["patch_size"],
-        hidden_size=cfg["hidden_size"],
-        num_layers=cfg["num_layers"],
-        num_attention_heads=cfg["num_attention_heads"],
-        decoder_hidden_size=cfg["decoder_hidden_size"],
-        decoder_num_layers=cfg["decoder_num_layers"],
-        decoder_num_attention_heads=cfg["decoder_num_attention_heads"],
-    )
+    architecture = {name: cfg[name] for name in LMD_ARCHITECTURE}
+    return LMDModel(sample_size=cfg["latent_size"], in_channels=cfg["latent_channels"], **architecture)
 
 
 def build_vitmae(cfg: dict, mask_ratio: float) -> torch.nn.Module:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from diffusers_lmd.training.args.demo import DEMO_VIT
+
 from .presets import BudgetPreset, pick_preset, unet_config
 
 
@@ -120,10 +122,7 @@ PRESETS["fmnist-cpu"] = EfficiencyPreset(
     },
     num_evals=16,
     lmd_preset="small",
-    lmd_overrides=dict(
-        hidden_size=128, num_layers=4, num_attention_heads=4, decoder_hidden_size=128, decoder_num_layers=2,
-        decoder_num_attention_heads=4,
-    ),
+    lmd_overrides=dict(DEMO_VIT),
     projector_args=(
         "--block_out_channels", "32", "64", "--norm_num_groups", "16", "--latent_channels", "4",
         "--num_vq_embeddings", "1024", "--train_batch_size", "64", "--disc_weight", "0", "--max_train_steps", "1500",

@@ -7,6 +7,7 @@ method's MLT relative to the table's reference row, the figure the paper's claim
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from diffusers_lmd.metrics import ema_smooth
 from diffusers_lmd.schedulers import LMDMaskScheduler
@@ -33,6 +34,12 @@ def cell(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def markdown_table(header: str, rows: Iterable[str]) -> str:
+    """A markdown table of ``header`` (the column names joined by `` | ``) and ``rows`` (each row's cells, likewise)."""
+    separator = "|" + "---|" * len(header.split(" | "))
+    return "\n".join([f"| {header} |", separator, *(f"| {row} |" for row in rows)])
+
+
 def rows_by_method(result: dict) -> dict[str, dict]:
     """One row per method for the paper's tables: the first seed's."""
     rows: dict[str, dict] = {}
@@ -54,22 +61,22 @@ def _ratio(row: dict | None, reference: dict | None, key: str) -> str:
 
 def results_table(result: dict) -> str:
     """Every row: steps, MIT, MLI, MLT, final and best PSNR, time and steps to the target PSNR, peak memory."""
-    lines = [
-        "| method | lr | steps | MIT (s) | MLI | MLT (s) | final PSNR (dB) | best PSNR (dB) | time to target (s) | "
-        "steps to target | masked-latent MSE | final PSNR on training images (dB) | peak mem (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "method | lr | steps | MIT (s) | MLI | MLT (s) | final PSNR (dB) | best PSNR (dB) | time to target (s) | "
+        "steps to target | masked-latent MSE | final PSNR on training images (dB) | peak mem (MB)"
+    )
+    rows = []
     for row in result["rows"]:
         rate = f"{row['learning_rate']:g}" if row.get("learning_rate") else "—"
-        lines.append(
-            f"| {_label(row, result)} | {rate} | {row['steps']} | {cell(row['mit_s'], 3)} | {cell(row['mli'])} | "
+        steps_to_target = row.get("steps_to_target")
+        rows.append(
+            f"{_label(row, result)} | {rate} | {row['steps']} | {cell(row['mit_s'], 3)} | {cell(row['mli'])} | "
             f"{cell(row['mlt_s'], 2)} | {cell(row['final_psnr'])} | {cell(best_psnr(row))} | "
-            f"{cell(row.get('time_to_target_s'), 1)} | "
-            f"{row.get('steps_to_target') if row.get('steps_to_target') is not None else '—'} | "
+            f"{cell(row.get('time_to_target_s'), 1)} | {steps_to_target if steps_to_target is not None else '—'} | "
             f"{cell(row.get('eval_latent_mse'), 3)} | {cell(row.get('final_train_psnr'))} | "
-            f"{cell(row['peak_mem_mb'], 0)} |"
+            f"{cell(row['peak_mem_mb'], 0)}"
         )
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def setting_lines(result: dict) -> str:
@@ -100,21 +107,20 @@ def setting_lines(result: dict) -> str:
 def _paper_table(result: dict, paper: dict, reference: str, title: str) -> str:
     rows = rows_by_method(result)
     ref = rows.get(reference)
-    lines = [
-        f"**{title}** (paper: seconds on V100/3090 at ImageNet/LSUN scale; ours: this run)",
-        "",
-        "| method | paper MIT | paper MLT | paper MLI | paper MLT / ref | our MIT (s) | our MLT (s) | our MLI | "
-        "our MLT / ref |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
     paper_ref = paper[reference][1]
+    cells = []
     for method, (mit, mlt, mli) in paper.items():
         row = rows.get(method, {})
-        lines.append(
-            f"| {method} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mlt / paper_ref:.2f}× | {cell(row.get('mit_s'), 3)} "
-            f"| {cell(row.get('mlt_s'))} | {cell(row.get('mli'))} | {_ratio(row, ref, 'mlt_s')} |"
+        cells.append(
+            f"{method} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mlt / paper_ref:.2f}× | {cell(row.get('mit_s'), 3)} "
+            f"| {cell(row.get('mlt_s'))} | {cell(row.get('mli'))} | {_ratio(row, ref, 'mlt_s')}"
         )
-    return "\n".join(lines)
+    header = (
+        "method | paper MIT | paper MLT | paper MLI | paper MLT / ref | our MIT (s) | our MLT (s) | our MLI | "
+        "our MLT / ref"
+    )
+    title = f"**{title}** (paper: seconds on V100/3090 at ImageNet/LSUN scale; ours: this run)"
+    return f"{title}\n\n{markdown_table(header, cells)}"
 
 
 def table_1(result: dict) -> str:
@@ -130,22 +136,23 @@ def table_3(result: dict) -> str:
 def table_5(result: dict) -> str:
     """Paper Table 5 (ablations). MAT@k comes from fine-tuning, which this benchmark does not run."""
     rows = rows_by_method(result)
-    lines = [
-        "**Table 5: ablations** (MAT@1/@5 and the overall mean need fine-tuning, reported in the fine-tuning "
-        "section; ours adds time to the target PSNR)",
-        "",
-        "| setting | method | paper overall | paper MIT | paper MLT | paper MLI | paper MAT@1 | paper MAT@5 | "
-        "our MIT (s) | our MLT (s) | our MLI | our final PSNR | our time to target (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    cells = []
     for method, (label, overall, mit, mlt, mli, mat1, mat5) in PAPER_TABLE_5.items():
         row = rows.get(method, {})
-        lines.append(
-            f"| {label} | {method} | {overall:.2f} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mat1:.3f} | {mat5:.3f} | "
+        cells.append(
+            f"{label} | {method} | {overall:.2f} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mat1:.3f} | {mat5:.3f} | "
             f"{cell(row.get('mit_s'), 3)} | {cell(row.get('mlt_s'))} | {cell(row.get('mli'))} | "
-            f"{cell(row.get('final_psnr'))} | {cell(row.get('time_to_target_s'), 1)} |"
+            f"{cell(row.get('final_psnr'))} | {cell(row.get('time_to_target_s'), 1)}"
         )
-    return "\n".join(lines)
+    header = (
+        "setting | method | paper overall | paper MIT | paper MLT | paper MLI | paper MAT@1 | paper MAT@5 | "
+        "our MIT (s) | our MLT (s) | our MLI | our final PSNR | our time to target (s)"
+    )
+    title = (
+        "**Table 5: ablations** (MAT@1/@5 and the overall mean need fine-tuning, reported in the fine-tuning "
+        "section; ours adds time to the target PSNR)"
+    )
+    return f"{title}\n\n{markdown_table(header, cells)}"
 
 
 def load_pyplot():
@@ -248,18 +255,18 @@ def throughput_table(result: dict) -> str:
     throughput = result.get("throughput")
     if not throughput:
         return ""
-    lines = [
+    title = (
         f"**Cost per training image** (LMD step, batch {throughput['rows'][0]['batch']}; matmul ceiling "
         f"{throughput['matmul_ceiling_tflops']:.3g} TFLOP/s measured on this device"
-        f"{', times in CPU seconds' if throughput.get('clock') == 'cpu' else ''})",
-        "",
-        "| mask ratio | cached latents (ms/img) | encode (ms/img) | online encoding (ms/img) | encode / step | "
-        "step TFLOP/s | MFU vs matmul |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in throughput["rows"]:
-        lines.append(
-            f"| {row['mask_ratio']:.2f} | {row['cached_ms']:.3f} | {row['encode_ms']:.3f} | {row['online_ms']:.3f} | "
-            f"{row['encode_over_step']:.2f}× | {row['step_tflops']:.3g} | {row['mfu']:.1%} |"
-        )
-    return "\n".join(lines)
+        f"{', times in CPU seconds' if throughput.get('clock') == 'cpu' else ''})"
+    )
+    header = (
+        "mask ratio | cached latents (ms/img) | encode (ms/img) | online encoding (ms/img) | encode / step | "
+        "step TFLOP/s | MFU vs matmul"
+    )
+    cells = (
+        f"{row['mask_ratio']:.2f} | {row['cached_ms']:.3f} | {row['encode_ms']:.3f} | {row['online_ms']:.3f} | "
+        f"{row['encode_over_step']:.2f}× | {row['step_tflops']:.3g} | {row['mfu']:.1%}"
+        for row in throughput["rows"]
+    )
+    return f"{title}\n\n{markdown_table(header, cells)}"

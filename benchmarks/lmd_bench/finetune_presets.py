@@ -22,6 +22,7 @@ class FinetunePreset(BenchmarkPreset):
 
     Args:
         resolution: image side in pixels (MNIST digits are resized and converted to RGB).
+        The defaults of the resolution, batch sizes and rates are the two-core CPU recipe both CPU presets share.
         lmd_preset: ``LMDModel`` preset of both encoders; the ViT gets the same widths, depths and heads.
         patch_size: latent patch side of LMD; the ViT's pixel patch is ``f x patch_size`` (same token count).
         pretrain_s / finetune_s: wall-clock seconds of pre-training / fine-tuning per method.
@@ -40,13 +41,13 @@ class FinetunePreset(BenchmarkPreset):
         pretrain_methods: fine-tuning row -> efficiency-benchmark method that pre-trains its encoder.
     """
 
-    resolution: int
+    resolution: int = 32
     pretrain_s: float
     finetune_s: float
-    pretrain_batch_size: int
-    pretrain_learning_rate: float
-    finetune_batch_size: int
-    finetune_learning_rate: float
+    pretrain_batch_size: int = 64
+    pretrain_learning_rate: float = 1e-3
+    finetune_batch_size: int = 64
+    finetune_learning_rate: float = 1e-3
     eval_steps: int
     layer_decay: float = 0.75
     max_eval_samples: int = 1000
@@ -90,14 +91,9 @@ PRESETS: dict[str, FinetunePreset] = {
     # reconstruction losses only: the latents need to carry the digit, not look sharp).
     "cpu": FinetunePreset(
         name="cpu",
-        resolution=32,
         lmd_preset="tiny",
         pretrain_s=90.0,
         finetune_s=75.0,
-        pretrain_batch_size=64,
-        pretrain_learning_rate=1e-3,
-        finetune_batch_size=64,
-        finetune_learning_rate=1e-3,
         eval_steps=20,
         projector_path="assets/demo-projector",
         projector_args=(
@@ -137,14 +133,9 @@ PRESETS: dict[str, FinetunePreset] = {
 # the untrained one included, was still within a few points of the others.
 PRESETS["fmnist-cpu"] = FinetunePreset(
     name="fmnist-cpu",
-    resolution=32,
     lmd_preset="small",
     pretrain_s=120.0,
     finetune_s=240.0,
-    pretrain_batch_size=64,
-    pretrain_learning_rate=1e-3,
-    finetune_batch_size=64,
-    finetune_learning_rate=1e-3,
     eval_steps=25,
     max_eval_samples=2000,
     projector_path="assets/fashion-mnist-projector",

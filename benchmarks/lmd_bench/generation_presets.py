@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from diffusers_lmd.training.args.demo import DEMO_VIT
+
 from .presets import BudgetPreset, pick_preset, unet_config
 
 # lmd-mse is LMD-CS: the paper's cosine rise, to 1.0 instead of 0.75 so the fully masked start is trained;
@@ -103,8 +105,7 @@ GENERATION_PRESETS: dict[str, GenerationPreset] = {
         lmd_steps=16,
         lmd_head_steps=20,
         lmd_preset="small",
-        lmd_overrides=dict(hidden_size=128, num_layers=4, num_attention_heads=4, decoder_hidden_size=128,
-                           decoder_num_layers=2, decoder_num_attention_heads=4),
+        lmd_overrides=dict(DEMO_VIT),
         unet_pixel=unet_config((16, 32, 64), (False, False, True), 1),
         unet_latent=unet_config((32, 64, 128), (False, True, True), 1),
     ),

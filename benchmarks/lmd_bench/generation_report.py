@@ -12,7 +12,7 @@ import torch
 
 from diffusers_lmd.metrics import FID_NAME
 
-from .efficiency_report import PAPER_TABLE_3, cell, load_pyplot, rows_by_method
+from .efficiency_report import PAPER_TABLE_3, cell, load_pyplot, markdown_table, rows_by_method
 
 # Paper Table 3's LMD row is its LSUN model; both of our LMD rows sit beside it.
 TABLE_3_ROWS = (("ddpm-pixel", "ddpm-pixel"), ("ldm-latent", "ldm-latent"), ("lmd-cs", "lmd-mse"),
@@ -37,19 +37,18 @@ def add_time_to_fid(rows: list[dict], target: float | None) -> None:
 def generation_table(result: dict) -> str:
     """Every row: steps, MIT / MLI / MLT, FID, conditional accuracy, precision / recall, samples/s, sampler."""
     n = result["config"]["final_samples"]
-    lines = [
-        f"| method | steps | MIT (s) | MLI | MLT (s) | FID ({n}) | conditional accuracy | precision | recall | "
-        "samples/s | time to FID target (s) | sampler |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in result["rows"]:
-        lines.append(
-            f"| {row['method']} | {row['steps']} | {cell(row['mit_s'], 3)} | {cell(row['mli'])} | "
-            f"{cell(row['mlt_s'])} | {cell(row['fid'])} | {cell(row['conditional_accuracy'], 3)} | "
-            f"{cell(row['precision'], 3)} | {cell(row['recall'], 3)} | {cell(row['samples_per_s'], 1)} | "
-            f"{cell(row.get('time_to_fid_target_s'), 1)} | {row['sampler']['sampler']} |"
-        )
-    return "\n".join(lines)
+    header = (
+        f"method | steps | MIT (s) | MLI | MLT (s) | FID ({n}) | conditional accuracy | precision | recall | "
+        "samples/s | time to FID target (s) | sampler"
+    )
+    cells = (
+        f"{row['method']} | {row['steps']} | {cell(row['mit_s'], 3)} | {cell(row['mli'])} | "
+        f"{cell(row['mlt_s'])} | {cell(row['fid'])} | {cell(row['conditional_accuracy'], 3)} | "
+        f"{cell(row['precision'], 3)} | {cell(row['recall'], 3)} | {cell(row['samples_per_s'], 1)} | "
+        f"{cell(row.get('time_to_fid_target_s'), 1)} | {row['sampler']['sampler']}"
+        for row in result["rows"]
+    )
+    return markdown_table(header, cells)
 
 
 def floor_lines(result: dict) -> str:
@@ -76,44 +75,40 @@ def table_3(result: dict) -> str:
     rows = rows_by_method(result)
     ref = rows.get("ddpm-pixel") or {}
     paper_ref = PAPER_TABLE_3["ddpm-pixel"][1]
-    lines = [
-        "**Table 3: LMD vs diffusion U-Nets** (paper: LSUN-Bedrooms on V100/3090; ours: this run, Fashion-MNIST)",
-        "",
-        "| paper row | paper MIT | paper MLT | paper MLI | paper MLT / DDPM | our method | our MIT (s) | our MLT (s) | "
-        "our MLI | our MLT / DDPM | our FID | our time to FID target (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    cells = []
     for paper_key, ours in TABLE_3_ROWS:
         mit, mlt, mli = PAPER_TABLE_3[paper_key]
         label = {"lmd-cs": "LMD"}.get(paper_key, paper_key)
         row = rows.get(ours, {})
         ratio = row["mlt_s"] / ref["mlt_s"] if row.get("mlt_s") and ref.get("mlt_s") else None
-        lines.append(
-            f"| {label} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mlt / paper_ref:.2f}× | {ours} | "
+        cells.append(
+            f"{label} | {mit:.2f} | {mlt:.2f} | {mli:.2f} | {mlt / paper_ref:.2f}× | {ours} | "
             f"{cell(row.get('mit_s'), 3)} | {cell(row.get('mlt_s'))} | {cell(row.get('mli'))} | "
-            f"{cell(ratio)}{'×' if ratio else ''} | {cell(row.get('fid'))} | "
-            f"{cell(row.get('time_to_fid_target_s'), 1)} |"
+            f"{cell(ratio)}{'×' if ratio else ''} | {cell(row.get('fid'))} | {cell(row.get('time_to_fid_target_s'), 1)}"
         )
-    return "\n".join(lines)
+    title = "**Table 3: LMD vs diffusion U-Nets** (paper: LSUN-Bedrooms on V100/3090; ours: this run, Fashion-MNIST)"
+    header = (
+        "paper row | paper MIT | paper MLT | paper MLI | paper MLT / DDPM | our method | our MIT (s) | our MLT (s) | "
+        "our MLI | our MLT / DDPM | our FID | our time to FID target (s)"
+    )
+    return f"{title}\n\n{markdown_table(header, cells)}"
 
 
 def table_4(result: dict) -> str:
     """Paper Table 4's layout (FID and the conditioning score; ours: conditional accuracy in place of CLIP)."""
-    lines = [
+    title = (
         f"**Table 4: generation quality** (paper: text-conditioned, Conceptual Captions, Inception FID — LMD "
         f"{PAPER_TABLE_4_FID['LMD']} vs Muse {PAPER_TABLE_4_FID['Muse']}; ours: class-conditional Fashion-MNIST, "
-        "FID on a Fashion-MNIST classifier's features, not comparable to Inception FID)",
-        "",
-        "| method | FID | conditional accuracy (for CLIP score) | precision | recall | samples/s | train (s) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in result["rows"]:
-        lines.append(
-            f"| {row['method']} | {cell(row['fid'])} | {cell(row['conditional_accuracy'], 3)} | "
-            f"{cell(row['precision'], 3)} | {cell(row['recall'], 3)} | {cell(row['samples_per_s'], 1)} | "
-            f"{cell(row['train_s'], 0)} |"
-        )
-    return "\n".join(lines)
+        "FID on a Fashion-MNIST classifier's features, not comparable to Inception FID)"
+    )
+    header = "method | FID | conditional accuracy (for CLIP score) | precision | recall | samples/s | train (s)"
+    cells = (
+        f"{row['method']} | {cell(row['fid'])} | {cell(row['conditional_accuracy'], 3)} | "
+        f"{cell(row['precision'], 3)} | {cell(row['recall'], 3)} | {cell(row['samples_per_s'], 1)} | "
+        f"{cell(row['train_s'], 0)}"
+        for row in result["rows"]
+    )
+    return f"{title}\n\n{markdown_table(header, cells)}"
 
 
 def plot_fid_vs_time(result: dict, path: str) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffusers_lmd.models import LMDModel
 from diffusers_lmd.projector import Projector, encode_images
+
+from .budget import autocast
 
 
 def _sync(device: torch.device) -> None:
@@ -43,17 +44,6 @@ def sample_seconds(
         _sync(device)
         times.append(timer() - start)
     return times
-
-
-def median_seconds(
-    fn: Callable[[], object],
-    device: torch.device,
-    warmup: int = 2,
-    iters: int = 5,
-    timer: Callable[[], float] = time.perf_counter,
-) -> float:
-    """Median of :func:`sample_seconds`: the typical cost of a call."""
-    return statistics.median(sample_seconds(fn, device, warmup, iters, timer))
 
 
 def matmul_ceiling_tflops(
@@ -100,23 +90,19 @@ def lmd_cost_per_image(
     ``cached_ms``, ``encode_ms``, ``online_ms`` (per image), ``encode_over_step`` and, given the ceiling, ``mfu``.
     """
     device = images.device
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if mixed_precision == "bf16" and device.type == "cuda"
-        else nullcontext()
-    )
+    amp = autocast(device, mixed_precision)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
     batch = images.shape[0]
 
     def encode():
-        with autocast:
+        with amp:
             return encode_images(vae, images)
 
     latents = encode().float()
-    encode_s = median_seconds(encode, device, iters=iters, timer=timer)
+    encode_s = statistics.median(sample_seconds(encode, device, iters=iters, timer=timer))  # a typical call
     rows = []
     for ratio in mask_ratios:
-        step_s, flops = _train_step_cost(model, optimizer, latents, ratio, autocast, iters, timer)
+        step_s, flops = _train_step_cost(model, optimizer, latents, ratio, amp, iters, timer)
         row = {
             "mask_ratio": ratio,
             "batch": batch,
@@ -132,11 +118,11 @@ def lmd_cost_per_image(
     return rows
 
 
-def _train_step_cost(model, optimizer, latents, ratio: float, autocast, iters: int, timer) -> tuple[float, int]:
+def _train_step_cost(model, optimizer, latents, ratio: float, amp, iters: int, timer) -> tuple[float, int]:
     """Median seconds of one optimiser step at ``ratio``, and the FLOPs of its forward and backward."""
 
     def loss() -> torch.Tensor:
-        with autocast:
+        with amp:
             return model(latents, mask_ratio=ratio).loss
 
     def step() -> None:
@@ -144,7 +130,7 @@ def _train_step_cost(model, optimizer, latents, ratio: float, autocast, iters: i
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    seconds = median_seconds(step, latents.device, iters=iters, timer=timer)
+    seconds = statistics.median(sample_seconds(step, latents.device, iters=iters, timer=timer))
     flops = step_flops(lambda: loss().backward())
     optimizer.zero_grad(set_to_none=True)
     return seconds, flops

@@ -201,10 +201,16 @@ def check_training_args(args: argparse.Namespace) -> None:
     args.output_dir = os.fspath(args.output_dir)
 
 
+def flag_values(args: argparse.Namespace, *names: str) -> dict:
+    """The parsed values of the flags ``names``, keyed by name: the keyword arguments of a function whose parameters
+    are named like the flags."""
+    return {name: getattr(args, name) for name in names}
+
+
 def options_from_args(cls: type[Options], args: argparse.Namespace) -> Options:
     """``cls``, a dataclass of options named like the flags, filled from the parsed flags the script has (the
     others keep their defaults)."""
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    return cls(**flag_values(args, *(f.name for f in fields(cls) if hasattr(args, f.name))))
 
 
 def optimizer_config(args: argparse.Namespace) -> OptimizerConfig:
@@ -214,13 +220,7 @@ def optimizer_config(args: argparse.Namespace) -> OptimizerConfig:
 
 def accelerator_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`~diffusers_lmd.training.runtime.build_accelerator` the shared flags set."""
-    return dict(
-        logging_dir=args.logging_dir,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        report_to=args.report_to,
-        allow_tf32=args.allow_tf32,
-    )
+    return flag_values(args, "logging_dir", "gradient_accumulation_steps", "mixed_precision", "report_to", "allow_tf32")
 
 
 def total_batch_size(args: argparse.Namespace, num_processes: int) -> int:

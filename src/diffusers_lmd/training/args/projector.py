@@ -6,11 +6,23 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from .common import add_training_args
+from .common import add_training_args, flag_values
 from .data import add_data_args
 
 PROJECTOR_TYPES = ("vq", "kl")
 DISC_LOSSES = ("hinge", "vanilla")
+
+# The flags that are build_projector's parameters of the same name (--no_mid_block_attention is the one negated).
+ARCHITECTURE_FLAGS = (
+    "projector_type",
+    "block_out_channels",
+    "layers_per_block",
+    "latent_channels",
+    "num_vq_embeddings",
+    "vq_embed_dim",
+    "norm_num_groups",
+    "resolution",
+)
 
 
 def add_projector_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -115,17 +127,7 @@ def check_projector_args(args: argparse.Namespace) -> None:
 
 def projector_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`~diffusers_lmd.training.projector.build_projector` the flags set."""
-    return dict(
-        projector_type=args.projector_type,
-        block_out_channels=args.block_out_channels,
-        layers_per_block=args.layers_per_block,
-        latent_channels=args.latent_channels,
-        num_vq_embeddings=args.num_vq_embeddings,
-        vq_embed_dim=args.vq_embed_dim,
-        norm_num_groups=args.norm_num_groups,
-        mid_block_attention=not args.no_mid_block_attention,
-        resolution=args.resolution,
-    )
+    return dict(flag_values(args, *ARCHITECTURE_FLAGS), mid_block_attention=not args.no_mid_block_attention)
 
 
 def build_projector_parser(description: str | None = None) -> argparse.ArgumentParser:

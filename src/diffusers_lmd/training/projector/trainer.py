@@ -34,6 +34,7 @@ from ..args import (
     data_config,
     effective_learning_rate,
     optimizer_config,
+    options_from_args,
     projector_kwargs,
 )
 from ..checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
@@ -87,29 +88,22 @@ def _frozen(module: nn.Module):
             param.requires_grad_(flag)
 
 
+@dataclass(eq=False)  # compared and hashed by identity, as a plain object
 class ProjectorTrainer:
     """Updates an ``AutoencoderWithLoss`` and a ``PatchDiscriminator`` already passed through
     ``accelerator.prepare`` (with their optimisers and LR schedulers), one micro-batch per :meth:`step`."""
 
-    def __init__(
-        self,
-        accelerator: Accelerator,
-        autoencoder: nn.Module,
-        discriminator: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        disc_optimizer: torch.optim.Optimizer,
-        lr_scheduler=None,
-        disc_lr_scheduler=None,
-        config: ProjectorLossConfig | None = None,
-    ):
-        self.accelerator = accelerator
-        self.autoencoder = autoencoder
-        self.discriminator = discriminator
-        self.optimizer = optimizer
-        self.disc_optimizer = disc_optimizer
-        self.lr_scheduler = lr_scheduler
-        self.disc_lr_scheduler = disc_lr_scheduler
-        self.config = config or ProjectorLossConfig()
+    accelerator: Accelerator
+    autoencoder: nn.Module
+    discriminator: nn.Module
+    optimizer: torch.optim.Optimizer
+    disc_optimizer: torch.optim.Optimizer
+    lr_scheduler: object = None
+    disc_lr_scheduler: object = None
+    config: ProjectorLossConfig | None = None
+
+    def __post_init__(self):
+        self.config = self.config or ProjectorLossConfig()
 
     def uses_discriminator(self, global_step: int) -> bool:
         return self.config.disc_weight > 0 and global_step >= self.config.disc_start
@@ -271,7 +265,7 @@ def train_projector(args: argparse.Namespace) -> dict:
         disc_optimizer,
         lr_scheduler,
         disc_lr_scheduler,
-        ProjectorLossConfig(args.disc_start, args.disc_weight, args.disc_loss, args.max_grad_norm),
+        options_from_args(ProjectorLossConfig, args),
     )
 
     global_step = 0
