@@ -35,7 +35,7 @@ from diffusers_lmd.evaluation import latent_reference_psnr, pixel_reference_psnr
 from diffusers_lmd.projector import downsample_factor
 from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import add_data_args, data_config
-from lmd_bench.budget import CLOCKS
+from lmd_bench.budget import CLOCKS, RunSettings
 from lmd_bench.cli import REPO, bench_parser, default_device, write_json, write_markdown
 from lmd_bench.data import BenchmarkData, build_benchmark_data
 from lmd_bench.efficiency_loop import train_for_budget
@@ -218,7 +218,7 @@ def run_worker(args: argparse.Namespace) -> None:
         row = measure_throughput(preset, vae, data, args)
     else:
         method = build_method(args.worker, preset, vae, seed=args.seed)
-        row = train_for_budget(method, data, preset, device=args.device, seed=args.seed, clock=args.clock)
+        row = train_for_budget(method, data, preset, RunSettings(args.device, args.seed, args.clock))
     with open(row_path(args.work_dir, args.worker, args.seed, args.learning_rate), "w") as f:
         json.dump(row, f)
     print(f"{args.worker} (seed {args.seed}) done", flush=True)

@@ -25,7 +25,7 @@ import torch
 
 from diffusers_lmd.data import fashion_mnist_data_config
 from diffusers_lmd.training import load_projector
-from lmd_bench.budget import CLOCKS
+from lmd_bench.budget import CLOCKS, RunSettings
 from lmd_bench.cli import REPO, bench_parser, default_device, write_json, write_markdown
 from lmd_bench.generation_bench import (
     GENERATION_METHODS,
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
 
     data, cache = build_generation_data(data_options, vae, os.path.join(work_dir, "latents"), Accelerator())
     result, samples = run_generation_benchmark(
-        preset, args.methods, vae, data, classifier, args.device, args.seed, args.clock, repo=REPO
+        preset, args.methods, vae, data, classifier, RunSettings(args.device, args.seed, args.clock), repo=REPO
     )
     result["classifier"] = classifier_info
     result["projector"] = {"path": os.path.relpath(projector_path, REPO), **_projector_metrics(projector_path)}

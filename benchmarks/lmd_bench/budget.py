@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -67,11 +67,31 @@ def thin(points: list, limit: int) -> list:
     return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """Where and how one benchmark run trains, the same for every method: the device, the seed (weights, batch
+    order, flips, the method's randomness) and the clock of the budget: ``"wall"`` (elapsed seconds) or ``"cpu"``
+    (the process's CPU seconds, for CPU training only)."""
+
+    device: torch.device | str = "cpu"
+    seed: int = 0
+    clock: str = "wall"
+
+    def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {self.clock!r}.")
+        if self.clock == "cpu" and torch.device(self.device).type != "cpu":
+            raise ValueError("clock='cpu' measures CPU seconds and only makes sense for training on the CPU.")
+
+
+DEFAULT_RUN = RunSettings()  # on the CPU, seed 0, elapsed seconds
+
+
 class BudgetLoop:
     """One method's training run of ``preset.budget_s`` training seconds on ``data``, in the method's space.
 
-    Built here, the same way for every method: the model on ``device`` in train mode, the optimiser and its
-    schedule (:func:`optimizer_config`), the batch order (seeded by ``seed``), the flips (``seed + 1``), the
+    Built here, the same way for every method: the model on ``run.device`` in train mode, the optimiser and its
+    schedule (:func:`optimizer_config`), the batch order (seeded by ``run.seed``), the flips (``seed + 1``), the
     method's own randomness (:attr:`generator`, ``seed + 2``) and, when ``ema_decay > 0``, the weights' EMA
     (``diffusers_lmd.training.build_ema``: diffusers' ``EMAModel`` with warm-up). After :meth:`run`, :attr:`elapsed`,
     :attr:`tracker` (MIT / MLI / MLT) and :attr:`losses` (``[step, train_seconds, loss(, mask_ratio)]``) hold it.
@@ -82,17 +102,12 @@ class BudgetLoop:
         method: BudgetMethod,
         data: BenchmarkData,
         preset: BudgetPreset,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        clock: str = "wall",
+        run: RunSettings = DEFAULT_RUN,
         ema_decay: float = 0.0,
     ):
-        if clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}.")
-        if clock == "cpu" and torch.device(device).type != "cpu":
-            raise ValueError("clock='cpu' measures CPU seconds and only makes sense for training on the CPU.")
-        self.method, self.preset, self.clock = method, preset, clock
-        self.device = torch.device(device)
+        seed = run.seed
+        self.method, self.preset, self.clock = method, preset, run.clock
+        self.device = torch.device(run.device)
         self.model = method.model.to(self.device).train()
         self.data = data.to(self.device)
         config = optimizer_config(preset, ema_decay)

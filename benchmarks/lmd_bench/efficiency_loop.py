@@ -15,7 +15,7 @@ from diffusers_lmd.evaluation import eval_batches, masked_patch_mse
 from diffusers_lmd.metrics import psnr
 from diffusers_lmd.projector import downsample_factor, encode_images
 
-from .budget import BudgetLoop
+from .budget import DEFAULT_RUN, BudgetLoop, RunSettings
 from .data import BenchmarkData
 from .efficiency_methods import EfficiencyMethod
 from .efficiency_presets import EfficiencyPreset
@@ -70,20 +70,18 @@ def train_for_budget(
     method: EfficiencyMethod,
     data: BenchmarkData,
     preset: EfficiencyPreset,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    clock: str = "wall",
+    run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Train ``method`` for ``preset.budget_s`` seconds of training time; return its benchmark row.
 
-    ``clock`` is ``"wall"`` (elapsed seconds) or ``"cpu"`` (the process's CPU seconds, CPU training only).
+    ``run`` says the device, the seed and the clock (:class:`~lmd_bench.budget.RunSettings`).
     The row holds ``method, steps, mit_s, mli, mlt_s, final_psnr, peak_mem_mb``, ``final_train_psnr`` (the same
     score on :meth:`BenchmarkData.train_probe`, images the method trained on) and, for the plots,
     ``curve`` (``[train_seconds, step, psnr]`` at each evaluation) and ``losses`` (``[step, train_seconds,
     loss, mask_ratio]``). ``time_to_target_s`` is added by :func:`lmd_bench.efficiency_results.add_time_to_target`
     once every method's curve is known. Undefined metrics (no PSNR, no loss-decrease event) are ``None``.
     """
-    loop = BudgetLoop(method, data, preset, device, seed, clock)
+    loop = BudgetLoop(method, data, preset, run)
     device, eval_images = loop.device, loop.data.eval_images
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -101,7 +99,7 @@ def train_for_budget(
     loop.run(step_loss, eval_times, evaluate, mask_ratio=method.mask_ratio)
     return {
         "method": method.name,
-        "seed": seed,
+        "seed": run.seed,
         "learning_rate": loop.learning_rate,
         **loop.efficiency(),
         "final_psnr": curve[-1][2] if curve else None,
@@ -110,7 +108,7 @@ def train_for_budget(
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "loss_events": loop.tracker.num_events,
         "train_s": round(loop.elapsed, 3),
-        "clock": clock,
+        "clock": run.clock,
         "params_m": loop.params_m(),
         "space": method.space,
         "load_avg": loop.load_avg(),

@@ -24,7 +24,7 @@ from diffusers_lmd.models.lmd_classifier import LMDForImageClassification
 from diffusers_lmd.projector import Projector, encode_images
 from diffusers_lmd.training.optim import OptimizerConfig, build_lr_scheduler, build_optimizer
 
-from .budget import MAX_GRAD_NORM
+from .budget import MAX_GRAD_NORM, RunSettings
 from .data import BenchmarkData
 from .efficiency_loop import train_for_budget
 from .efficiency_registry import build_method
@@ -44,7 +44,7 @@ def pretrain(preset: FinetunePreset, vae: Projector, data: BenchmarkData, device
     trained = {}
     for row, method_name in preset.pretrain_methods.items():
         method = build_method(method_name, efficiency, vae, seed=seed)
-        trained[row] = (method, train_for_budget(method, data, efficiency, device=device, seed=seed))
+        trained[row] = (method, train_for_budget(method, data, efficiency, RunSettings(device, seed)))
     return trained
 
 

@@ -19,6 +19,7 @@ from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.metrics import FID_NAME, FeatureClassifier, GenerationScorer, degradation_fids
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 
+from .budget import DEFAULT_RUN, RunSettings
 from .generation_lmd import build_lmd_generation_method
 from .generation_loop import GenerationData, fid_floor, train_generator_for_budget
 from .generation_methods import LATENT_NOISE_SCHEDULE, PIXEL_NOISE_SCHEDULE, ConditionalDiffusionMethod
@@ -84,9 +85,7 @@ def run_generation_benchmark(
     vae: Projector,
     data: GenerationData,
     classifier: FeatureClassifier,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    clock: str = "wall",
+    run: RunSettings = DEFAULT_RUN,
     repo: str | None = None,
     log=print,
 ) -> tuple[dict, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
@@ -110,10 +109,10 @@ def run_generation_benchmark(
     image_size = data.data.train_images.shape[-1]
     rows, samples = [], {}
     for name in methods:
-        method = build_generation_method(name, preset, vae, image_size, seed=seed)
-        log(f"{name}: training for {preset.budget_s:g} s ({clock} clock)")
+        method = build_generation_method(name, preset, vae, image_size, seed=run.seed)
+        log(f"{name}: training for {preset.budget_s:g} s ({run.clock} clock)")
         method_start = time.perf_counter()
-        row, images, labels = train_generator_for_budget(method, data, preset, scorer, device, seed, clock)
+        row, images, labels = train_generator_for_budget(method, data, preset, scorer, run)
         row["wall_s"] = round(time.perf_counter() - method_start, 1)  # training, sampling and scoring
         log(f"{name}: {row['steps']} steps, FID {row['fid']:.2f}, conditional accuracy "
             f"{row['conditional_accuracy']:.3f}, {row['samples_per_s']:.1f} samples/s")  # fmt: skip
@@ -128,8 +127,8 @@ def run_generation_benchmark(
         "metric": FID_NAME,
         "preset": preset.name,
         "budget_s": preset.budget_s,
-        "clock": clock,
-        "hardware": describe_hardware(device),
+        "clock": run.clock,
+        "hardware": describe_hardware(torch.device(run.device)),
         "commit": git_commit(repo) if repo else None,
         "torch": torch.__version__,
         "fid_floor": floor,

@@ -17,7 +17,7 @@ import torch
 from diffusers_lmd.data import DataConfig, LabelledTensors, build_labelled_datasets
 from diffusers_lmd.metrics import GenerationScorer
 
-from .budget import CLOCKS, BudgetLoop
+from .budget import CLOCKS, DEFAULT_RUN, BudgetLoop, RunSettings
 from .data import BenchmarkData, build_benchmark_data
 from .generation_methods import GenerationMethod, balanced_labels
 from .generation_presets import GenerationPreset
@@ -126,9 +126,7 @@ def train_generator_for_budget(
     data: GenerationData,
     preset: GenerationPreset,
     scorer: GenerationScorer,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    clock: str = "wall",
+    run: RunSettings = DEFAULT_RUN,
 ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Train ``method`` for ``preset.budget_s`` seconds of training; return its row and its final samples.
 
@@ -137,14 +135,14 @@ def train_generator_for_budget(
     :data:`CURVE_COLUMNS` at ``eval_samples`` each, the last from the first ``eval_samples`` final samples) and
     ``losses`` (``[step, train_seconds, loss]``).
     """
-    loop = BudgetLoop(method, data.data, preset, device, seed, clock, ema_decay=preset.ema_decay)
+    loop = BudgetLoop(method, data.data, preset, run, ema_decay=preset.ema_decay)
     device, train_labels = loop.device, data.train_labels.to(loop.device)
     eval_times = [preset.budget_s * k / preset.num_evals for k in range(1, preset.num_evals)]
     curve = []
 
     def evaluate(train_seconds: float, step: int) -> None:
         with loop.ema_weights():
-            scores, _, _ = score_method(method, scorer, preset, preset.eval_samples, device, clock)
+            scores, _, _ = score_method(method, scorer, preset, preset.eval_samples, device, run.clock)
         curve.append(_curve_point(train_seconds, step, scores, scores["samples_per_s"]))
 
     def step_loss(batch: torch.Tensor, indices: torch.Tensor, progress: float) -> torch.Tensor:
@@ -152,7 +150,7 @@ def train_generator_for_budget(
 
     loop.run(step_loss, eval_times, evaluate)
     with loop.ema_weights():
-        final, samples, labels = score_method(method, scorer, preset, preset.final_samples, device, clock)
+        final, samples, labels = score_method(method, scorer, preset, preset.final_samples, device, run.clock)
     prefix = scorer.score(samples[: preset.eval_samples], labels[: preset.eval_samples])
     curve.append(_curve_point(loop.elapsed, loop.tracker.steps, prefix, final["samples_per_s"]))
     row = {
@@ -167,7 +165,7 @@ def train_generator_for_budget(
         "params_m": loop.params_m(),
         "space": method.space,
         "sampler": {**method.sampler_setting(), "guidance_scale": preset.guidance_scale},
-        "clock": clock,
+        "clock": run.clock,
         "load_avg": loop.load_avg(),
         "curve_columns": list(CURVE_COLUMNS),
         "curve": curve,

@@ -20,6 +20,7 @@ from diffusers_lmd.evaluation import eval_masks, latent_reference_psnr, pixel_re
 from diffusers_lmd.schedulers import LMDMaskScheduler
 from diffusers_lmd.training import load_projector
 from diffusers_lmd.training.args import add_data_args, data_config
+from lmd_bench.budget import RunSettings
 from lmd_bench.data import BenchmarkData, EpochSampler, build_benchmark_data
 from lmd_bench.efficiency_loop import evaluate_psnr, masked_latent_mse, train_for_budget
 from lmd_bench.efficiency_methods import mask_ratio_at
@@ -190,11 +191,11 @@ def test_smoke_run_rows_and_headline(bench_data):
 
 def test_cpu_clock_budgets_process_time(bench_data):
     vae, data, _ = bench_data
-    row = train_for_budget(build_method("mae-pixel", tiny_preset(budget_s=0.3), vae), data, tiny_preset(budget_s=0.3),
-                           clock="cpu")  # fmt: skip
+    preset = tiny_preset(budget_s=0.3)
+    row = train_for_budget(build_method("mae-pixel", preset, vae), data, preset, RunSettings(clock="cpu"))
     assert row["clock"] == "cpu" and row["train_s"] >= 0.3 and row["steps"] >= 1
     with pytest.raises(ValueError, match="clock"):
-        train_for_budget(build_method("mae-pixel", tiny_preset(), vae), data, tiny_preset(), clock="sundial")
+        train_for_budget(build_method("mae-pixel", preset, vae), data, preset, RunSettings(clock="sundial"))
 
 
 def test_target_is_the_best_psnr_every_masked_autoencoder_reaches():

@@ -12,6 +12,7 @@ from diffusers import VQModel
 from diffusers_lmd.data import LabelledTensors
 from diffusers_lmd.metrics import FeatureClassifier, GenerationScorer
 from diffusers_lmd.projector import encode_images
+from lmd_bench.budget import RunSettings
 from lmd_bench.data import BenchmarkData
 from lmd_bench.generation_bench import (
     GENERATION_METHODS,
@@ -176,7 +177,7 @@ def test_bad_settings_are_refused(setting):
     scorer = GenerationScorer(classifier, data.test.images)
     method = build_generation_method("ddpm-pixel", tiny_preset(), vae, 16)
     with pytest.raises(ValueError, match="clock"):
-        train_generator_for_budget(method, data, tiny_preset(), scorer, clock="sundial")
+        train_generator_for_budget(method, data, tiny_preset(), scorer, RunSettings(clock="sundial"))
 
 
 def test_the_cpu_preset_meets_the_issue():
