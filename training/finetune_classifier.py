@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune an LMD-pretrained encoder for image classification and report MAT@1 / MAT@5 (SPEC §5).
+"""Fine-tune an LMD-pretrained encoder for image classification and report MAT@1 / MAT@5 (method.md §5).
 
     accelerate launch training/finetune_classifier.py --pretrained_path lmd-output --output_dir lmd-classifier
 
@@ -47,6 +47,7 @@ from diffusers_lmd.training import (
     save_model_card,
 )
 from diffusers_lmd.training.args import (
+    HelpFormatter,
     accelerator_kwargs,
     add_data_args,
     add_finetune_args,
@@ -65,7 +66,7 @@ logger = get_logger(__name__)  # logs on the main process only
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     add_data_args(parser)
     add_training_args(parser)
     add_pretrained_args(parser)  # --revision, --variant, --cache_dir for --pretrained_path

@@ -175,7 +175,9 @@ def test_push_to_hub_uploads_the_pipeline_folder(tiny_projector_path, tmp_path, 
     ):
         assert name in files, name  # fmt: skip
     assert not any(f.startswith("checkpoint-") for f in files)  # training state stays local
-    assert "hf_x" not in (tmp_path / "out" / "README.md").read_text()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "hf_x" not in card
+    assert "SPEC" not in card and "method.md" not in card  # a card reads without the repository
 
 
 def test_a_corrupt_image_is_skipped_with_a_warning_naming_it(tiny_projector_path, tmp_path):
@@ -265,3 +267,14 @@ def test_gradient_checkpointing_gives_the_same_training(tiny_projector_path, tmp
     assert calls  # the blocks really were recomputed
     plain, ckpt = step_records(tmp_path / "plain"), step_records(tmp_path / "ckpt")
     assert [r["loss"] for r in plain] == pytest.approx([r["loss"] for r in ckpt], rel=1e-5)
+
+
+def test_the_card_names_every_efficiency_metric_in_words():
+    from diffusers_lmd.metrics import EfficiencyTracker
+    from diffusers_lmd.training.lmd.trainer import CARD_EFFICIENCY_NAMES
+
+    tracker = EfficiencyTracker(warmup_steps=1)
+    for step in range(30):
+        tracker.update(1.0 / (step + 1))
+    assert set(tracker.summary()) - {"loss_events"} == set(CARD_EFFICIENCY_NAMES)
+    assert all(name.split(":")[0] in ("MIT", "MLI", "MLT") for name in CARD_EFFICIENCY_NAMES.values())

@@ -21,6 +21,7 @@ class OptimizerConfig:
 
     Args:
         optimizer: ``"adamw"`` (MAE) or ``"adan"``.
+        use_8bit_adam: AdamW in 8 bits (bitsandbytes' ``AdamW8bit``), as diffusers' example scripts offer it.
         adam_beta1 / adam_beta2 / adam_weight_decay / adam_epsilon: AdamW's (Adan uses its paper's betas).
         lr_scheduler: a diffusers ``get_scheduler`` name.
         lr_warmup_steps: linear warm-up steps; ``None`` for 5% of the training steps.
@@ -28,6 +29,7 @@ class OptimizerConfig:
     """
 
     optimizer: str = "adamw"
+    use_8bit_adam: bool = False
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_weight_decay: float = 0.05
@@ -55,6 +57,13 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, config: OptimizerConfig, learning_rate: float) -> torch.optim.Optimizer:
     """AdamW (fused on CUDA) or Adan (needs the ``adan-pytorch`` package), as ``config.optimizer`` says."""
     groups = weight_decay_groups(model, config.adam_weight_decay)
+    if config.optimizer == "adamw" and config.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as err:
+            raise ImportError("--use_8bit_adam needs the bitsandbytes package: `pip install bitsandbytes`.") from err
+        betas = (config.adam_beta1, config.adam_beta2)
+        return bnb.optim.AdamW8bit(groups, lr=learning_rate, betas=betas, eps=config.adam_epsilon)
     if config.optimizer == "adamw":
         fused = all(p.is_cuda for g in groups for p in g["params"])
         return torch.optim.AdamW(

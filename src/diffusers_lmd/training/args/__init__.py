@@ -8,6 +8,7 @@ The scripts build their parsers here and convert what they parse into the typed 
 from .common import (
     LR_SCHEDULERS,
     OPTIMIZERS,
+    HelpFormatter,
     accelerator_kwargs,
     add_pretrained_args,
     add_training_args,
@@ -44,6 +45,7 @@ from .projector import (
 )
 
 __all__ = [
+    "HelpFormatter",
     "LR_SCHEDULERS",
     "MISSING_PROJECTOR",
     "MODEL_OVERRIDES",

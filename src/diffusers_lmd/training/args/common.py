@@ -8,10 +8,13 @@ a default with ``parser.set_defaults``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from dataclasses import fields
 from typing import TypeVar
 
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import LoggerType
 from diffusers.optimization import SchedulerType
 
 from ..hub import HUB_STRATEGIES
@@ -20,7 +23,12 @@ from ..optim import OptimizerConfig
 OPTIMIZERS = ("adamw", "adan")
 LR_SCHEDULERS = tuple(s.value for s in SchedulerType if s != SchedulerType.PIECEWISE_CONSTANT)
 OPTIM = OptimizerConfig()  # the optimiser flags' defaults are the options' defaults
+REPORT_TO = ("none", *(tracker.value for tracker in LoggerType))  # Accelerate's trackers, "all" and "none"
 Options = TypeVar("Options")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's ``--help`` line ends with its default; a script's description keeps its own line breaks."""
 
 
 def add_pretrained_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -56,7 +64,13 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         "--seed", type=int, default=0, help="Seeds the weights, the data order and every per-step mask and flip."
     )
     run.add_argument("--train_batch_size", type=int, default=16, help="Batch size per device.")
-    run.add_argument("--num_train_epochs", type=int, default=100, help="Epochs, unless --max_train_steps is set.")
+    run.add_argument(
+        "--num_train_epochs",
+        "--num_epochs",
+        type=int,
+        default=100,
+        help="Epochs, unless --max_train_steps is set (--num_epochs: the name of diffusers' train_unconditional.py).",
+    )
     run.add_argument(
         "--max_train_steps", type=int, default=None, help="Total optimiser steps; overrides --num_train_epochs."
     )
@@ -94,6 +108,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="Decoupled weight decay (not on biases and norms).",
     )
     optim.add_argument("--adam_epsilon", type=float, default=OPTIM.adam_epsilon, help="Optimiser epsilon.")
+    optim.add_argument(
+        "--use_8bit_adam", action="store_true", help="AdamW in 8 bits (bitsandbytes' AdamW8bit, CUDA), as diffusers."
+    )
     optim.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm; 0 disables it.")
     optim.add_argument(
         "--use_ema",
@@ -131,9 +148,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     logs = parser.add_argument_group("logging and validation")
     logs.add_argument(
         "--report_to",
+        "--logger",
         type=str,
         default="tensorboard",
-        help='Tracker for scalars and images: "tensorboard", "wandb", "all" or "none".',
+        choices=REPORT_TO,
+        help="Accelerate's tracker for scalars and images, all installed ones, or none (--logger: the name of "
+        "diffusers' train_unconditional.py).",
     )
     logs.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, inside --output_dir.")
     logs.add_argument("--tracker_project_name", type=str, default=None, help="Tracker run name (default: script).")
@@ -165,6 +185,22 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="Licence of the trained weights for the model card, a Hub licence id such as apache-2.0 or mit "
         "(default: none stated; it depends on the training data).",
     )
+
+    # What a command pasted from diffusers' example scripts carries: accepted where it means something here.
+    compat = parser.add_argument_group("diffusers' example-script flags")
+    compat.add_argument(
+        "--local_rank",
+        type=int,
+        default=-1,
+        help="Set by torch.distributed.launch; Accelerate (accelerate launch, torchrun) reads the rank from the "
+        "environment, so any value is accepted and the environment wins.",
+    )
+    compat.add_argument(
+        "--validation_epochs",
+        type=int,
+        default=None,
+        help="Refused with a message: these scripts validate every --validation_steps optimiser steps.",
+    )
     return parser
 
 
@@ -189,7 +225,7 @@ def check_training_args(args: argparse.Namespace) -> None:
     if args.push_to_hub and args.hub_token is not None and args.report_to in ("wandb", "all"):
         raise ValueError(
             "Do not pass --hub_token together with --report_to wandb: the token could leak into the run's logs. "
-            "Log in with `huggingface-cli login` instead."
+            "Log in with `hf auth login` instead."
         )
     strategy = args.hub_strategy
     if strategy not in HUB_STRATEGIES:
@@ -199,6 +235,45 @@ def check_training_args(args: argparse.Namespace) -> None:
     if not args.output_dir:
         raise ValueError("--output_dir must name a folder.")
     args.output_dir = os.fspath(args.output_dir)
+    check_report_to(args.report_to)
+    check_optimizer_args(args)
+    check_diffusers_flags(args)
+
+
+def check_report_to(report_to: str) -> None:
+    """A named tracker must be installed: Accelerate would only warn and train untracked."""
+    if report_to in ("all", "none"):
+        return
+    installed = [tracker.value for tracker in get_available_trackers()]
+    if report_to not in installed:
+        raise ValueError(
+            f"--report_to {report_to} needs the {report_to} package, which is not installed: `pip install {report_to}`"
+            f", or pick an installed tracker ({', '.join(installed) or 'none is installed'}) or --report_to none."
+        )
+
+
+def check_optimizer_args(args: argparse.Namespace) -> None:
+    """Refuse optimiser flags that the chosen optimiser would ignore."""
+    if args.optimizer == "adan" and (args.adam_beta1, args.adam_beta2) != (OPTIM.adam_beta1, OPTIM.adam_beta2):
+        raise ValueError(
+            "--adam_beta1/--adam_beta2 set AdamW's betas; --optimizer adan uses its paper's three betas "
+            "(0.02, 0.08, 0.01) and would ignore them: drop them, or use --optimizer adamw."
+        )
+    if args.use_8bit_adam:
+        if args.optimizer != "adamw":
+            raise ValueError("--use_8bit_adam is 8-bit AdamW: it needs --optimizer adamw.")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("--use_8bit_adam needs the bitsandbytes package: `pip install bitsandbytes` (CUDA only).")
+
+
+def check_diffusers_flags(args: argparse.Namespace) -> None:
+    """Flags that diffusers' example scripts have and these scripts do not use: say what to use instead."""
+    if args.validation_epochs is not None:
+        raise ValueError(
+            f"--validation_epochs {args.validation_epochs}: these scripts validate every --validation_steps optimiser "
+            "steps; pass --validation_steps (an epoch is len(dataset) / (--train_batch_size x processes x "
+            "--gradient_accumulation_steps) steps)."
+        )
 
 
 def flag_values(args: argparse.Namespace, *names: str) -> dict:

@@ -10,21 +10,17 @@ from dataclasses import fields
 import torch
 
 from ...metrics import FEATURE_NETWORKS, ImageSetConfig
-from .common import options_from_args
+from .common import HelpFormatter, options_from_args
 
 DEFAULTS = {f.name: f.default for f in fields(ImageSetConfig)}  # the flags' defaults are the options' defaults
 DEFAULT_FEATURE_NETWORK = "inception"
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The script's docstring as written, and every flag's default."""
 
 
 def build_evaluate_fid_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``evaluate_fid.py``."""
     parser = argparse.ArgumentParser(
         description=description,
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     sources = parser.add_argument_group("images")
     source_help = (

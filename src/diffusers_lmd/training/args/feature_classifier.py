@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from .common import HelpFormatter
+
 
 def parse_feature_classifier_args(
     argv: Sequence[str] | None = None, description: str | None = None
 ) -> argparse.Namespace:
     """Parse ``train_feature_classifier.py`` flags (``sys.argv`` when ``argv`` is ``None``)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     parser.add_argument("--output_dir", default="fashion-mnist-classifier", help="Where the model folder goes.")
     parser.add_argument("--epochs", type=int, default=3, help="Passes over the 60,000 training images.")
     parser.add_argument("--train_batch_size", type=int, default=128)

@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+
 from ...models import LMD_PRESETS
 from ...models.diffusion_head import HEAD_TYPES
 from ...schedulers import MASK_SCHEDULES
-from .common import add_pretrained_args, add_training_args, check_training_args
+from .common import HelpFormatter, add_pretrained_args, add_training_args, check_training_args
 from .data import add_data_args, add_label_column_arg
 
+DEFAULT_CONDITIONING_DROPOUT = 0.1
+ATTENTION_BACKENDS = tuple(backend.value for backend in AttentionBackendName)
+DIFFUSION_HEAD_FLAGS = ("diffusion_head_width", "diffusion_head_layers", "diffusion_batch_mul")
 MISSING_PROJECTOR = (
     "--projector_path is required: a VQModel/AutoencoderKL folder or Hub repository (e.g. stabilityai/sd-vae-ft-mse), "
     "or an LMD pipeline whose vae/ is used. Train one with training/train_projector.py, or use the committed "
-    "assets/demo-projector or assets/fashion-mnist-projector."
+    "assets/demo-projector or assets/fashion-mnist-projector; or start from an LMD pipeline with "
+    "--pretrained_model_name_or_path, whose vae/ is then the projector."
 )
 # Architecture flags that override the preset when given.
 MODEL_OVERRIDES = (
@@ -63,7 +69,18 @@ def add_lmd_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="Re-estimate the projector's scaling_factor/shift_factor on the training images before training.",
     )
-    group.add_argument("--preset", type=str, default="small", choices=sorted(LMD_PRESETS), help="LMDModel size.")
+    group.add_argument(
+        "--pretrained_model_name_or_path",
+        type=str,
+        default=None,
+        help="Start a new run from these LMD weights (not a resume): an LMD pipeline folder or Hub repository (its "
+        "transformer, and its vae unless --projector_path is given) or an LMDModel folder or repository (then "
+        "--projector_path is required). --revision / --variant / --cache_dir apply to it. The architecture and "
+        "head come from it; the class embeddings are made anew when --label_column's classes differ.",
+    )
+    group.add_argument(
+        "--preset", type=str, default=None, choices=sorted(LMD_PRESETS), help="LMDModel size (None: small)."
+    )
     for name, kind, text in MODEL_OVERRIDES:
         group.add_argument(f"--{name}", type=kind, default=None, help=f"{text} Default: the preset's.")
     group.add_argument(
@@ -102,6 +119,19 @@ def add_lmd_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument(
         "--gradient_checkpointing", action="store_true", help="Recompute activations in backward to save memory."
     )
+    group.add_argument(
+        "--attention_backend",
+        type=str,
+        default=None,
+        choices=ATTENTION_BACKENDS,
+        help="diffusers' attention backend for the transformer (e.g. flash, _native_cudnn, sage, xformers); "
+        "None: PyTorch's scaled_dot_product_attention.",
+    )
+    group.add_argument(
+        "--enable_xformers_memory_efficient_attention",
+        action="store_true",
+        help="As in diffusers' scripts: the xformers attention backend (needs the xformers package).",
+    )
     add_generation_args(parser)
     return parser
 
@@ -128,22 +158,24 @@ def add_generation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     group.add_argument(
         "--conditioning_dropout_prob",
         type=float,
-        default=0.1,
-        help="Share of labels / captions replaced by the null class / empty prompt, for classifier-free guidance.",
+        default=None,
+        help="Share of labels / captions replaced by the null class / empty prompt, for classifier-free guidance "
+        f"(with --label_column or --caption_column; None: {DEFAULT_CONDITIONING_DROPOUT}).",
     )
     group.add_argument(
         "--encoder_cross_attention",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Text models: cross-attention in the encoder blocks too, not only the decoder's (--no-encoder_cross_"
-        "attention: decoder only).",
+        default=None,
+        help="With --caption_column: cross-attention in the encoder blocks too, not only the decoder's "
+        "(--no-encoder_cross_attention: decoder only; None: both).",
     )
     group.add_argument(
         "--head_type",
         type=str,
-        default="mse",
+        default=None,
         choices=HEAD_TYPES,
-        help="mse: LMD's L_LIR head (predicts the mean); diffusion: a per-token diffusion head that samples (MAR).",
+        help="mse: LMD's L_LIR head (predicts the mean); diffusion: a per-token diffusion head that samples (MAR). "
+        "None: mse, or the pretrained model's.",
     )
     group.add_argument(
         "--mse_loss_weight",
@@ -156,7 +188,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def build_lmd_parser(description: str = "Train an LMD model (Latent Masking Diffusion).") -> argparse.ArgumentParser:
     """The parser of ``train_lmd.py``: data flags, shared training flags, LMD flags."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     add_data_args(parser)
     add_training_args(parser)
     add_pretrained_args(parser)
@@ -168,16 +200,46 @@ def build_lmd_parser(description: str = "Train an LMD model (Latent Masking Diff
 def check_lmd_args(args: argparse.Namespace) -> None:
     """Raise a ``ValueError`` naming the first LMD or training flag that cannot work."""
     check_training_args(args)
-    if not args.projector_path:
+    if not args.projector_path and not args.pretrained_model_name_or_path:
         raise ValueError(MISSING_PROJECTOR)
+    if args.pretrained_model_name_or_path:
+        architecture = [f"--{name}" for name in ("preset", "head_type", "mse_loss_weight", *model_overrides(args))
+                        if getattr(args, name)]  # fmt: skip
+        if architecture:
+            raise ValueError(
+                f"{', '.join(architecture)} would build a new model, but --pretrained_model_name_or_path brings its "
+                "own architecture and head: drop them, or start without --pretrained_model_name_or_path."
+            )
+    else:
+        args.preset, args.head_type = args.preset or "small", args.head_type or "mse"
     if not 0.0 <= args.mask_ratio_min <= args.mask_ratio_max <= 1.0:
         raise ValueError(
             f"Need 0 <= --mask_ratio_min <= --mask_ratio_max <= 1, got {args.mask_ratio_min} and {args.mask_ratio_max}."
         )
     check_generation_args(args)
+    check_attention_args(args)
     for name in ("encode_batch_size", "eval_batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}.")
+
+
+def check_attention_args(args: argparse.Namespace) -> None:
+    """``--enable_xformers_memory_efficient_attention`` is ``--attention_backend xformers``; a backend whose package
+    or hardware is missing is refused here, before any work."""
+    if args.enable_xformers_memory_efficient_attention:
+        if args.attention_backend not in (None, "xformers"):
+            raise ValueError(
+                "--enable_xformers_memory_efficient_attention is --attention_backend xformers: pass one of the two."
+            )
+        args.attention_backend = "xformers"
+    if args.attention_backend is not None:
+        try:
+            _check_attention_backend_requirements(AttentionBackendName(args.attention_backend))
+        except (ImportError, RuntimeError, ValueError) as err:
+            raise ValueError(
+                f"--attention_backend {args.attention_backend} cannot run here: {err} Leave it unset for PyTorch's "
+                "scaled_dot_product_attention."
+            ) from err
 
 
 def check_generation_args(args: argparse.Namespace) -> None:
@@ -187,8 +249,22 @@ def check_generation_args(args: argparse.Namespace) -> None:
             "--caption_column and --text_encoder_name_or_path go together: captions need a text encoder, and a text "
             "encoder needs captions."
         )
-    if not 0.0 <= args.conditioning_dropout_prob < 1.0:
-        raise ValueError(f"--conditioning_dropout_prob must lie in [0, 1), got {args.conditioning_dropout_prob}.")
+    conditioned = bool(args.label_column or args.caption_column)
+    if args.conditioning_dropout_prob is not None:
+        if not conditioned:
+            raise ValueError(
+                "--conditioning_dropout_prob drops class labels or captions: it needs --label_column or "
+                "--caption_column."
+            )
+        if not 0.0 <= args.conditioning_dropout_prob < 1.0:
+            raise ValueError(f"--conditioning_dropout_prob must lie in [0, 1), got {args.conditioning_dropout_prob}.")
+    elif conditioned:
+        args.conditioning_dropout_prob = DEFAULT_CONDITIONING_DROPOUT
+    if args.encoder_cross_attention is not None and not args.caption_column:
+        raise ValueError("--(no-)encoder_cross_attention places the text cross-attention: it needs --caption_column.")
+    given_head_flags = [f"--{name}" for name in DIFFUSION_HEAD_FLAGS if getattr(args, name) is not None]
+    if given_head_flags and args.head_type != "diffusion":
+        raise ValueError(f"{', '.join(given_head_flags)} size the diffusion head: they need --head_type diffusion.")
     if args.mse_loss_weight < 0 or (args.mse_loss_weight and args.head_type != "diffusion"):
         raise ValueError(
             f"--mse_loss_weight {args.mse_loss_weight} weighs an extra MSE loss beside the diffusion head: it must be "
@@ -212,8 +288,10 @@ def lmd_model_kwargs(args: argparse.Namespace) -> dict:
         overrides=model_overrides(args),
         head_type=args.head_type,
         mse_loss_weight=args.mse_loss_weight,
-        class_dropout_prob=args.conditioning_dropout_prob,
-        encoder_cross_attention=args.encoder_cross_attention,
+        class_dropout_prob=DEFAULT_CONDITIONING_DROPOUT
+        if args.conditioning_dropout_prob is None
+        else args.conditioning_dropout_prob,
+        encoder_cross_attention=args.encoder_cross_attention is not False,
     )
 
 
@@ -222,7 +300,7 @@ def parse_lmd_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ``--projector_path`` is an argparse error (usage and exit status 2), other bad flags a ``ValueError``."""
     parser = build_lmd_parser()
     args = parser.parse_args(argv)
-    if not args.projector_path:
+    if not args.projector_path and not args.pretrained_model_name_or_path:
         parser.error(MISSING_PROJECTOR)
     check_lmd_args(args)
     return args

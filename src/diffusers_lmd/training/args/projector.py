@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from .common import add_training_args, flag_values
+from .common import HelpFormatter, add_training_args, flag_values
 from .data import add_data_args
 
 PROJECTOR_TYPES = ("vq", "kl")
@@ -26,7 +26,7 @@ ARCHITECTURE_FLAGS = (
 
 
 def add_projector_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Flags of the projector architecture and of its losses (SPEC §2)."""
+    """Flags of the projector architecture and of its losses (method.md §2)."""
     model = parser.add_argument_group("projector")
     model.add_argument(
         "--projector_type", type=str, default="vq", choices=PROJECTOR_TYPES, help="VQModel or AutoencoderKL."
@@ -132,7 +132,7 @@ def projector_kwargs(args: argparse.Namespace) -> dict:
 
 def build_projector_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``train_projector.py``: data flags, shared training flags, projector flags."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     add_data_args(parser)
     add_training_args(parser)
     add_projector_args(parser)

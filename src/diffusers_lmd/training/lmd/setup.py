@@ -34,7 +34,12 @@ from ..latent_cache import (
     data_identity,
     projector_fingerprint,
 )
-from ..pretrained import load_pretrained_projector, resolve_pretrained
+from ..pretrained import (
+    load_pretrained_config,
+    load_pretrained_model,
+    load_pretrained_projector,
+    resolve_pretrained,
+)
 from ..runtime import NonFiniteLossError, weight_dtype
 
 logger = get_logger(__name__)  # rank-aware: the main process speaks
@@ -116,6 +121,70 @@ def build_lmd_model(
     )
     check_compatible(vae, model, resolution)
     return model
+
+
+def load_pretrained_lmd(
+    path: str,
+    *,
+    revision: str | None = None,
+    variant: str | None = None,
+    cache_dir: str | None = None,
+    flag: str = "--pretrained_model_name_or_path",
+) -> tuple[LMDModel, Projector | None]:
+    """The ``LMDModel`` of a saved LMD pipeline or model, locally or on the Hub, and the pipeline's projector (``None``
+    for a bare model), or a ``ValueError`` naming ``flag``."""
+    source = resolve_pretrained(path, revision=revision, variant=variant, cache_dir=cache_dir, flag=flag)
+    if source.is_pipeline:
+        if "transformer" not in source.model_index:
+            raise ValueError(f"{flag} {source} is a pipeline without a transformer/: pass an LMD pipeline.")
+        model = load_pretrained_model(LMDModel, source.component("transformer"), flag)
+        return model, load_pretrained_projector(source, flag=flag, subfolder_flag=None)
+    class_name = load_pretrained_config(source, flag).get("_class_name")
+    if class_name != LMDModel.__name__:
+        raise ValueError(f"{flag} {source} holds a {class_name!r}, not an LMDPipeline or LMDModel.")
+    return load_pretrained_model(LMDModel, source, flag), None
+
+
+def adapt_pretrained_model(
+    model: LMDModel,
+    vae: Projector,
+    resolution: int,
+    *,
+    num_class_embeds: int | None = None,
+    class_dropout_prob: float = 0.1,
+    cross_attention_dim: int | None = None,
+) -> LMDModel:
+    """``model``'s weights, conditioned as this run's data asks: the class embeddings are made anew (initialised as a
+    new model's) when the number of classes differs, everything else is kept. Errors name ``train_lmd.py``'s flags."""
+    try:
+        check_compatible(vae, model, resolution)
+    except ValueError as err:
+        raise ValueError(f"--projector_path does not fit --pretrained_model_name_or_path's transformer: {err}") from err
+    latent_size = resolution // downsample_factor(vae)
+    if model.config.sample_size not in (latent_size, [latent_size, latent_size], (latent_size, latent_size)):
+        raise ValueError(
+            f"--resolution {resolution} gives {latent_size}x{latent_size} latents, but the pretrained transformer was "
+            f"built for sample_size={model.config.sample_size}: pass the --resolution it was trained at."
+        )
+    if cross_attention_dim != model.config.cross_attention_dim:
+        raise ValueError(
+            f"The pretrained transformer's cross_attention_dim is {model.config.cross_attention_dim}, this run's text "
+            f"encoder gives {cross_attention_dim}: use the same --text_encoder_name_or_path (or none) as its training."
+        )
+    conditioning = dict(num_class_embeds=num_class_embeds, class_dropout_prob=class_dropout_prob)
+    if all(model.config[name] == value for name, value in conditioning.items()):
+        return model
+    adapted = LMDModel.from_config({**model.config, **conditioning})
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("class_embedding.")}
+    missing, unexpected = adapted.load_state_dict(kept, strict=False)
+    if unexpected or any(not k.startswith("class_embedding.") for k in missing):
+        raise ValueError(f"The pretrained transformer's weights do not fit its own config: {missing + unexpected}.")
+    if num_class_embeds is not None and num_class_embeds == model.config.num_class_embeds:
+        adapted.class_embedding.load_state_dict(model.class_embedding.state_dict())
+    elif num_class_embeds is not None:
+        logger.info("Class embeddings made anew: %d classes (the pretrained model had %s)", num_class_embeds,
+                    model.config.num_class_embeds)  # fmt: skip
+    return adapted
 
 
 def projector_dtype(upcast: bool | None, vae: Projector, accelerator: Accelerator) -> torch.dtype:

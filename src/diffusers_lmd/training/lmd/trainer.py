@@ -1,4 +1,4 @@
-"""The LMD training loop (SPEC §2-§3), shared by ``training/train_lmd.py``, the demo, benchmarks and tests.
+"""The LMD training loop (method.md §2-§3), shared by ``training/train_lmd.py``, the demo, benchmarks and tests.
 
 Each optimiser step draws the mask ratio from ``LMDMaskScheduler.get_mask_ratio(global_step, seed=seed)``, a pure
 function of the step (and, for MAR's random ratio, of the seed), so every rank uses the same ratio and a resumed
@@ -54,10 +54,12 @@ from .outputs import (
     write_checkpoint_folder,
 )
 from .setup import (
+    adapt_pretrained_model,
     build_lmd_model,
     build_train_dataloader,
     check_finite_loss,
     gather_step_stats,
+    load_pretrained_lmd,
     load_projector,
     load_text_encoder,
     place_projector,
@@ -69,6 +71,12 @@ from .setup import (
 
 __all__ = ["LMDTrainer", "LMDTrainingResult", "train_lmd"]
 
+# The card's names of the training-efficiency metrics (their definitions: the project's docs/method.md §5).
+CARD_EFFICIENCY_NAMES = {
+    "mit_s": "MIT: mean seconds per optimiser step",
+    "mli": "MLI: mean steps between loss decreases",
+    "mlt_s": "MLT: MIT x MLI (s)",
+}
 logger = get_logger(__name__)  # rank-aware: the main process speaks (setup_logging sends it to the console)
 
 
@@ -85,13 +93,20 @@ class LMDTrainer:
         accelerator = build_accelerator(args.output_dir, **accelerator_kwargs(args), compile=args.compile)
         self.accelerator = accelerator
         setup_logging(accelerator)
-        self.vae = load_projector(
-            args.projector_path,
-            args.projector_subfolder,
-            revision=args.revision,
-            variant=args.variant,
-            cache_dir=args.cache_dir,
-        )
+        pretrained, self.vae = None, None
+        if args.pretrained_model_name_or_path:  # --revision / --variant then apply to it
+            where = dict(revision=args.revision, variant=args.variant, cache_dir=args.cache_dir)
+            pretrained, self.vae = load_pretrained_lmd(args.pretrained_model_name_or_path, **where)
+        if args.projector_path:
+            where = (
+                dict(revision=None, variant=None) if pretrained else dict(revision=args.revision, variant=args.variant)
+            )
+            self.vae = load_projector(args.projector_path, args.projector_subfolder, cache_dir=args.cache_dir, **where)
+        if self.vae is None:
+            raise ValueError(
+                f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path} is an LMDModel without a "
+                "projector: pass --projector_path (the projector it was trained on)."
+            )
         self.hub = HubUploader.from_args(args, accelerator.is_main_process)  # a bad token or repo fails now, not later
         # The data first: a class-conditional model's size depends on its classes. Datasets draw no global RNG. One
         # process loads (downloads) and checks the images first; the others then read datasets' cache.
@@ -103,12 +118,20 @@ class LMDTrainer:
         if args.caption_column:
             self.tokenizer, self.text_encoder = load_text_encoder(args.text_encoder_name_or_path, args.cache_dir)
         set_seed(args.seed)
-        model = build_lmd_model(
-            self.vae,
-            **lmd_model_kwargs(args),
+        conditions = dict(
             num_class_embeds=len(self.class_names) if self.class_names else None,
             cross_attention_dim=self.text_encoder.config.hidden_size if self.text_encoder is not None else None,
         )
+        if pretrained is None:
+            model = build_lmd_model(self.vae, **lmd_model_kwargs(args), **conditions)
+        else:
+            dropout = lmd_model_kwargs(args)["class_dropout_prob"]
+            model = adapt_pretrained_model(
+                pretrained, self.vae, args.resolution, class_dropout_prob=dropout, **conditions
+            )
+            args.head_type = model.config.head_type  # for the card and evaluation
+        if args.attention_backend:
+            model.set_attention_backend(args.attention_backend)
         if args.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         if accelerator.is_main_process:
@@ -153,7 +176,7 @@ class LMDTrainer:
             self.ema.to(accelerator.device)
 
         self.global_step = 0
-        self.efficiency = EfficiencyTracker()  # MIT / MLI / MLT (SPEC §5), logged every step
+        self.efficiency = EfficiencyTracker()  # MIT / MLI / MLT (method.md §5), logged every step
         self.result = LMDTrainingResult(args.output_dir, 0, None, None, 0.0)
         if self.cache is not None:
             self.result.cache_seconds, self.result.cache_reused = self.cache.seconds, self.cache.reused
@@ -377,7 +400,7 @@ class LMDTrainer:
             self.log.log({"step": self.global_step, "eval_psnr": self.result.eval.psnr})
         metrics = {"optimiser steps": self.global_step, "final training loss": self.result.final_loss}
         summary = self.efficiency.summary()
-        metrics.update({f"{k} (SPEC §5)": v for k, v in summary.items() if k != "loss_events"})
+        metrics.update({CARD_EFFICIENCY_NAMES[k]: v for k, v in summary.items() if k in CARD_EFFICIENCY_NAMES})
         finish_run(
             args,
             self.vae,
