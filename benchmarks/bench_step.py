@@ -37,7 +37,7 @@ PRESETS: dict[str, dict] = {
     "cpu": dict(latent_channels=4, latent_size=16, patch_size=2, hidden_size=128, num_layers=4,
                 num_attention_heads=4, decoder_hidden_size=64, decoder_num_layers=2, decoder_num_attention_heads=4,
                 batch_size=16, warmup=3, iters=20, bf16=False),
-    # ViT-B, 12 + 8 blocks, over SD-style 4x28x28 latents with patch 2 (196 tokens), as in SPEC §6.
+    # ViT-B, 12 + 8 blocks, over SD-style 4x28x28 latents with patch 2 (196 tokens), as in method.md §6.
     "gpu": dict(latent_channels=4, latent_size=28, patch_size=2, hidden_size=768, num_layers=12,
                 num_attention_heads=12, decoder_hidden_size=512, decoder_num_layers=8, decoder_num_attention_heads=16,
                 batch_size=256, warmup=5, iters=20, bf16=True),

@@ -1,6 +1,9 @@
 """What a pip install gets (issue 14 item 8): the Hub pipeline file as package data, and plots that are optional."""
 
 import logging
+import subprocess
+import sys
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -67,3 +70,17 @@ def test_the_projector_script_finishes_without_matplotlib(
     assert result["global_step"] == 1 and (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "README.md").is_file() and not (tmp_path / "loss_curve.png").exists()
     assert "Skipped plot_loss_curve" in caplog.text
+
+
+@pytest.mark.slow
+def test_the_readmes_wheel_builds_with_the_package_its_data_and_no_benchmark_harness(tmp_path):
+    """README's install line `pip wheel --no-deps -w dist .`: the wheel holds the library, the Hub pipeline file and
+    nothing of benchmarks/ or tests/."""
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    build = subprocess.run([*command, str(ROOT)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = tmp_path.glob("diffusers_lmd-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "diffusers_lmd/__init__.py" in names and f"diffusers_lmd/pipelines/hub_files/{HUB_PIPELINE_FILE}" in names
+    assert not any(name.startswith(("lmd_bench/", "benchmarks/", "tests/")) for name in names)
+    assert not any("benchmarking" in name for name in names)

@@ -1,4 +1,4 @@
-"""Projector helpers over tiny random diffusers VQModel and AutoencoderKL (SPEC §2, issue 2 item 4)."""
+"""Projector helpers over tiny random diffusers VQModel and AutoencoderKL (method.md §2, issue 2 item 4)."""
 
 import pytest
 import torch
@@ -87,7 +87,7 @@ def test_estimated_stats_give_unit_variance_latents(projector):
     assert projector.config.scaling_factor == pytest.approx(scale)
     latents = torch.cat([encode_images(projector, b) for b in batches])
     assert latents.var(unbiased=False).item() == pytest.approx(1.0, rel=1e-3)
-    assert projector.config.shift_factor == pytest.approx(shift)  # a VQModel keeps its shift too (SPEC §2)
+    assert projector.config.shift_factor == pytest.approx(shift)  # a VQModel keeps its shift too (method.md §2)
     assert latents.mean().item() == pytest.approx(0.0, abs=1e-3)
 
 

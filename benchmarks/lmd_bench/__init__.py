@@ -7,7 +7,7 @@ adds ``benchmarks`` to its ``pythonpath``; nothing in ``diffusers_lmd`` imports 
   method trains on, in one order), ``budget`` (one wall-clock training budget: clock, optimiser, weight EMA,
   evaluation pauses, loss log), ``presets`` (the presets' base classes and lookup), ``throughput`` (cost per
   image and MFU);
-- training efficiency (SPEC §5, paper Tables 1, 3, 5): ``efficiency_presets``, ``efficiency_methods``,
+- training efficiency (method.md §5, paper Tables 1, 3, 5): ``efficiency_presets``, ``efficiency_methods``,
   ``unet_methods``, ``efficiency_registry``, ``efficiency_loop``, ``efficiency_results``, ``efficiency_report``;
 - generation (paper Tables 3 and 4): ``generation_presets``, ``generation_methods``, ``generation_lmd``,
   ``generation_loop``, ``generation_bench``, ``generation_report``;

@@ -86,7 +86,7 @@ PRESETS: dict[str, EfficiencyPreset] = {
         unet_pixel=unet_config((32, 64, 128, 128), (False, False, False, True), 1),
     ),
     # One H200: the paper's scale. 224-px crops, f=8 projector (28x28x4 latents, patch 2 = 196 tokens), ViT-B
-    # (12 + 8 blocks) against transformers' ViTMAE-B/16 (also 196 tokens), U-Nets of SPEC §6's size class.
+    # (12 + 8 blocks) against transformers' ViTMAE-B/16 (also 196 tokens), U-Nets of method.md §6's size class.
     "gpu": EfficiencyPreset(
         name="gpu",
         resolution=224,
@@ -107,7 +107,7 @@ PRESETS: dict[str, EfficiencyPreset] = {
 }  # fmt: skip
 
 
-# Fashion-MNIST on two CPU cores (SPEC §8): 28x28 padded to 32x32, the committed f=2 VQ projector (16x16x4
+# Fashion-MNIST on two CPU cores (method.md §8): 28x28 padded to 32x32, the committed f=2 VQ projector (16x16x4
 # latents; patch 2 = 64 tokens, as pixel MAE's patch 4 on 32x32), a 4 + 2 block ViT of width 128.
 PRESETS["fmnist-cpu"] = EfficiencyPreset(
     name="fmnist-cpu",

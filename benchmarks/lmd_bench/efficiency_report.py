@@ -15,7 +15,7 @@ from diffusers_lmd.schedulers import LMDMaskScheduler
 from .efficiency_methods import mask_ratio_at
 from .efficiency_results import best_psnr
 
-# SPEC §5: (MIT, MLT, MLI) and, for Table 5, (overall, MAT@1, MAT@5).
+# method.md §5: (MIT, MLT, MLI) and, for Table 5, (overall, MAT@1, MAT@5).
 PAPER_TABLE_1 = {"mae-pixel": (2.62, 17.11, 6.53), "lmd-ps": (2.78, 8.37, 3.01), "lmd-cs": (2.61, 6.92, 2.65)}
 PAPER_TABLE_3 = {"ddpm-pixel": (5.45, 39.89, 7.32), "ldm-latent": (2.86, 15.84, 5.54), "lmd-cs": (2.45, 7.06, 2.88)}
 PAPER_TABLE_5 = {
@@ -232,7 +232,7 @@ def plot_loss_curves(result: dict, path: str, methods=("lmd-ps", "lmd-cs", "lmd-
 
 
 def plot_mask_schedules(path: str, points: int = 600) -> str:
-    """The four mask-ratio schedules over a run, as LMD trains them (SPEC §3)."""
+    """The four mask-ratio schedules over a run, as LMD trains them (method.md §3)."""
     plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     progress = [i / (points - 1) for i in range(points)]

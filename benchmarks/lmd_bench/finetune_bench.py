@@ -4,7 +4,7 @@ Both encoders are pre-trained for the same wall-clock budget by the efficiency b
 (:func:`lmd_bench.efficiency_loop.train_for_budget`: same images, batch order, optimiser and budget; LMD on cached
 projector latents with the cosine mask schedule, transformers' ``ViTMAEForPreTraining`` on pixels at mask 0.75,
 with the same number of tokens per image). Each is then fine-tuned for the same wall-clock budget by
-:func:`~diffusers_lmd.classification.finetune` with the same recipe, and scored by MAT@1/MAT@5 (SPEC §5), final
+:func:`~diffusers_lmd.classification.finetune` with the same recipe, and scored by MAT@1/MAT@5 (method.md §5), final
 top-1 and the time to the best top-1 that both reach. A control fine-tunes the LMD encoder from its initialisation
 (no pre-training), to show what pre-training adds.
 """

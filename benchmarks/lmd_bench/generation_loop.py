@@ -131,7 +131,7 @@ def train_generator_for_budget(
     """Train ``method`` for ``preset.budget_s`` seconds of training; return its row and its final samples.
 
     The row holds ``fid``, ``conditional_accuracy``, ``precision``, ``recall``, ``samples_per_s`` (of the final
-    ``final_samples``), ``train_s``, ``steps``, ``mit_s`` / ``mli`` / ``mlt_s`` (SPEC §5), ``curve`` (rows of
+    ``final_samples``), ``train_s``, ``steps``, ``mit_s`` / ``mli`` / ``mlt_s`` (method.md §5), ``curve`` (rows of
     :data:`CURVE_COLUMNS` at ``eval_samples`` each, the last from the first ``eval_samples`` final samples) and
     ``losses`` (``[step, train_seconds, loss]``).
     """

@@ -1,6 +1,6 @@
 """End-to-end cost per training image with online projector encoding vs the latent cache, and MFU.
 
-SPEC §6 measured that encoding with the frozen projector costs ~4.6x an LMD step at mask 0.75 on an H200, the
+method.md §6 measured that encoding with the frozen projector costs ~4.6x an LMD step at mask 0.75 on an H200, the
 reason latents are cached. This measures the same trade on the benchmark's own models and hardware, and
 relates the step's arithmetic (counted by ``torch.utils.flop_counter``) to a measured matmul ceiling.
 """

@@ -1,4 +1,4 @@
-"""Held-out reconstruction quality, measured the same way by training, benchmarks and tests (SPEC §5).
+"""Held-out reconstruction quality, measured the same way by training, benchmarks and tests (method.md §5).
 
 PSNR is computed in pixel space over the whole image, after masking a fixed, seeded 75% of each image's
 latent tokens, predicting them, keeping the visible latents exactly as encoded and decoding through the

@@ -80,7 +80,7 @@ def token_mask_to_latent_mask(mask: torch.Tensor, patch_size: int, height: int, 
 def pixel_mask_to_token_mask(pixel_mask: torch.Tensor, patch_pixels: int) -> torch.Tensor:
     """Map a ``B x 1 x H x W`` pixel mask (>= 0.5 = redo, diffusers' binarisation) to a ``B x L`` token mask.
 
-    A token is masked if any pixel of its ``patch_pixels x patch_pixels`` footprint is (SPEC §4);
+    A token is masked if any pixel of its ``patch_pixels x patch_pixels`` footprint is (method.md §4);
     ``patch_pixels`` is the projector's downsampling factor times the LMD patch size.
     """
     hit = F.max_pool2d((pixel_mask >= 0.5).float(), kernel_size=patch_pixels, stride=patch_pixels)

@@ -116,7 +116,8 @@ def estimate_latent_stats(
 
 def set_latent_stats(vae: Projector, scaling_factor: float, shift_factor: float = 0.0) -> None:
     """Store the statistics in the projector's config as ``scaling_factor`` and ``shift_factor``, for a
-    ``VQModel`` too (SPEC §2: ``(z - shift) * scale``), where ``save_pretrained`` / ``from_pretrained`` keep them."""
+    ``VQModel`` too (method.md §2: ``(z - shift) * scale``), where ``save_pretrained`` / ``from_pretrained`` keep
+    them."""
     _check_projector(vae)
     if scaling_factor <= 0:
         raise ValueError(f"scaling_factor must be positive, got {scaling_factor}.")

@@ -1,4 +1,4 @@
-"""Fashion-MNIST (SPEC §8): the real IDX files through ``datasets``, and every way the files can be bad."""
+"""Fashion-MNIST (method.md §8): the real IDX files through ``datasets``, and every way the files can be bad."""
 
 import argparse
 import gzip

@@ -1,4 +1,4 @@
-"""SPEC §5 metrics on synthetic curves whose answers are worked out by hand in the comments."""
+"""method.md §5 metrics on synthetic curves whose answers are worked out by hand in the comments."""
 
 import math
 

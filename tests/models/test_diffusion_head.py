@@ -1,4 +1,4 @@
-"""The per-token diffusion head (MAR's design, SPEC §9): initialisation, the noise-prediction loss, and sampling
+"""The per-token diffusion head (MAR's design, method.md §9): initialisation, the noise-prediction loss, and sampling
 with diffusers' own DDIMScheduler / DDPMScheduler."""
 
 from __future__ import annotations

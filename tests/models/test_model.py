@@ -1,4 +1,4 @@
-"""LMDModel: shapes, masking semantics, the masked loss, serialisation, training features (SPEC §2)."""
+"""LMDModel: shapes, masking semantics, the masked loss, serialisation, training features (method.md §2)."""
 
 import copy
 

@@ -1,4 +1,4 @@
-"""Class and text conditioning of LMDModel (SPEC §9), and how conditions travel through training: the latent and
+"""Class and text conditioning of LMDModel (method.md §9), and how conditions travel through training: the latent and
 text-embedding caches, label/caption dropout, resume, and the saved pipeline."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""LMDPipeline generation with conditions (SPEC §9): class labels and prompts, classifier-free guidance, the diffusion
-head's sampling in generation, reconstruction and inpainting, save/load, and a ValueError for every bad input."""
+"""LMDPipeline generation with conditions (method.md §9): class labels and prompts, classifier-free guidance, the
+diffusion head's sampling in generation, reconstruction and inpainting, save/load, and a ValueError for every bad
+input."""
 
 from __future__ import annotations
 

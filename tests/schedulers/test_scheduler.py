@@ -1,4 +1,4 @@
-"""LMDMaskScheduler: the training ratio curves of SPEC §3 and progressive unmasking (SPEC §4)."""
+"""LMDMaskScheduler: the training ratio curves of method.md §3 and progressive unmasking (method.md §4)."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from diffusers_lmd import LMDMaskScheduler
 from diffusers_lmd.masking import random_mask, token_mask_to_latent_mask
 from diffusers_lmd.schedulers.scheduling_lmd_mask import RISING_SCHEDULES
 
-# SPEC §3, S = 600, r_min = 0.15, r_max = 0.75.
+# method.md §3, S = 600, r_min = 0.15, r_max = 0.75.
 COSINE_REFERENCE = {
     0: 0.15,
     1: 0.150067,

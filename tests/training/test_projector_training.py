@@ -1,4 +1,4 @@
-"""Projector pre-training (SPEC §2): losses, adaptive weight, discriminator, one training step, the script."""
+"""Projector pre-training (method.md §2): losses, adaptive weight, discriminator, one training step, the script."""
 
 import argparse
 import json
@@ -114,7 +114,8 @@ def test_patch_discriminator_shapes_and_round_trip(tmp_path):
 
 
 def test_vq_regulariser_weights_codebook_by_one_and_commitment_by_beta():
-    """SPEC eq. 4: ||sg[E(x)] - z_q||^2 + beta ||sg[z_q] - E(x)||^2 (diffusers' legacy default swaps the two)."""
+    """The paper's eq. 4 (method.md §2): ||sg[E(x)] - z_q||^2 + beta ||sg[z_q] - E(x)||^2 (diffusers' legacy default
+    swaps the two)."""
     vq = AutoencoderWithLoss(tiny_vq(), commitment_beta=0.25).vae
     z = torch.randn(2, 4, 3, 3, requires_grad=True)
     z_q, loss, (_, _, indices) = vq.quantize(z)

@@ -1,4 +1,4 @@
-"""What a fine-tuning run reports: MAT@1/MAT@5 (SPEC §5), final and best accuracy, time to a target, a plot."""
+"""What a fine-tuning run reports: MAT@1/MAT@5 (method.md §5), final and best accuracy, time to a target, a plot."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The built-in demo data (SPEC §7): seeded random crops of scikit-image's colour photos, one photo held out.
+"""The built-in demo data (method.md §7): seeded random crops of scikit-image's colour photos, one photo held out.
 
 scikit-image ships these photos in its wheel, so the demo, tests and benchmarks need no download. Crops have
 a random side (a share of the photo's shorter side) and position, and are resized to the resolution. The crop

@@ -1,4 +1,4 @@
-"""Fashion-MNIST (SPEC §8) as an ordinary ``datasets.DatasetDict``, offline from its IDX files or from the Hub.
+"""Fashion-MNIST (method.md §8) as an ordinary ``datasets.DatasetDict``, offline from its IDX files or from the Hub.
 
 Zalando's Fashion-MNIST (MIT licence): 60,000 training and 10,000 test greyscale images, 28x28, ten classes.
 Offline it comes from Debian's ``dataset-fashion-mnist`` package (four gzipped IDX files in

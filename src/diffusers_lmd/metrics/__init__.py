@@ -1,5 +1,5 @@
-"""Metrics: the paper's training-efficiency metrics and PSNR (SPEC §5), and generation quality on a Fashion-MNIST
-classifier's features (SPEC §9; :data:`FID_NAME`, not comparable to Inception FID)."""
+"""Metrics: the paper's training-efficiency metrics and PSNR (method.md §5), and generation quality on a Fashion-MNIST
+classifier's features (method.md §9; :data:`FID_NAME`, not comparable to Inception FID)."""
 
 from .efficiency import (
     DEFAULT_DELTA,

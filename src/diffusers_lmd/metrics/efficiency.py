@@ -1,6 +1,6 @@
-"""Training-efficiency metrics of the LMD paper (SPEC §5) and PSNR (``diffusers_lmd.metrics`` re-exports them).
+"""Training-efficiency metrics of the LMD paper (method.md §5) and PSNR (``diffusers_lmd.metrics`` re-exports them).
 
-The paper's appendix defining them is lost; SPEC §5 fixes them as follows.
+The paper's appendix defining them is lost; method.md §5 fixes them as follows.
 
 - MIT, mean iteration time: wall-clock seconds per optimiser step, averaged after a warm-up.
 - A *loss-decrease event*: the EMA-smoothed training loss reaches a new low at least a relative ``delta``

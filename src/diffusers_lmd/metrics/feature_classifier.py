@@ -1,4 +1,4 @@
-"""A compact Fashion-MNIST CNN whose penultimate features stand in for Inception's in FID (SPEC §9).
+"""A compact Fashion-MNIST CNN whose penultimate features stand in for Inception's in FID (method.md §9).
 
 No Inception or CLIP weights can be downloaded here, so generation quality is measured in the feature space of
 a small classifier the project trains itself (``training/train_feature_classifier.py``, committed under

@@ -114,7 +114,7 @@ def write_model_card(output_dir: str, metrics: dict, command: str, hardware: str
 
 A compact CNN (`diffusers_lmd.metrics.FeatureClassifier`, {metrics["num_parameters"]:,} parameters) trained on the
 Fashion-MNIST training split. It exists to score generated images where no Inception or CLIP weights can be
-downloaded (SPEC §9):
+downloaded (method.md §9):
 
 - **FID on a Fashion-MNIST classifier's features (not comparable to Inception FID)**: the Fréchet distance
   between Gaussians fitted to its penultimate features ({metrics.get("feature_dim", 128)}-D) of generated and

@@ -1,4 +1,4 @@
-"""Generation quality in a classifier's feature space (SPEC §9): FID, conditional accuracy, precision / recall.
+"""Generation quality in a classifier's feature space (method.md §9): FID, conditional accuracy, precision / recall.
 
 FID here is the Fréchet distance between Gaussians fitted to the penultimate features of the project's own
 Fashion-MNIST classifier (:class:`~diffusers_lmd.metrics.FeatureClassifier`), not Inception's, so its values are

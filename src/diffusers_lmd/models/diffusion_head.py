@@ -1,7 +1,7 @@
 """A per-token diffusion head (MAR's design): a small MLP denoiser that samples each masked latent patch.
 
 An MSE head predicts the conditional mean of a masked patch, which is a blur wherever the visible context
-leaves the patch uncertain (SPEC §9). This head instead models the patch's distribution given the decoder's
+leaves the patch uncertain (method.md §9). This head instead models the patch's distribution given the decoder's
 feature of that token: residual MLP blocks modulated (adaLN) by the feature plus the diffusion timestep,
 zero-initialised so training starts from the identity. It is trained with the noise-prediction loss under a
 diffusers ``DDPMScheduler`` noise schedule and sampled with any diffusers scheduler (``DDIMScheduler``,

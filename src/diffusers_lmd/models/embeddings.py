@@ -16,7 +16,7 @@ def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
 def sincos_2d_position_embedding(dim: int, grid_height: int, grid_width: int) -> torch.Tensor:
     """``(grid_height * grid_width) x dim`` embedding in row-major token order.
 
-    The first half of the channels encodes the row index and the second half the column (SPEC §2).
+    The first half of the channels encodes the row index and the second half the column (method.md §2).
     """
     if dim % 4:
         raise ValueError(f"The position embedding needs a width divisible by 4, got {dim}.")

@@ -1,9 +1,9 @@
-"""``LMDModel``: the latent masked autoencoder of Latent Masking Diffusion (SPEC §2), optionally conditional.
+"""``LMDModel``: the latent masked autoencoder of Latent Masking Diffusion (method.md §2), optionally conditional.
 
 The forward pass reads as MAE's named steps: ``patchify`` the latent, ``mask_tokens`` (random or given),
 ``forward_encoder`` on the visible tokens only, ``forward_decoder`` over the whole grid with the
 position embedding *subtracted* (spatial position recall), then a head and its loss on masked patches:
-the MSE head of ``L_LIR`` (the default), or a per-token diffusion head that can sample (SPEC §9).
+the MSE head of ``L_LIR`` (the default), or a per-token diffusion head that can sample (method.md §9).
 A class enters as condition tokens the encoder always sees; a text encoder's embeddings enter through
 cross-attention.
 """

@@ -1,9 +1,9 @@
-"""``LMDPipeline``: reconstruction, inpainting and generation with a Latent Masking Diffusion model (SPEC §4).
+"""``LMDPipeline``: reconstruction, inpainting and generation with a Latent Masking Diffusion model (method.md §4).
 
 Every task completes a partly masked latent: reconstruction and inpainting start from an encoded image with some
 tokens masked, generation from a fully masked latent. One loop serves all three: the model predicts the masked
 tokens and ``LMDMaskScheduler.step`` reveals a share of them, keeping visible latents exactly, until none is
-masked (one step: SPEC §4's one-shot reconstruction). A diffusion head samples only the tokens the scheduler picks
+masked (one step: method.md §4's one-shot reconstruction). A diffusion head samples only the tokens the scheduler picks
 to reveal. Latents stay in the projector's dtype; the transformer gets a copy in its own.
 """
 

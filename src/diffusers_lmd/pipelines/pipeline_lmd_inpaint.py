@@ -1,4 +1,4 @@
-"""``LMDInpaintPipeline``: redo the masked regions of images with a Latent Masking Diffusion model (SPEC §4)."""
+"""``LMDInpaintPipeline``: redo the masked regions of images with a Latent Masking Diffusion model (method.md §4)."""
 
 from __future__ import annotations
 

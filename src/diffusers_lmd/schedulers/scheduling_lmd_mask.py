@@ -1,4 +1,5 @@
-"""``LMDMaskScheduler``: the rising mask ratio of LMD training (SPEC §3) and progressive unmasking (SPEC §4)."""
+"""``LMDMaskScheduler``: the rising mask ratio of LMD training (method.md §3) and progressive unmasking
+(method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Encode the training images once with the frozen projector and keep the latents on disk.
 
-On an H200, encoding an image costs ~4.6x an LMD training step at mask 0.75 (SPEC §6), so re-encoding every
+On an H200, encoding an image costs ~4.6x an LMD training step at mask 0.75 (method.md §6), so re-encoding every
 epoch would waste most of the run. The cache is a ``datasets`` table (memory-mapped Arrow) under
 ``{cache_dir}/{fingerprint}``, where the fingerprint hashes the projector's weights and config (its latent
 scale and shift included) and the data's identity and preprocessing: any change gives a new table, the same

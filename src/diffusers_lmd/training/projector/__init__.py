@@ -1,4 +1,4 @@
-"""The projector training engine behind ``training/train_projector.py`` (SPEC §2): a diffusers ``VQModel`` or
+"""The projector training engine behind ``training/train_projector.py`` (method.md §2): a diffusers ``VQModel`` or
 ``AutoencoderKL`` with a patch discriminator (``model``), its step and run (``trainer``), and its held-out
 evaluation and saved folder (``outputs``)."""
 

@@ -1,4 +1,4 @@
-"""What projector pre-training trains (SPEC §2, paper §3.1, eqs. 4-6): the autoencoder, its loss-returning
+"""What projector pre-training trains (method.md §2, paper §3.1, eqs. 4-6): the autoencoder, its loss-returning
 wrapper, the patch discriminator and the losses.
 
 ``L = L_rec + L_reg + gamma * L_GAN`` for the autoencoder, where ``L_reg`` is the VQ codebook + commitment term (or
@@ -91,8 +91,8 @@ class AutoencoderWithLoss(nn.Module):
     """``forward(images) -> (reconstruction, regulariser)`` for a ``VQModel`` or ``AutoencoderKL``.
 
     For a ``VQModel`` the regulariser is diffusers' own ``commit_loss`` with the quantiser switched to
-    ``legacy=False``: diffusers' legacy default puts ``beta`` on the codebook term, whereas SPEC eq. 4 is
-    ``||sg[E(x)] - z_q||^2 + beta ||sg[z_q] - E(x)||^2``. Inference is unaffected by the switch.
+    ``legacy=False``: diffusers' legacy default puts ``beta`` on the codebook term, whereas the paper's eq. 4
+    (method.md §2) is ``||sg[E(x)] - z_q||^2 + beta ||sg[z_q] - E(x)||^2``. Inference is unaffected by the switch.
     """
 
     def __init__(self, vae: VQModel | AutoencoderKL, commitment_beta: float = 0.25, kl_weight: float = 1e-6):
@@ -181,7 +181,7 @@ MAX_ADAPTIVE_WEIGHT = 1e4
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "hinge") -> torch.Tensor:
-    """The discriminator's loss: hinge, or ``vanilla`` = ``-[log D(x) + log(1 - D(x_hat))]`` (SPEC's L_ADV)."""
+    """The discriminator's loss: hinge, or ``vanilla`` = ``-[log D(x) + log(1 - D(x_hat))]`` (L_ADV of method.md §2)."""
     if kind == "hinge":
         return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())
     if kind == "vanilla":  # softplus(-l) = -log sigmoid(l), softplus(l) = -log(1 - sigmoid(l))
