@@ -26,6 +26,7 @@ from diffusers_lmd import LMDModel
 from diffusers_lmd.environment import describe_hardware, git_commit
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 from diffusers_lmd.training.args import add_projector_args, projector_kwargs
+from diffusers_lmd.training.args.demo import DEMO_VIT
 from diffusers_lmd.training.projector import build_projector
 from lmd_bench.budget import CLOCKS
 from lmd_bench.efficiency_presets import get_preset
@@ -41,7 +42,13 @@ PRESETS: dict[str, dict] = {
     "gpu": dict(latent_channels=4, latent_size=28, patch_size=2, hidden_size=768, num_layers=12,
                 num_attention_heads=12, decoder_hidden_size=512, decoder_num_layers=8, decoder_num_attention_heads=16,
                 batch_size=256, warmup=5, iters=20, bf16=True),
+    # The demo's and the generation benchmark's ViT on Fashion-MNIST's 4x16x16 latents (64 tokens), batch 64: the
+    # size at which to weigh a sampling head's cost (--head_type diffusion) against the MSE head's.
+    "fmnist": dict(latent_channels=4, latent_size=16, patch_size=2, **DEMO_VIT, batch_size=64, warmup=3, iters=20,
+                   bf16=False),
 }  # fmt: skip
+# LMDModel's head options a run may set (--head_type and the diffusion head's size); ViTMAE has no such head.
+HEAD_OPTIONS = ("head_type", "diffusion_batch_mul", "diffusion_head_width", "diffusion_head_layers")
 MASK_RATIOS = (0.15, 0.45, 0.75)
 # The preset keys that are LMDModel's parameters of the same name.
 LMD_ARCHITECTURE = (
@@ -59,7 +66,8 @@ IMPLS = ("lmd", "vitmae")
 def build_lmd(cfg: dict) -> torch.nn.Module:
     """The LMD model of a preset."""
     architecture = {name: cfg[name] for name in LMD_ARCHITECTURE}
-    return LMDModel(sample_size=cfg["latent_size"], in_channels=cfg["latent_channels"], **architecture)
+    head = {name: cfg[name] for name in HEAD_OPTIONS if cfg.get(name) is not None}
+    return LMDModel(sample_size=cfg["latent_size"], in_channels=cfg["latent_channels"], **architecture, **head)
 
 
 def build_vitmae(cfg: dict, mask_ratio: float) -> torch.nn.Module:
@@ -340,6 +348,12 @@ def main() -> None:
         help="CPU only: elapsed time (default) or process CPU time, steadier on a shared machine with --threads 1.",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU only: torch.set_num_threads.")
+    parser.add_argument("--head_type", choices=("mse", "diffusion"), default=None, help="LMD's head (default: mse).")
+    parser.add_argument(
+        "--diffusion_batch_mul", type=int, default=None, help="Diffusion head: noised copies per token."
+    )
+    parser.add_argument("--diffusion_head_width", type=int, default=None, help="Diffusion head: MLP width.")
+    parser.add_argument("--diffusion_head_layers", type=int, default=None, help="Diffusion head: residual blocks.")
     parser.add_argument(
         "--profile_dir",
         type=Path,
@@ -353,8 +367,15 @@ def main() -> None:
         help="Also measure the end-to-end cost per image with online projector encoding vs cached latents, and MFU.",
     )
     args = parser.parse_args()
+    head = {name: getattr(args, name) for name in HEAD_OPTIONS if getattr(args, name) is not None}
+    if head and "vitmae" in args.impls:
+        parser.error("ViTMAE has no sampling head: with --head_type or the diffusion-head flags, pass --impls lmd.")
+    if set(head) - {"head_type"} and head.get("head_type") != "diffusion":
+        parser.error(
+            "--diffusion_batch_mul / --diffusion_head_width / --diffusion_head_layers need --head_type diffusion."
+        )
 
-    cfg = dict(PRESETS[args.preset])
+    cfg = {**PRESETS[args.preset], **head}
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg["clock"] = args.clock
