@@ -73,3 +73,17 @@ def test_cost_per_image_compares_online_encoding_with_cached_latents(bench):
 
     with pytest.raises(ValueError, match="latent channels"):
         bench.measure_cost_per_image({**cfg, "latent_channels": 3}, torch.device("cpu"), "cpu", (0.5,))
+
+
+def test_the_head_options_build_the_head_asked_for_and_lmd_alone_measures_it(bench, monkeypatch, capsys):
+    diffusion = bench.build_lmd({**TINY, "head_type": "diffusion", "diffusion_batch_mul": 1, "diffusion_head_width": 8})
+    assert diffusion.config.head_type == "diffusion" and diffusion.diffusion_head is not None
+    assert diffusion.config.diffusion_batch_mul == 1 and diffusion.config.diffusion_head_width == 8
+    assert bench.build_lmd(TINY).diffusion_head is None  # the MSE head by default
+    rows = bench.run({**TINY, "head_type": "diffusion"}, torch.device("cpu"), ("lmd",), (0.85,), (False,))
+    assert [r["impl"] for r in rows] == ["lmd"] and rows[0]["img_per_s"] > 0
+    for argv in (["--head_type", "diffusion"], ["--impls", "lmd", "--diffusion_batch_mul", "1"]):
+        monkeypatch.setattr(sys, "argv", ["bench_step.py", "--preset", "cpu", *argv])
+        with pytest.raises(SystemExit):  # ViTMAE has no such head; the head's sizes need the diffusion head
+            bench.main()
+    assert "--impls lmd" in capsys.readouterr().err
