@@ -24,6 +24,7 @@ import torch
 
 from diffusers_lmd import LMDModel
 from diffusers_lmd.environment import describe_hardware, git_commit
+from diffusers_lmd.models.diffusion_head import HEAD_TYPES
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 from diffusers_lmd.training.args import add_projector_args, projector_kwargs
 from diffusers_lmd.training.args.demo import DEMO_VIT
@@ -48,7 +49,13 @@ PRESETS: dict[str, dict] = {
                    bf16=False),
 }  # fmt: skip
 # LMDModel's head options a run may set (--head_type and the diffusion head's size); ViTMAE has no such head.
-HEAD_OPTIONS = ("head_type", "diffusion_batch_mul", "diffusion_head_width", "diffusion_head_layers")
+HEAD_FLAGS = (
+    ("head_type", str, "LMD's head (default: mse); not ViTMAE's."),
+    ("diffusion_batch_mul", int, "Diffusion head: noised copies of each token per step."),
+    ("diffusion_head_width", int, "Diffusion head: MLP width (default: the decoder's)."),
+    ("diffusion_head_layers", int, "Diffusion head: residual blocks."),
+)
+HEAD_OPTIONS = tuple(name for name, _, _ in HEAD_FLAGS)
 MASK_RATIOS = (0.15, 0.45, 0.75)
 # The preset keys that are LMDModel's parameters of the same name.
 LMD_ARCHITECTURE = (
@@ -348,12 +355,9 @@ def main() -> None:
         help="CPU only: elapsed time (default) or process CPU time, steadier on a shared machine with --threads 1.",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU only: torch.set_num_threads.")
-    parser.add_argument("--head_type", choices=("mse", "diffusion"), default=None, help="LMD's head (default: mse).")
-    parser.add_argument(
-        "--diffusion_batch_mul", type=int, default=None, help="Diffusion head: noised copies per token."
-    )
-    parser.add_argument("--diffusion_head_width", type=int, default=None, help="Diffusion head: MLP width.")
-    parser.add_argument("--diffusion_head_layers", type=int, default=None, help="Diffusion head: residual blocks.")
+    for name, kind, text in HEAD_FLAGS:
+        choices = HEAD_TYPES if name == "head_type" else None
+        parser.add_argument(f"--{name}", type=kind, default=None, choices=choices, help=text)
     parser.add_argument(
         "--profile_dir",
         type=Path,
