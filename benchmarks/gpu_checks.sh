@@ -29,9 +29,10 @@ step() {
   python3 benchmarks/bench_step.py --preset gpu --output "$out/bench_step_gpu.json" --profile_dir "$work/profile" "$@" \
     2>&1 | tee "$out/bench_step_gpu.log"
 }
-efficiency() {
-  python3 benchmarks/bench_efficiency.py --preset gpu --output "$out/efficiency_gpu.json" --plots_dir "$work/images" \
-    --markdown "$out/efficiency_gpu.md" "$@" 2>&1 | tee "$out/efficiency_gpu.log"
+efficiency() {  # under $EFFICIENCY_TIMEOUT seconds when it is set (SIGINT, so the log says where it stopped)
+  ${EFFICIENCY_TIMEOUT:+timeout --signal=INT "$EFFICIENCY_TIMEOUT"} python3 benchmarks/bench_efficiency.py \
+    --preset gpu --output "$out/efficiency_gpu.json" --plots_dir "$work/images" --markdown "$out/efficiency_gpu.md" \
+    "$@" 2>&1 | tee "$out/efficiency_gpu.log"
 }
 pack() {  # the plots, the profile table and the trace, in one file (the device tool brings back at most 8)
   tar -czf "$out/results.tar.gz" -C "$work" .
@@ -48,10 +49,8 @@ case "${1:-}" in
     if (( left > 60 )); then
       # A short run of the headline rows: LMD-CS against both MAEs on the same data and budget.
       # shellcheck disable=SC2086
-      timeout --signal=INT "$left" python3 benchmarks/bench_efficiency.py --preset gpu --output "$out/efficiency_gpu.json" \
-        --plots_dir "$work/images" --markdown "$out/efficiency_gpu.md" --methods lmd-cs mae-pixel mae-ours \
-        --budget_s 20 --projector_steps 300 --no-throughput ${EFFICIENCY_FLAGS:-} 2>&1 | tee "$out/efficiency_gpu.log" ||
-        echo "gpu_checks: the efficiency run stopped early"
+      EFFICIENCY_TIMEOUT=$left efficiency --methods lmd-cs mae-pixel mae-ours --budget_s 20 --projector_steps 300 \
+        --no-throughput ${EFFICIENCY_FLAGS:-} || echo "gpu_checks: the efficiency run stopped early"
     fi
     pack ;;
   *)

@@ -14,6 +14,7 @@ from ..models.lmd_classifier import LMDForImageClassification
 from ..training.pretrained import (
     PretrainedSource,
     load_pretrained_config,
+    load_pretrained_lmd,
     load_pretrained_model,
     load_pretrained_projector,
     resolve_pretrained,
@@ -49,21 +50,10 @@ def load_classifier_for_finetuning(
             f"--pretrained_path {source} holds a {class_name!r}; expected an LMDPipeline, an LMDModel or an "
             "LMDForImageClassification (the output of training/train_lmd.py or of this script)."
         )
-    if source.is_pipeline and "transformer" not in source.model_index:
-        raise ValueError(
-            f"--pretrained_path {source} is a pipeline without a transformer/ component, not an LMDPipeline: pass "
-            "the output_dir (or Hub repository) of training/train_lmd.py."
-        )
-    projector = None
+    model, projector = load_pretrained_lmd(source, "--pretrained_path", with_projector=projector_path is None)
     if projector_path is not None:
         projector_source = resolve_pretrained(projector_path, cache_dir=cache_dir, token=token, flag="--projector_path")
         projector = load_pretrained_projector(projector_source, subfolder_flag=None)
-    if source.is_pipeline:
-        model = load_pretrained_model(LMDModel, source.component("transformer"))
-        if projector is None:
-            projector = load_pretrained_projector(source, flag="--pretrained_path", subfolder_flag=None)
-    else:
-        model = load_pretrained_model(LMDModel, source)
     head = dict(pooling=pooling, classifier_dropout=classifier_dropout, label_names=label_names)
     return LMDForImageClassification.from_lmd_model(model, len(label_names), projector=projector, **head)
 

@@ -25,6 +25,9 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
+from ..models import LMDModel
+from ..projector import Projector
+
 PROJECTOR_CLASSES = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}
 PROJECTOR_COMPONENTS = ("vae", "vqvae")  # the names diffusers' pipelines give their autoencoder, in order of preference
 MODEL_INDEX = "model_index.json"
@@ -194,6 +197,27 @@ def pickle_only_weights(source: PretrainedSource) -> list[str]:
     if any(f.endswith(".safetensors") for f in files):
         return []
     return sorted(f for f in files if f.endswith(".bin"))
+
+
+def load_pretrained_lmd(
+    source: PretrainedSource, flag: str = "--pretrained_path", with_projector: bool = True
+) -> tuple[LMDModel, Projector | None]:
+    """The ``LMDModel`` of a saved LMD pipeline (its ``transformer/``) or model, and, ``with_projector``, the
+    pipeline's projector (``None`` for a bare model, or when the caller brings its own); a ``ValueError`` naming
+    ``flag`` for anything else."""
+    if source.is_pipeline:
+        if "transformer" not in source.model_index:
+            raise ValueError(
+                f"{flag} {source} is a pipeline without a transformer/ component, not an LMDPipeline: pass the "
+                "output_dir (or Hub repository) of training/train_lmd.py."
+            )
+        model = load_pretrained_model(LMDModel, source.component("transformer"), flag)
+        vae = load_pretrained_projector(source, flag=flag, subfolder_flag=None) if with_projector else None
+        return model, vae
+    class_name = load_pretrained_config(source, flag).get("_class_name")
+    if class_name != LMDModel.__name__:
+        raise ValueError(f"{flag} {source} holds a {class_name!r}, not an LMDPipeline or LMDModel.")
+    return load_pretrained_model(LMDModel, source, flag), None
 
 
 def load_pretrained_projector(

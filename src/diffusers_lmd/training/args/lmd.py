@@ -259,7 +259,7 @@ def check_generation_args(args: argparse.Namespace) -> None:
         if not 0.0 <= args.conditioning_dropout_prob < 1.0:
             raise ValueError(f"--conditioning_dropout_prob must lie in [0, 1), got {args.conditioning_dropout_prob}.")
     elif conditioned:
-        args.conditioning_dropout_prob = DEFAULT_CONDITIONING_DROPOUT
+        args.conditioning_dropout_prob = conditioning_dropout(args)
     if args.encoder_cross_attention is not None and not args.caption_column:
         raise ValueError("--(no-)encoder_cross_attention places the text cross-attention: it needs --caption_column.")
     given_head_flags = [f"--{name}" for name in DIFFUSION_HEAD_FLAGS if getattr(args, name) is not None]
@@ -279,6 +279,12 @@ def model_overrides(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name, _, _ in MODEL_OVERRIDES if getattr(args, name) is not None}
 
 
+def conditioning_dropout(args: argparse.Namespace) -> float:
+    """The share of labels / captions dropped for classifier-free guidance: the flag, or its default."""
+    given = args.conditioning_dropout_prob
+    return DEFAULT_CONDITIONING_DROPOUT if given is None else given
+
+
 def lmd_model_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`~diffusers_lmd.training.lmd.setup.build_lmd_model` the flags set (all but the
     projector and the conditioning sizes, which come from the data and the text encoder)."""
@@ -288,9 +294,7 @@ def lmd_model_kwargs(args: argparse.Namespace) -> dict:
         overrides=model_overrides(args),
         head_type=args.head_type,
         mse_loss_weight=args.mse_loss_weight,
-        class_dropout_prob=DEFAULT_CONDITIONING_DROPOUT
-        if args.conditioning_dropout_prob is None
-        else args.conditioning_dropout_prob,
+        class_dropout_prob=conditioning_dropout(args),
         encoder_cross_attention=args.encoder_cross_attention is not False,
     )
 

@@ -34,12 +34,7 @@ from ..latent_cache import (
     data_identity,
     projector_fingerprint,
 )
-from ..pretrained import (
-    load_pretrained_config,
-    load_pretrained_model,
-    load_pretrained_projector,
-    resolve_pretrained,
-)
+from ..pretrained import load_pretrained_projector, resolve_pretrained
 from ..runtime import NonFiniteLossError, weight_dtype
 
 logger = get_logger(__name__)  # rank-aware: the main process speaks
@@ -121,28 +116,6 @@ def build_lmd_model(
     )
     check_compatible(vae, model, resolution)
     return model
-
-
-def load_pretrained_lmd(
-    path: str,
-    *,
-    revision: str | None = None,
-    variant: str | None = None,
-    cache_dir: str | None = None,
-    flag: str = "--pretrained_model_name_or_path",
-) -> tuple[LMDModel, Projector | None]:
-    """The ``LMDModel`` of a saved LMD pipeline or model, locally or on the Hub, and the pipeline's projector (``None``
-    for a bare model), or a ``ValueError`` naming ``flag``."""
-    source = resolve_pretrained(path, revision=revision, variant=variant, cache_dir=cache_dir, flag=flag)
-    if source.is_pipeline:
-        if "transformer" not in source.model_index:
-            raise ValueError(f"{flag} {source} is a pipeline without a transformer/: pass an LMD pipeline.")
-        model = load_pretrained_model(LMDModel, source.component("transformer"), flag)
-        return model, load_pretrained_projector(source, flag=flag, subfolder_flag=None)
-    class_name = load_pretrained_config(source, flag).get("_class_name")
-    if class_name != LMDModel.__name__:
-        raise ValueError(f"{flag} {source} holds a {class_name!r}, not an LMDPipeline or LMDModel.")
-    return load_pretrained_model(LMDModel, source, flag), None
 
 
 def adapt_pretrained_model(

@@ -30,6 +30,7 @@ from ...schedulers import LMDMaskScheduler
 from ..args import (
     accelerator_kwargs,
     check_lmd_args,
+    conditioning_dropout,
     data_config,
     effective_learning_rate,
     lmd_model_kwargs,
@@ -42,6 +43,7 @@ from ..hub import HubUploader
 from ..latent_cache import default_cache_dir, latents_for_batch
 from ..logging import JsonlLogger, ProgressBar, log_images, setup_logging
 from ..optim import build_ema, build_lr_scheduler, build_optimizer, register_ema_hooks
+from ..pretrained import load_pretrained_lmd, resolve_pretrained
 from ..runtime import build_accelerator, weight_dtype
 from ..text_cache import TextEmbeddings, build_text_cache
 from .evaluation import evaluation_model
@@ -59,7 +61,6 @@ from .setup import (
     build_train_dataloader,
     check_finite_loss,
     gather_step_stats,
-    load_pretrained_lmd,
     load_projector,
     load_text_encoder,
     place_projector,
@@ -95,8 +96,11 @@ class LMDTrainer:
         setup_logging(accelerator)
         pretrained, self.vae = None, None
         if args.pretrained_model_name_or_path:  # --revision / --variant then apply to it
-            where = dict(revision=args.revision, variant=args.variant, cache_dir=args.cache_dir)
-            pretrained, self.vae = load_pretrained_lmd(args.pretrained_model_name_or_path, **where)
+            flag, where = "--pretrained_model_name_or_path", dict(revision=args.revision, variant=args.variant)
+            source = resolve_pretrained(
+                args.pretrained_model_name_or_path, **where, cache_dir=args.cache_dir, flag=flag
+            )
+            pretrained, self.vae = load_pretrained_lmd(source, flag, with_projector=not args.projector_path)
         if args.projector_path:
             where = (
                 dict(revision=None, variant=None) if pretrained else dict(revision=args.revision, variant=args.variant)
@@ -125,7 +129,7 @@ class LMDTrainer:
         if pretrained is None:
             model = build_lmd_model(self.vae, **lmd_model_kwargs(args), **conditions)
         else:
-            dropout = lmd_model_kwargs(args)["class_dropout_prob"]
+            dropout = conditioning_dropout(args)
             model = adapt_pretrained_model(
                 pretrained, self.vae, args.resolution, class_dropout_prob=dropout, **conditions
             )
