@@ -5,6 +5,7 @@
 #   device run, carry [".whl"]: bash benchmarks/gpu_checks.sh all          # everything below in one call (~9 min)
 #   device run, carry [".whl"]: bash benchmarks/gpu_checks.sh step         # bench_step --preset gpu (+ profile)
 #   device run, carry [".whl"]: bash benchmarks/gpu_checks.sh efficiency   # bench_efficiency --preset gpu
+#     (EFFICIENCY_TIMEOUT=<s> stops it early; the rows of the methods already done still come back)
 #
 # Results go to $OUT (which the device tool brings back, at most 8 files), else benchmarks/results: each JSON and
 # log (written as they run, so a run cut short still returns its log), and results.tar.gz with the plots, the
@@ -32,15 +33,16 @@ step() {
 efficiency() {  # under $EFFICIENCY_TIMEOUT seconds when it is set (SIGINT, so the log says where it stopped)
   ${EFFICIENCY_TIMEOUT:+timeout --signal=INT "$EFFICIENCY_TIMEOUT"} python3 benchmarks/bench_efficiency.py \
     --preset gpu --output "$out/efficiency_gpu.json" --plots_dir "$work/images" --markdown "$out/efficiency_gpu.md" \
-    "$@" 2>&1 | tee "$out/efficiency_gpu.log"
+    --work_dir "$work/efficiency" "$@" 2>&1 | tee "$out/efficiency_gpu.log"
 }
-pack() {  # the plots, the profile table and the trace, in one file (the device tool brings back at most 8)
-  tar -czf "$out/results.tar.gz" -C "$work" .
+pack() {  # plots, profile, trace and each finished method's row (kept if the run is cut short), in one file
+  tar -czf "$out/results.tar.gz" -C "$work" --exclude "efficiency/latents" --exclude "efficiency/data.safetensors" \
+    --exclude "*.safetensors" .
 }
 
 case "${1:-}" in
   step) step "${@:2}"; pack ;;
-  efficiency) efficiency "${@:2}"; pack ;;
+  efficiency) efficiency "${@:2}" || echo "gpu_checks: the efficiency run stopped early"; pack ;;
   all)
     # shellcheck disable=SC2086  # the flag variables are word lists
     step ${STEP_FLAGS:-}
