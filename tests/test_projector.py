@@ -143,3 +143,28 @@ def test_bad_projector_input_raises(projector):
         encode_images(projector, torch.zeros(2, 4, 16, 16))
     with pytest.raises(TypeError, match="VQModel or AutoencoderKL"):
         encode_images(torch.nn.Identity(), images())
+
+
+def test_nearest_codes_match_the_vq_models_own_quantisation():
+    """The codes a categorical head is trained on are the ones decoding quantises the latent to, after the
+    normalisation (scale and shift) moved latents and codebook alike."""
+    from diffusers_lmd.projector import nearest_codes, vq_codebook
+
+    vae = tiny_vq()
+    set_latent_stats(vae, 2.5, -0.3)
+    x = images()
+    codes = nearest_codes(encode_images(vae, x), vq_codebook(vae))
+    expected = vae.quantize(raw_latents(vae, x))[2][2].view(codes.shape)
+    assert codes.dtype == torch.long and torch.equal(codes, expected)
+    # the codebook's normalised latents decode to the images of the quantised latents
+    quantised = vq_codebook(vae)[codes].permute(0, 3, 1, 2)
+    assert torch.allclose(decode_latents(vae, quantised), vae.decode(raw_latents(vae, x)).sample, atol=1e-5)
+
+
+def test_a_codebook_needs_a_vq_projector_and_matching_channels():
+    from diffusers_lmd.projector import nearest_codes, vq_codebook
+
+    with pytest.raises(ValueError, match="VQModel"):
+        vq_codebook(tiny_kl())
+    with pytest.raises(ValueError, match="latents must be"):
+        nearest_codes(torch.zeros(1, 3, 4, 4), vq_codebook(tiny_vq()))

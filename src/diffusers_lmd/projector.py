@@ -85,6 +85,36 @@ def decode_latents(vae: Projector, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(z).sample
 
 
+def vq_codebook(vae: Projector) -> torch.Tensor:
+    """A ``VQModel``'s codebook in the normalised latent space, ``K x latent_channels``: code ``k``'s latent is
+    ``(e_k - shift) * scale``, exactly what decoding quantises back to code ``k``. A categorical head predicts these
+    codes; an ``AutoencoderKL`` has none, hence the ``ValueError``."""
+    _check_projector(vae)
+    if not isinstance(vae, VQModel):
+        raise ValueError(
+            f"A codebook (for head_type='categorical' or a token model) needs a VQModel projector; got "
+            f"{type(vae).__name__}, whose latents are continuous: use head_type='mse' or 'diffusion' with it."
+        )
+    scale, shift = _normalisation(vae)
+    return (vae.quantize.embedding.weight.detach().float() - shift) * scale
+
+
+def nearest_codes(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Normalised latents ``B x C x H x W`` -> the index of the nearest code at each position, ``B x H x W`` (long):
+    the codes ``VQModel.quantize`` picks, since normalising moves the latents and the codebook alike."""
+    if latents.ndim != 4 or latents.shape[1] != codebook.shape[1]:
+        raise ValueError(
+            f"latents must be B x {codebook.shape[1]} x H x W for a codebook of {codebook.shape[1]}-dim codes, got "
+            f"{tuple(latents.shape)}."
+        )
+    flat = latents.detach().float().permute(0, 2, 3, 1).reshape(-1, codebook.shape[1])
+    codebook = codebook.to(flat.device, flat.dtype)
+    # |z - e|^2 = |z|^2 - 2 z.e + |e|^2; the |z|^2 term is the same for every code.
+    distances = codebook.pow(2).sum(dim=1)[None] - 2 * flat @ codebook.T
+    b, _, h, w = latents.shape
+    return distances.argmin(dim=1).view(b, h, w)
+
+
 @torch.no_grad()
 def estimate_latent_stats(
     vae: Projector, images: Iterable[torch.Tensor], max_batches: int | None = None
