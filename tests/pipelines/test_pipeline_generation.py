@@ -357,3 +357,56 @@ def test_class_conditional_generation_from_a_briefly_trained_model(tiny_projecto
             other = "red" if name == "blue" else "blue"
             own, cross = (samples - means[name]).norm(), (samples - means[other]).norm()
             assert own < 0.7 * cross, (head, name, own.item(), cross.item())
+
+
+# ------------------------------------------------------------------------------- defaults and the head choice
+def test_conditional_generation_is_guided_by_default_and_reconstruction_is_not(make_pipeline_components):
+    """As DiTPipeline does: a class model trained with label dropout guides its generation unless told otherwise; a
+    model whose null class never trained, a call without a condition, and a reconstruction do not."""
+    from diffusers_lmd.pipelines.conditioning import DEFAULT_GUIDANCE_SCALE
+
+    pipe = make_generation_pipeline(make_pipeline_components(), num_class_embeds=3, class_dropout_prob=0.1)
+    default = latents_of(pipe, class_labels=[2, 0], num_inference_steps=1)
+    assert pipe.guidance_scale == DEFAULT_GUIDANCE_SCALE > 1
+    explicit = latents_of(pipe, class_labels=[2, 0], num_inference_steps=1, guidance_scale=DEFAULT_GUIDANCE_SCALE)
+    torch.testing.assert_close(default, explicit)
+    assert not torch.allclose(default, latents_of(pipe, class_labels=[2, 0], num_inference_steps=1, guidance_scale=1))
+    latents_of(pipe, batch_size=2, num_inference_steps=1)
+    assert pipe.guidance_scale == 1.0
+    pipe(image=torch.rand(1, 3, 16, 16), class_labels=[1], generator=gen(0), output_type="latent")
+    assert pipe.guidance_scale == 1.0
+    no_dropout = make_generation_pipeline(make_pipeline_components(), num_class_embeds=3)
+    latents_of(no_dropout, class_labels=[1], num_inference_steps=1)
+    assert no_dropout.guidance_scale == 1.0
+
+
+def test_a_model_with_both_heads_samples_by_default_and_gives_the_mean_when_asked(make_pipeline_components):
+    """mse_loss_weight > 0 trains the MSE head beside the diffusion head: prediction='mean' is the MSE head's
+    one-shot reconstruction, exactly the model's forward; the default samples (and differs by seed)."""
+    pipe = make_generation_pipeline(
+        make_pipeline_components(), num_class_embeds=3, head_type="diffusion", mse_loss_weight=1.0
+    )
+    image = torch.rand(1, 3, 16, 16)
+    mean = pipe(image=image, prediction="mean", mask_ratio=1.0, generator=gen(0), output_type="latent").images
+    expected = pipe.transformer(torch.zeros(1, 4, 8, 8), mask=torch.ones(1, 16), return_loss=False).sample
+    torch.testing.assert_close(mean, expected)
+    sampled = [
+        pipe(image=image, mask_ratio=1.0, num_head_inference_steps=3, generator=gen(s), output_type="latent").images
+        for s in (0, 1)
+    ]
+    assert not torch.allclose(sampled[0], sampled[1]) and not torch.allclose(sampled[0], mean)
+
+
+@pytest.mark.parametrize(
+    ("config", "kwargs", "message"),
+    [
+        (dict(head_type="diffusion"), dict(prediction="mean"), "needs an MSE head"),
+        (dict(), dict(prediction="sample"), "needs a sampling head"),
+        (dict(), dict(prediction="median"), "prediction must be"),
+        (dict(head_type="diffusion", mse_loss_weight=1.0), dict(prediction="mean", temperature=0.5), "does not use"),
+    ],
+)
+def test_a_prediction_the_model_cannot_make_is_a_value_error(make_pipeline_components, config, kwargs, message):
+    pipe = make_generation_pipeline(make_pipeline_components(), **config)
+    with pytest.raises(ValueError, match=message):
+        pipe(batch_size=1, num_inference_steps=1, **kwargs)

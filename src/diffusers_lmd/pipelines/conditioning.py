@@ -21,6 +21,9 @@ from .text_inputs import NULL_PROMPT, encode_text
 
 ClassLabelInput = int | str | Sequence[int] | Sequence[str] | torch.Tensor | None
 PromptInput = str | Sequence[str] | None
+# Classifier-free guidance of conditional generation when a call sets none (DiTPipeline's default is 4.0); chosen on
+# the demo model's conditional accuracy and FID (docs/pipeline.md).
+DEFAULT_GUIDANCE_SCALE = 3.0
 
 
 def _as_list(value) -> list:
@@ -144,6 +147,43 @@ class LMDConditioningMixin:
                 "have the same shape to run in one batch."
             )
         return torch.cat(embeds), torch.cat(masks)
+
+    def default_guidance_scale(self, image, class_labels: ClassLabelInput) -> float:
+        """The ``guidance_scale`` of a call that sets none: :data:`DEFAULT_GUIDANCE_SCALE` for class-conditional
+        generation by a model trained with label dropout (its config says its null class learned), as
+        ``DiTPipeline`` guides by default; otherwise 1 (none): with an ``image``, without class labels, and for
+        text models, whose config does not record whether the empty prompt was trained."""
+        if image is not None or class_labels is None or not self.transformer.config.class_dropout_prob:
+            return 1.0
+        return DEFAULT_GUIDANCE_SCALE
+
+    def check_prediction(
+        self, prediction: str | None, temperature: float = 1.0, num_head_inference_steps: int | None = None
+    ) -> str:
+        """``prediction`` resolved (``"sample"`` when the transformer has a sampling head, else ``"mean"``), or a
+        ``ValueError`` naming what the transformer lacks or a sampling option the mean would ignore."""
+        has_sampler = self.transformer.diffusion_head is not None
+        has_mean = self.transformer.decoder_pred is not None
+        if prediction is None:
+            return "sample" if has_sampler else "mean"
+        if prediction not in ("sample", "mean"):
+            raise ValueError(f"prediction must be 'sample' or 'mean', got {prediction!r}.")
+        if prediction == "mean" and not has_mean:
+            raise ValueError(
+                "prediction='mean' needs an MSE head, and this transformer has only its sampling head: train it with "
+                "mse_loss_weight > 0 for both, or use prediction='sample'."
+            )
+        if prediction == "sample" and not has_sampler:
+            raise ValueError(
+                "prediction='sample' needs a sampling head (head_type='diffusion'); this transformer predicts the mean "
+                "(head_type='mse'): use prediction='mean'."
+            )
+        if prediction == "mean" and has_sampler and (temperature != 1.0 or num_head_inference_steps is not None):
+            raise ValueError(
+                "temperature and num_head_inference_steps set the sampling head, which prediction='mean' does not use: "
+                "drop them or use prediction='sample'."
+            )
+        return prediction
 
     def check_condition_inputs(
         self,

@@ -187,11 +187,12 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         negative_prompt_embeds: torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         temperature: float = 1.0,
         num_head_inference_steps: int | None = None,
         num_images_per_prompt: int = 1,
         latents: torch.Tensor | None = None,
+        prediction: str | None = None,
     ) -> LMDPipelineOutput | tuple:
         """Reconstruct (``image``), inpaint (``image`` + ``mask_image``) or generate (``batch_size`` or conditions).
 
@@ -230,7 +231,10 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 instead of ``prompt`` / ``negative_prompt``, with optional ``B x S`` attention masks
                 ``prompt_attention_mask`` / ``negative_prompt_attention_mask`` (1 = real token).
             guidance_scale: classifier-free guidance weight ``w`` (``uncond + w (cond - uncond)``), used when > 1;
-                the conditional and unconditional inputs run in one batch.
+                the conditional and unconditional inputs run in one batch. Default: 3 for class-conditional
+                generation by a model trained with label dropout (as ``DiTPipeline`` guides by default); otherwise
+                1, as with an ``image`` or a prompt (a text model's config does not say whether its empty prompt
+                was trained).
             temperature: diffusion head only: scales the noise each sampling step adds (MAR's temperature).
             num_head_inference_steps: diffusion head only: ``head_scheduler`` steps per sampled token (default 50).
             num_images_per_prompt: outputs per input image, class label or prompt (per image for unconditional
@@ -238,6 +242,11 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
             latents: diffusion head only: the head's starting noise for every token, ``B x C x h x w`` (``B``
                 output images, the latent's channels and size); each token starts from its patch when it is sampled.
                 Default: drawn from ``generator``.
+            prediction: how masked tokens are filled: ``"sample"`` draws them with the transformer's sampling head
+                (diffusion), sharp and varied; ``"mean"`` takes the MSE head's prediction, each token's expected
+                value, which scores the best PSNR but blurs where the context leaves a token uncertain. Default: the
+                sampling head when the transformer has one, else the mean; ``"mean"`` needs an MSE head (a model
+                trained with both, ``mse_loss_weight > 0``, offers both).
 
         Examples:
             ```py
@@ -259,7 +268,10 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
             >>> out = pipe(class_labels=["Sneaker", "Bag"], guidance_scale=3.0, num_inference_steps=16)
             ```
         """
-        # 0. Defaults: one step with an image; for generation, one image per class label or prompt
+        # 0. Defaults: one step with an image; for generation, one image per class label or prompt, guided
+        if guidance_scale is None:
+            guidance_scale = self.default_guidance_scale(image, class_labels)
+        prediction = self.check_prediction(prediction, temperature, num_head_inference_steps)
         if num_inference_steps is None:
             num_inference_steps = 1 if image is not None else DEFAULT_GENERATION_STEPS
         if image is None and batch_size is None:
@@ -337,7 +349,8 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         self._num_timesteps = len(timesteps)
 
         # 6. Unmasking loop
-        head, patch_size = self.transformer.diffusion_head, self.transformer.config.patch_size
+        head = self.transformer.diffusion_head if prediction == "sample" else None
+        patch_size = self.transformer.config.patch_size
         head_steps = num_head_inference_steps or DEFAULT_HEAD_INFERENCE_STEPS
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
