@@ -24,7 +24,8 @@ class LMDInpaintPipeline(LMDPipeline):
         num_inference_steps: unmasking steps; 1 (the default) predicts every masked patch at once, more reveal them
             progressively, each step conditioning on what earlier steps filled in.
         height, width, generator, output_type, return_dict, callbacks, and the conditioning and sampling arguments
-            (``class_labels``, ``prompt`` ..., ``guidance_scale``, ``temperature``, ``num_head_inference_steps``):
+            (``class_labels``, ``prompt`` ..., ``guidance_scale``, ``temperature``, ``num_head_inference_steps``,
+            ``prediction``):
             as for [`LMDPipeline`].
 
     Example:
