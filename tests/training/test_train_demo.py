@@ -36,12 +36,14 @@ def test_demo_trains_saves_a_loadable_pipeline_and_reports_scores_and_figures(ti
     printed = capsys.readouterr().out
     assert re.search(r"held-out PSNR: \d+\.\d\d dB", printed) and "visible mean colour" in printed, printed
     assert re.search(r"conditional accuracy of 10 generated samples: \d+\.\d%", printed), printed
+    assert re.search(r"their FID on that classifier's features against the held-out images: \d+\.\d\d", printed)
     pipe = LMDPipeline.from_pretrained(out)  # the saved folder loads, class-conditional, with the class names
     assert pipe.transformer.config.num_class_embeds == 10 and pipe.config.id2label["9"] == "Ankle boot"
     saved = json.loads((out / "demo_scores.json").read_text())
-    for key in ("heldout_psnr", "mean_pixel", "mean_latent", "projector", "conditional_accuracy", "train_s"):
+    for key in ("heldout_psnr", "mean_pixel", "mean_latent", "projector", "conditional_accuracy", "fid", "train_s"):
         assert key in saved and saved[key] == scores[key]
     assert 0.0 <= saved["conditional_accuracy"] <= 1.0 and saved["num_eval_images"] == 30
+    assert saved["fid"] >= 0.0 and 0.0 <= saved["precision"] <= 1.0 and 0.0 <= saved["recall"] <= 1.0
     assert all(10.0 < saved[key] < 60.0 for key in ("heldout_psnr", "mean_pixel", "mean_latent", "projector"))
     reconstruction = Image.open(out / FIGURES["reconstruction"])
     assert reconstruction.size == (3 * 32 + 2 * 2, 10 * 32 + 9 * 2)  # one test image per class, 3 columns, x2

@@ -37,12 +37,14 @@ def comparison_grid(
     generator: torch.Generator | list[torch.Generator] | None = None,
     scale: int = 1,
     gap: int = 2,
+    **kwargs,
 ) -> PIL.Image.Image:
     """Reconstruct ``image`` with ``pipe`` and lay out original | masked | reconstruction, one row per image.
 
-    ``scale`` enlarges every pixel (nearest) so small images stay legible; ``gap`` white pixels separate cells.
+    ``scale`` enlarges every pixel (nearest) so small images stay legible; ``gap`` white pixels separate cells;
+    ``kwargs`` go to the pipeline (``prediction="mean"``...).
     """
-    out = pipe(image=image, mask_ratio=mask_ratio, generator=generator, output_type="pt")
+    out = pipe(image=image, mask_ratio=mask_ratio, generator=generator, output_type="pt", **kwargs)
     originals, masked = masked_input(pipe, image, out.mask, out.image_size)
     cells = [originals, masked, out.images.cpu().float()]
     if scale > 1:
@@ -73,28 +75,20 @@ def class_sample_grid(
     pipe: LMDPipeline,
     class_labels: Iterable[int],
     samples_per_class: int = 8,
-    guidance_scale: float = 3.0,
-    num_inference_steps: int = 16,
     seed: int = 0,
     scale: int = 1,
     **kwargs,
 ) -> PIL.Image.Image:
-    """Generate ``samples_per_class`` images of each class and lay them out one row per class.
+    """Generate ``samples_per_class`` images of each class with the pipeline's default call and lay them out one
+    row per class.
 
     Sample ``j`` of every class uses the generator seeded ``seed + j``; ``kwargs`` go to the pipeline
-    (``temperature``, ``num_head_inference_steps``...). ``scale`` enlarges every pixel (nearest).
+    (``guidance_scale``, ``num_inference_steps``, ``temperature``...). ``scale`` enlarges every pixel (nearest).
     """
     rows = []
     for label in class_labels:
         generators = [torch.Generator().manual_seed(seed + j) for j in range(samples_per_class)]
-        out = pipe(
-            class_labels=[int(label)] * samples_per_class,
-            guidance_scale=guidance_scale,
-            num_inference_steps=num_inference_steps,
-            generator=generators,
-            output_type="pt",
-            **kwargs,
-        )
+        out = pipe(class_labels=[int(label)] * samples_per_class, generator=generators, output_type="pt", **kwargs)
         rows.append(out.images.cpu().float())
     images = torch.cat(rows)
     if scale > 1:
@@ -122,8 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=4, help="Pixel enlargement of the grid (nearest).")
     parser.add_argument("--samples_per_class", type=int, default=None, help="Draw a class-sample grid instead.")
-    parser.add_argument("--guidance_scale", type=float, default=3.0, help="Class samples: guidance weight.")
-    parser.add_argument("--num_inference_steps", type=int, default=16, help="Class samples: reveal steps.")
+    parser.add_argument(
+        "--guidance_scale", type=float, default=None, help="Class samples: guidance weight (default: the pipeline's)."
+    )
+    parser.add_argument(
+        "--num_inference_steps", type=int, default=None, help="Class samples: reveal steps (default: the pipeline's)."
+    )
     parser.add_argument("--temperature", type=float, default=1.0, help="Class samples: diffusion-head temperature.")
     args = parser.parse_args(argv)
 
@@ -133,10 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         if not classes:
             parser.error(f"{args.pipeline} is not class-conditional: --samples_per_class needs class labels.")
         extra = {"temperature": args.temperature} if pipe.transformer.config.head_type == "diffusion" else {}
-        grid = class_sample_grid(
-            pipe, classes, args.samples_per_class, args.guidance_scale, args.num_inference_steps, args.seed,
-            args.scale, **extra,
-        )  # fmt: skip
+        extra.update(guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps)
+        grid = class_sample_grid(pipe, classes, args.samples_per_class, args.seed, args.scale, **extra)
         grid.save(args.output)
         print(f"Wrote {args.output} ({len(classes)} classes x {args.samples_per_class} samples).")
         return

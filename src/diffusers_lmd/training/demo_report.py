@@ -6,8 +6,9 @@ Everything here is computed on held-out (test-split) images the model never trai
 - the inpainting figure: original | a square removed | the square redone by ``LMDInpaintPipeline``;
 - the class-conditional generation figure, one labelled row per class;
 - the scores: held-out PSNR against the two trivial floors (the visible-mean fill in pixels and in latents) and
-  the projector's ceiling, and the conditional accuracy of generated samples under the project's Fashion-MNIST
-  feature classifier (the share the classifier assigns to the class that was asked for).
+  the projector's ceiling; and, for samples drawn with the pipeline's default call, their conditional accuracy under
+  the project's Fashion-MNIST feature classifier (the share it assigns to the class that was asked for), and their
+  FID, precision and recall on that classifier's features against the held-out images.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import PIL.ImageDraw
 import torch
 
 from ..evaluation import latent_reference_psnr, pixel_reference_psnr
-from ..metrics.generation import conditional_accuracy
+from ..metrics.feature_classifier import FeatureClassifier
+from ..metrics.generation import GenerationScorer
 from ..pipelines import LMDInpaintPipeline, LMDPipeline
 from ..pipelines.visualization import class_sample_grid, comparison_grid, tile
 from ..projector import downsample_factor
@@ -81,19 +83,33 @@ def inpainting_grid(pipe: LMDPipeline, images: torch.Tensor, box: int, scale: in
 
 
 @torch.no_grad()
-def generated_accuracy(
-    pipe: LMDPipeline, classifier, num_classes: int, per_class: int, guidance_scale: float, seed: int = 0
-) -> float:
-    """Conditional accuracy of ``per_class`` samples of every class (sample ``j`` of a class seeded ``seed + j``)."""
-    logits, labels = [], []
+def generated_scores(
+    pipe: LMDPipeline,
+    classifier: FeatureClassifier,
+    reference_images: torch.Tensor,
+    num_classes: int,
+    per_class: int,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+) -> dict:
+    """Conditional accuracy, FID, precision and recall (:class:`~diffusers_lmd.metrics.GenerationScorer` on the
+    classifier's features, against ``reference_images`` in ``[-1, 1]``) of ``per_class`` samples of every class,
+    drawn with the pipeline's default call (sample ``j`` of a class seeded ``seed + 1000 + j``)."""
+    images, labels = [], []
     for label in range(num_classes):
         generators = [torch.Generator().manual_seed(seed + 1000 + j) for j in range(per_class)]
-        images = pipe(
-            class_labels=[label] * per_class, guidance_scale=guidance_scale, generator=generators, output_type="pt"
-        ).images
-        logits.append(classifier(pixel_values=images.float() * 2 - 1).logits)
+        drawn = pipe(class_labels=[label] * per_class, guidance_scale=guidance_scale, generator=generators,
+                     output_type="pt").images  # fmt: skip
+        images.append(drawn.float() * 2 - 1)
         labels.append(torch.full((per_class,), label))
-    return conditional_accuracy(torch.cat(logits), torch.cat(labels))
+    scores = GenerationScorer(classifier, reference_images).score(torch.cat(images), torch.cat(labels))
+    return {
+        "conditional_accuracy": scores["conditional_accuracy"],
+        "fid": scores["fid"],
+        "precision": scores["precision"],
+        "recall": scores["recall"],
+        "accuracy_samples": scores["num_samples"],
+    }
 
 
 def write_demo_report(
@@ -101,17 +117,19 @@ def write_demo_report(
     eval_dataset,
     out_dir: str,
     heldout_psnr: float,
-    classifier=None,
-    guidance_scale: float = 3.0,
+    classifier: FeatureClassifier | None = None,
+    guidance_scale: float | None = None,
     samples_per_class: int = 8,
-    accuracy_samples_per_class: int = 20,
+    accuracy_samples_per_class: int = 100,
     max_floor_images: int = 1000,
     seed: int = 0,
 ) -> dict:
     """Write the three figures and ``demo_scores.json`` into ``out_dir``; return the scores.
 
-    ``heldout_psnr`` is the training run's held-out PSNR (fixed seeded 75 % masks); the floors and the ceiling
-    are measured here on the same images and masks (the first ``max_floor_images`` of ``eval_dataset``).
+    ``heldout_psnr`` is the training run's held-out PSNR (fixed seeded 75 % masks, the MSE head's mean when the
+    model has one); the floors and the ceiling are measured here on the same images and masks (the first
+    ``max_floor_images`` of ``eval_dataset``), which are also the reference set of the samples' FID. Samples are
+    drawn with the pipeline's default call (its default guidance unless ``guidance_scale`` is given).
     """
     pipe.set_progress_bar_config(disable=True)
     config = pipe.transformer.config
@@ -126,18 +144,20 @@ def write_demo_report(
 
     shown = pixels[one_per_class(eval_dataset, num_classes)] / 2 + 0.5 if num_classes else pixels[:8] / 2 + 0.5
     generators = [torch.Generator().manual_seed(seed + i) for i in range(shown.shape[0])]
-    figures = {"reconstruction": comparison_grid(pipe, shown, 0.75, generators, scale=2)}
+    # The reconstruction figure shows what the PSNR scores: the mean, where the model has an MSE head.
+    mean = {"prediction": "mean"} if pipe.transformer.decoder_pred is not None else {}
+    figures = {"reconstruction": comparison_grid(pipe, shown, 0.75, generators, scale=2, **mean)}
     figures["inpainting"] = inpainting_grid(pipe, shown[:5], box=pixels.shape[-1] // 2, seed=seed)
     if num_classes:
-        grid = class_sample_grid(pipe, range(num_classes), samples_per_class, guidance_scale, seed=seed, scale=2)
+        guidance = {"guidance_scale": guidance_scale} if guidance_scale is not None else {}
+        grid = class_sample_grid(pipe, range(num_classes), samples_per_class, seed=seed, scale=2, **guidance)
         row_height = 2 * pixels.shape[-1]
         figures["generation"] = with_row_labels(grid, names, row_height)
         if classifier is not None:
-            scores["conditional_accuracy"] = generated_accuracy(
-                pipe, classifier, num_classes, accuracy_samples_per_class, guidance_scale, seed
-            )
-            scores["accuracy_samples"] = num_classes * accuracy_samples_per_class
-        scores["guidance_scale"] = guidance_scale
+            scores.update(generated_scores(
+                pipe, classifier, pixels, num_classes, accuracy_samples_per_class, guidance_scale, seed
+            ))  # fmt: skip
+        scores["guidance_scale"] = pipe.guidance_scale
     os.makedirs(out_dir, exist_ok=True)
     for key, image in figures.items():
         image.save(os.path.join(out_dir, FIGURES[key]))
@@ -159,5 +179,9 @@ def format_scores(scores: dict) -> str:
             f"conditional accuracy of {scores['accuracy_samples']} generated samples: "
             f"{scores['conditional_accuracy']:.1%} (chance: 10%; guidance {scores['guidance_scale']:g}; the "
             "project's Fashion-MNIST feature classifier)"
+        )
+        lines.append(
+            f"  their FID on that classifier's features against the held-out images: {scores['fid']:.2f}; "
+            f"precision {scores['precision']:.2f}, recall {scores['recall']:.2f}"
         )
     return "\n".join(lines)

@@ -59,8 +59,18 @@ def add_demo_args(parser: argparse.ArgumentParser, repo: Path) -> argparse.Argum
         default=str(repo / "assets" / "fashion-mnist-classifier"),
         help="The feature classifier that scores generated samples (conditional accuracy); 'none' skips it.",
     )
-    demo.add_argument("--guidance_scale", type=float, default=3.0, help="Classifier-free guidance of the samples.")
-    demo.add_argument("--accuracy_samples_per_class", type=int, default=20, help="Samples scored per class.")
+    demo.add_argument(
+        "--guidance_scale",
+        type=float,
+        default=None,
+        help="Classifier-free guidance of the samples (default: the pipeline's default call's).",
+    )
+    demo.add_argument(
+        "--accuracy_samples_per_class",
+        type=int,
+        default=100,
+        help="Samples scored per class (conditional accuracy, FID, precision / recall).",
+    )
     demo.add_argument("--figures_dir", default=None, help="Also copy the figures here (e.g. docs/images).")
     return parser
 
