@@ -4,7 +4,8 @@ Every task completes a partly masked latent: reconstruction and inpainting start
 tokens masked, generation from a fully masked latent. One loop serves all three: the model predicts the masked
 tokens and ``LMDMaskScheduler.step`` reveals a share of them, keeping visible latents exactly, until none is
 masked (one step: method.md §4's one-shot reconstruction). A diffusion head samples only the tokens the scheduler picks
-to reveal. Latents stay in the projector's dtype; the transformer gets a copy in its own.
+to reveal; a categorical head draws a code for every masked position and the scheduler reveals the most confident
+tokens (MaskGIT). Latents stay in the projector's dtype; the transformer gets a copy in its own.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..masking import keep_visible, patchify, unpatchify
 from ..models import LMDModel
+from ..models.categorical_head import DEFAULT_CHOICE_TEMPERATURE, sample_codes
 from ..models.diffusion_head import sample_tokens
-from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
+from ..projector import check_compatible, decode_latents, downsample_factor, encode_images, vq_codebook
 from ..schedulers import LMDMaskScheduler
 from .conditioning import ClassLabelInput, LMDConditioningMixin, PromptInput, condition_count, label_index
 from .hub_utils import LMDHubMixin
@@ -39,7 +41,8 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
     The projector ``vae`` encodes the image, the ``transformer`` predicts the masked latent patches from the
     visible ones, and the projector decodes the result. Generation starts from a fully masked latent that the
     ``scheduler`` reveals over several steps. A class- or text-conditional transformer takes ``class_labels`` or a
-    ``prompt``, with classifier-free guidance; one with a diffusion head samples the masked patches.
+    ``prompt``, with classifier-free guidance; one with a diffusion head samples the masked patches, one with a
+    categorical head (over a ``VQModel``'s codebook) samples their codes.
 
     This model inherits from [`DiffusionPipeline`] (loading, devices, offloading); its ``save_pretrained`` and
     ``push_to_hub`` add ``lmd_pipeline.py`` and a model card (:mod:`~diffusers_lmd.pipelines.hub_utils`).
@@ -79,6 +82,8 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         check_compatible(vae, transformer)
         if (tokenizer is None) != (text_encoder is None):
             raise ValueError("Pass both tokenizer and text_encoder (for a text-conditional transformer), or neither.")
+        if transformer.config.head_type == "categorical":
+            check_codebook_matches(vae, transformer)
         if head_scheduler is None and transformer.diffusion_head is not None:
             head_scheduler = DDIMScheduler.from_config(transformer.diffusion_head.noise_scheduler.config)
         self.register_modules(
@@ -157,6 +162,34 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         self._onload(self.vae)
         return decode_latents(self.vae, latents)
 
+    def _categorical_step(
+        self,
+        t: torch.Tensor,
+        latents: torch.Tensor,
+        mask: torch.Tensor,
+        model_input: torch.Tensor,
+        model_mask: torch.Tensor,
+        conditions: dict,
+        generator: Generator,
+        temperature: float,
+        choice_temperature: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """MaskGIT's step: draw a code for every position from the (guided) logits over ``temperature``, let the
+        scheduler keep masked the least confident tokens, and write the revealed tokens' codes as their latents."""
+        self._onload(self.transformer)  # offload hooks wrap forward(), and this is not forward()
+        features = self.transformer.forward_features(model_input, model_mask, **conditions)
+        logits = self.transformer.code_logits(features).float()
+        if self.do_classifier_free_guidance:
+            cond, uncond = logits.chunk(2)
+            logits = uncond + self.guidance_scale * (cond - uncond)
+        codes, confidence = sample_codes(logits / temperature, generator)
+        revealed_mask = self.scheduler.reveal(t, mask, generator, confidence, choice_temperature)
+        picked = (mask > 0) & (revealed_mask == 0)
+        patch_size = self.transformer.config.patch_size
+        patches = patchify(latents, patch_size)
+        patches[picked] = self.transformer.codebook[codes[picked]].flatten(1).to(patches.dtype)
+        return unpatchify(patches, patch_size, *latents.shape[2:]), revealed_mask
+
     @staticmethod
     def _onload(module: torch.nn.Module) -> None:
         """Under ``enable_model_cpu_offload``, move ``module`` to the execution device before a call that is not its
@@ -192,6 +225,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         num_head_inference_steps: int | None = None,
         num_images_per_prompt: int = 1,
         latents: torch.Tensor | None = None,
+        choice_temperature: float | None = None,
     ) -> LMDPipelineOutput | tuple:
         """Reconstruct (``image``), inpaint (``image`` + ``mask_image``) or generate (``batch_size`` or conditions).
 
@@ -231,13 +265,20 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 ``prompt_attention_mask`` / ``negative_prompt_attention_mask`` (1 = real token).
             guidance_scale: classifier-free guidance weight ``w`` (``uncond + w (cond - uncond)``), used when > 1;
                 the conditional and unconditional inputs run in one batch.
-            temperature: diffusion head only: scales the noise each sampling step adds (MAR's temperature).
+            temperature: the sampling head's temperature (> 0): the diffusion head scales the noise each sampling step
+                adds (MAR's temperature); the categorical head divides its logits by it before drawing codes.
             num_head_inference_steps: diffusion head only: ``head_scheduler`` steps per sampled token (default 50).
             num_images_per_prompt: outputs per input image, class label or prompt (per image for unconditional
                 generation), grouped: the batch is ``num_images_per_prompt`` times the inputs', as in diffusers.
             latents: diffusion head only: the head's starting noise for every token, ``B x C x h x w`` (``B``
                 output images, the latent's channels and size); each token starts from its patch when it is sampled.
                 Default: drawn from ``generator``.
+            choice_temperature: categorical head only: MaskGIT's randomness of the reveal order. Each step draws a
+                code for every masked position (guided logits ``uncond + w (cond - uncond)`` over ``temperature``)
+                and reveals the tokens whose drawn codes are the most likely (the sum of their log-probabilities),
+                the scores perturbed by Gumbel noise of scale ``choice_temperature * t / n`` (``n`` steps, ``t``
+                counting down to 0); default 4.5 (MaskGIT's), 0 = strictly by confidence. The revealed tokens take
+                their codes' latents.
 
         Examples:
             ```py
@@ -292,6 +333,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
             guidance_scale,
             temperature,
             num_head_inference_steps,
+            choice_temperature,
         )
         self._guidance_scale = guidance_scale
         device = self._execution_device
@@ -338,6 +380,9 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
 
         # 6. Unmasking loop
         head, patch_size = self.transformer.diffusion_head, self.transformer.config.patch_size
+        categorical = self.transformer.config.head_type == "categorical"
+        if choice_temperature is None:
+            choice_temperature = DEFAULT_CHOICE_TEMPERATURE
         head_steps = num_head_inference_steps or DEFAULT_HEAD_INFERENCE_STEPS
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
@@ -347,7 +392,12 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 if self.do_classifier_free_guidance:
                     model_input, model_mask = torch.cat([model_input] * 2), torch.cat([mask] * 2)
 
-                if head is None:
+                if categorical:
+                    latents, mask = self._categorical_step(
+                        t, latents, mask, model_input, model_mask, conditions, generator, temperature,
+                        choice_temperature,
+                    )  # fmt: skip
+                elif head is None:
                     # predict every masked token's mean (guided), then let the scheduler reveal a share of them
                     prediction = self.transformer(
                         model_input, mask=model_mask, return_dict=False, return_loss=False, **conditions
@@ -396,3 +446,21 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
 
         output = LMDPipelineOutput(images=images, mask=initial_mask, image_size=tuple(size))
         return output if return_dict else output.to_tuple()
+
+
+def check_codebook_matches(vae: VQModel | AutoencoderKL, transformer: LMDModel) -> None:
+    """A categorical transformer needs a ``VQModel`` with its number of codes; an unset codebook is taken from the
+    projector, one that is set must be the projector's (the same codes and latent normalisation)."""
+    codebook = vq_codebook(vae)  # a ValueError naming head_type='categorical' for an AutoencoderKL
+    if codebook.shape[0] != transformer.config.codebook_size:
+        raise ValueError(
+            f"The transformer's categorical head has codebook_size={transformer.config.codebook_size} but the VQModel "
+            f"projector has {codebook.shape[0]} codes (num_vq_embeddings): use the projector it was trained on."
+        )
+    if not transformer.codebook.any():
+        transformer.set_codebook(codebook)
+    elif not torch.allclose(transformer.codebook.float().cpu(), codebook.cpu(), rtol=1e-2, atol=1e-3):
+        raise ValueError(
+            "The transformer's codebook is not the projector's (vq_codebook(vae)): it was trained on another VQModel "
+            "or another latent scaling_factor / shift_factor. Use the projector it was trained on."
+        )
