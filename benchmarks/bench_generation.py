@@ -2,10 +2,11 @@
 """Generation quality against diffusion U-Nets at equal training time (paper Tables 3 and 4, measured).
 
 Class-conditional Fashion-MNIST (32 px): LMD-CS with the MSE head (``lmd-mse``), LMD with the diffusion head
-(``lmd-diffusion``), a class-conditional diffusers ``UNet2DModel`` DDPM on pixels (``ddpm-pixel``) and LDM on the
-same projector's latents (``ldm-latent``), each trained for the same budget on the same images, then sampled with
-a fixed setting and one guidance scale and scored by FID on a Fashion-MNIST classifier's features (not
-comparable to Inception FID), conditional accuracy and precision / recall, with the sampling time per image.
+(``lmd-diffusion``), LMD with a categorical head over the projector's codes (``lmd-categorical``), a
+class-conditional diffusers ``UNet2DModel`` DDPM on pixels (``ddpm-pixel``) and LDM on the same projector's latents
+(``ldm-latent``), each trained for the same budget on the same images, then sampled with a fixed setting and one
+guidance scale and scored by FID on a Fashion-MNIST classifier's features (not comparable to Inception FID),
+conditional accuracy and precision / recall, with the sampling time per image.
 
     python benchmarks/bench_generation.py --preset fmnist-cpu \\
         --output benchmarks/results/generation_fmnist_cpu.json --plots_dir docs/images

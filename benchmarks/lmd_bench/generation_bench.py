@@ -20,13 +20,13 @@ from diffusers_lmd.metrics import FID_NAME, FeatureClassifier, GenerationScorer,
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 
 from .budget import DEFAULT_RUN, RunSettings
-from .generation_lmd import build_lmd_generation_method
+from .generation_lmd import LMD_HEADS, build_lmd_generation_method
 from .generation_loop import GenerationData, fid_floor, train_generator_for_budget
 from .generation_methods import LATENT_NOISE_SCHEDULE, PIXEL_NOISE_SCHEDULE, ConditionalDiffusionMethod
 from .generation_presets import GenerationPreset
 from .generation_report import add_time_to_fid, fid_target
 
-GENERATION_METHODS = ("lmd-mse", "lmd-diffusion", "ddpm-pixel", "ldm-latent")
+GENERATION_METHODS = ("lmd-mse", "lmd-diffusion", "lmd-categorical", "ddpm-pixel", "ldm-latent")
 
 
 def check_generation_methods(names: list[str] | tuple[str, ...]) -> None:
@@ -41,7 +41,7 @@ def build_generation_method(name: str, preset: GenerationPreset, vae: Projector,
     check_generation_methods([name])
     torch.manual_seed(seed)
     k = preset.num_classes
-    if name in ("lmd-mse", "lmd-diffusion"):
+    if name in LMD_HEADS:
         return build_lmd_generation_method(name, preset, vae, image_size, seed)
     if name == "ldm-latent":
         channels, size = latent_channels(vae), image_size // downsample_factor(vae)

@@ -1,10 +1,11 @@
-"""LMD's two rows of the generation benchmark: ``LMDModel`` with class conditioning, the MSE or diffusion head.
+"""LMD's rows of the generation benchmark: ``LMDModel`` with class conditioning, the MSE, diffusion or categorical
+head (the last over the VQModel projector's codebook, sampled MaskGIT-style).
 
 Training is the model's own forward (``class_labels``, label dropout through ``class_dropout_prob`` from the step's
 generator, a mask ratio from an ``LMDMaskScheduler`` over the share of the budget spent); sampling is
 ``LMDPipeline``'s generation path (progressive unmasking from a fully masked latent, ``class_labels``,
-``guidance_scale``, the diffusion head's own scheduler), decoded by the projector. Nothing of LMD's sampler is
-re-implemented here.
+``guidance_scale``, the diffusion head's own scheduler, the categorical head's confidence-ordered reveal), decoded by
+the projector. Nothing of LMD's sampler is re-implemented here.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from __future__ import annotations
 import torch
 
 from diffusers_lmd.models import LMDModel
+from diffusers_lmd.models.categorical_head import DEFAULT_CHOICE_TEMPERATURE
 from diffusers_lmd.pipelines import LMDPipeline
-from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
+from diffusers_lmd.projector import Projector, downsample_factor, latent_channels, vq_codebook
 from diffusers_lmd.schedulers import LMDMaskScheduler
 
 from .efficiency_methods import SCHEDULE_RESOLUTION, mask_ratio_at
 from .generation_methods import GenerationMethod
 from .generation_presets import GenerationPreset
 
-LMD_HEADS = {"lmd-mse": "mse", "lmd-diffusion": "diffusion"}
+LMD_HEADS = {"lmd-mse": "mse", "lmd-diffusion": "diffusion", "lmd-categorical": "categorical"}
 
 
 class LMDGenerationMethod(GenerationMethod):
@@ -31,7 +33,8 @@ class LMDGenerationMethod(GenerationMethod):
         mask_scheduler: the training ratio schedule (its maximum should be 1: generation starts fully masked).
         vae: the projector whose latents the model completes.
         num_inference_steps: reveal steps of generation; num_head_inference_steps: the diffusion head's steps.
-        temperature: the diffusion head's sampling-noise scale (MAR's temperature).
+        temperature: the diffusion head's sampling-noise scale (MAR's temperature), or the categorical head's
+            logit temperature.
     """
 
     space = "latent"
@@ -76,9 +79,11 @@ class LMDGenerationMethod(GenerationMethod):
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, guidance_scale: float, generator: torch.Generator) -> torch.Tensor:
-        head = {}
-        if self.model.diffusion_head is not None:  # the MSE head takes no sampling options
+        head = {}  # the MSE head takes no sampling options
+        if self.model.diffusion_head is not None:
             head = dict(num_head_inference_steps=self.num_head_inference_steps, temperature=self.temperature)
+        elif self.model.config.head_type == "categorical":
+            head = dict(temperature=self.temperature)
         images = self.pipeline(
             class_labels=labels.tolist(),
             guidance_scale=guidance_scale,
@@ -91,9 +96,12 @@ class LMDGenerationMethod(GenerationMethod):
 
     def sampler_setting(self) -> dict:
         c = self.mask_scheduler.config
+        categorical = self.model.config.head_type == "categorical"
+        head = f", DDIM {self.num_head_inference_steps} head steps" if self.model.diffusion_head is not None else ""
+        if categorical:
+            head = f", codes drawn at temperature {self.temperature:g}, revealed by confidence (MaskGIT)"
         setting = {
-            "sampler": f"LMDPipeline, {self.num_inference_steps} reveal steps"
-            + (f", DDIM {self.num_head_inference_steps} head steps" if self.model.diffusion_head is not None else ""),
+            "sampler": f"LMDPipeline, {self.num_inference_steps} reveal steps{head}",
             "reveal_steps": self.num_inference_steps,
             "head": self.model.config.head_type,
             "training_mask_ratio": f"{c.schedule} {c.mask_ratio_min:g}-{c.mask_ratio_max:g}",
@@ -101,15 +109,23 @@ class LMDGenerationMethod(GenerationMethod):
         }
         if self.model.diffusion_head is not None:
             setting.update(head_steps=self.num_head_inference_steps, temperature=self.temperature)
+        if categorical:
+            setting.update(temperature=self.temperature, choice_temperature=DEFAULT_CHOICE_TEMPERATURE,
+                           codebook_size=self.model.config.codebook_size)  # fmt: skip
         return setting
 
 
 def build_lmd_generation_method(
     name: str, preset: GenerationPreset, vae: Projector, image_size: int, seed: int = 0
 ) -> LMDGenerationMethod:
-    """``lmd-mse`` or ``lmd-diffusion`` at the preset's size (``LMDModel.from_preset(preset.lmd_preset)``)."""
+    """``lmd-mse``, ``lmd-diffusion`` or ``lmd-categorical`` at the preset's size (``LMDModel.from_preset(
+    preset.lmd_preset)``); the categorical head is sized by, and given, the projector's codebook (a ``VQModel``)."""
     if name not in LMD_HEADS:
         raise ValueError(f"Unknown LMD generation method {name!r}; choose one of {sorted(LMD_HEADS)}.")
+    categorical = {}
+    if LMD_HEADS[name] == "categorical":
+        codebook = vq_codebook(vae)  # a ValueError for an AutoencoderKL
+        categorical = dict(codebook_size=vae.config.num_vq_embeddings)
     model = LMDModel.from_preset(
         preset.lmd_preset,
         **preset.lmd_overrides,
@@ -119,7 +135,10 @@ def build_lmd_generation_method(
         num_class_embeds=preset.num_classes,
         class_dropout_prob=preset.label_dropout,
         head_type=LMD_HEADS[name],
+        **categorical,
     )
+    if categorical:
+        model.set_codebook(codebook)
     schedule, low, high = preset.lmd_schedules[name]
     scheduler = LMDMaskScheduler(schedule, mask_ratio_min=low, mask_ratio_max=high)
     return LMDGenerationMethod(

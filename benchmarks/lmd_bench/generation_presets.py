@@ -14,8 +14,13 @@ from diffusers_lmd.training.args.demo import DEMO_VIT
 from .presets import BudgetPreset, pick_preset, unet_config
 
 # lmd-mse is LMD-CS: the paper's cosine rise, to 1.0 instead of 0.75 so the fully masked start is trained;
-# lmd-diffusion trains as MAR does its diffusion head (a truncated normal over [0.7, 1.0], a fresh ratio per step).
-DEFAULT_LMD_SCHEDULES = {"lmd-mse": ("cosine", 0.15, 1.0), "lmd-diffusion": ("truncnorm", 0.7, 1.0)}
+# lmd-diffusion trains as MAR does its diffusion head (a truncated normal over [0.7, 1.0], a fresh ratio per step), and
+# lmd-categorical likewise (MaskGIT's and MAR's high ratios: generation starts fully masked).
+DEFAULT_LMD_SCHEDULES = {
+    "lmd-mse": ("cosine", 0.15, 1.0),
+    "lmd-diffusion": ("truncnorm", 0.7, 1.0),
+    "lmd-categorical": ("truncnorm", 0.7, 1.0),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,8 +35,9 @@ class GenerationPreset(BudgetPreset):
         eval_samples: samples per curve point; final_samples: samples of the final score (both class-balanced).
         guidance_scale: classifier-free guidance of every method (1 = none); label_dropout: its training side.
         ddim_steps: DDIM steps of the U-Nets; lmd_steps: LMD's reveal steps; lmd_head_steps: its diffusion head's
-            DDIM steps; lmd_temperature: the head's sampling-noise scale.
-        lmd_schedules: per LMD method, the training mask-ratio ``(schedule, min, max)``; both reach 1.0, since
+            DDIM steps; lmd_temperature: the diffusion head's sampling-noise scale and the categorical head's
+            logit temperature (1: the model's own distribution).
+        lmd_schedules: per LMD method, the training mask-ratio ``(schedule, min, max)``; all reach 1.0, since
             generation starts from a fully masked latent.
         unet_pixel / unet_latent: ``UNet2DModel`` architecture of DDPM (32x32x3) and LDM (on the latents).
         default_projector / default_classifier: committed folders (relative to the repository).

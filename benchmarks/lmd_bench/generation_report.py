@@ -14,9 +14,9 @@ from diffusers_lmd.metrics import FID_NAME
 
 from .efficiency_report import PAPER_TABLE_3, cell, load_pyplot, markdown_table, rows_by_method
 
-# Paper Table 3's LMD row is its LSUN model; both of our LMD rows sit beside it.
+# Paper Table 3's LMD row is its LSUN model; each of our LMD rows sits beside it.
 TABLE_3_ROWS = (("ddpm-pixel", "ddpm-pixel"), ("ldm-latent", "ldm-latent"), ("lmd-cs", "lmd-mse"),
-                ("lmd-cs", "lmd-diffusion"))  # fmt: skip
+                ("lmd-cs", "lmd-diffusion"), ("lmd-cs", "lmd-categorical"))  # fmt: skip
 # Paper Table 4 (text-conditioned, Conceptual Captions, Inception FID): LMD 6.2 against Muse 6.8.
 PAPER_TABLE_4_FID = {"Muse": 6.8, "LMD": 6.2}
 

@@ -11,7 +11,7 @@ from diffusers import VQModel
 
 from diffusers_lmd.data import LabelledTensors
 from diffusers_lmd.metrics import FeatureClassifier, GenerationScorer
-from diffusers_lmd.projector import encode_images
+from diffusers_lmd.projector import encode_images, vq_codebook
 from lmd_bench.budget import RunSettings
 from lmd_bench.data import BenchmarkData
 from lmd_bench.generation_bench import (
@@ -210,3 +210,20 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     assert "Table 3" in capsys.readouterr().out and "Table 4" in (tmp_path / "tables.md").read_text()
     for name in ["fid_vs_time", *GENERATION_METHODS]:
         assert (tmp_path / f"generation_fmnist_cpu_{name}.png").stat().st_size > 0
+
+
+def test_the_categorical_row_uses_the_projectors_codebook_and_trains(setting, one_thread):
+    vae, data, _ = setting
+    method = build_generation_method("lmd-categorical", tiny_preset(), vae, 16, seed=0)
+    model = method.model
+    assert model.config.head_type == "categorical" and model.config.codebook_size == vae.config.num_vq_embeddings
+    assert torch.equal(model.codebook, vq_codebook(vae))
+    assert method.mask_scheduler.config.schedule == "truncnorm" and method.mask_scheduler.config.mask_ratio_max == 1.0
+    loss = method.conditional_loss(data.data.train_latents[:8], data.train_labels[:8], 0.5, torch.Generator())
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert model.decoder_logits.weight.grad is not None
+    images = method.sample(torch.tensor([0, 1]), 1.5, torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
+    setting_ = method.sampler_setting()
+    assert setting_["head"] == "categorical" and setting_["temperature"] == 1.0 and "MaskGIT" in setting_["sampler"]

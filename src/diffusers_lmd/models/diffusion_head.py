@@ -20,7 +20,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-HEAD_TYPES = ("mse", "diffusion")
+HEAD_TYPES = ("mse", "diffusion", "categorical")  # categorical: models/categorical_head.py
 TIMESTEP_CHANNELS = 256  # sinusoidal features before the timestep MLP, as in DiT and MAR
 
 
@@ -245,12 +245,23 @@ def sample_tokens(
     )
 
 
-def check_head_options(head_type: str, mse_loss_weight: float) -> None:
+def check_head_options(head_type: str, mse_loss_weight: float, codebook_size: int | None = None) -> None:
     """Raise a ``ValueError`` for an ``LMDModel`` head option that cannot work."""
     if head_type not in HEAD_TYPES:
         raise ValueError(f"head_type must be one of {HEAD_TYPES}, got {head_type!r}.")
     if mse_loss_weight < 0 or (head_type == "mse" and mse_loss_weight):
         raise ValueError(
-            f"mse_loss_weight={mse_loss_weight}: it weighs an extra MSE loss beside the diffusion head, so it must "
-            "be >= 0 and is only for head_type='diffusion'."
+            f"mse_loss_weight={mse_loss_weight}: it weighs an extra MSE loss beside a sampling head, so it must "
+            "be >= 0 and is only for head_type='diffusion' or 'categorical'."
+        )
+    sized = isinstance(codebook_size, int) and not isinstance(codebook_size, bool) and codebook_size >= 2
+    if head_type == "categorical" and not sized:
+        raise ValueError(
+            f"head_type='categorical' needs codebook_size, the VQModel's number of codes (vae.config."
+            f"num_vq_embeddings, at least 2), got {codebook_size!r}."
+        )
+    if head_type != "categorical" and codebook_size is not None:
+        raise ValueError(
+            f"codebook_size={codebook_size} sizes the categorical head: it needs head_type='categorical', got "
+            f"{head_type!r}."
         )

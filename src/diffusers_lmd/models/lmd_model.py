@@ -3,7 +3,8 @@
 The forward pass reads as MAE's named steps: ``patchify`` the latent, ``mask_tokens`` (random or given),
 ``forward_encoder`` on the visible tokens only, ``forward_decoder`` over the whole grid with the
 position embedding *subtracted* (spatial position recall), then a head and its loss on masked patches:
-the MSE head of ``L_LIR`` (the default), or a per-token diffusion head that can sample (method.md §9).
+the MSE head of ``L_LIR`` (the default), a per-token diffusion head that can sample (method.md §9), or a
+categorical head over a ``VQModel``'s codebook (MaskGIT / Muse style, ``categorical_head.py``).
 A class enters as condition tokens the encoder always sees; a text encoder's embeddings enter through
 cross-attention.
 """
@@ -30,6 +31,7 @@ from ..masking import (
     unpatchify,
 )
 from .attention_processor import LMDAttention, set_attention_slice
+from .categorical_head import CategoricalHeadMixin, categorical_loss, code_targets, codes_to_latents, quantise
 from .conditioning import ClassConditionTokens, text_context_mask
 from .diffusion_head import DiffusionHead, check_head_options
 from .embeddings import sincos_2d_position_embedding
@@ -45,10 +47,12 @@ class LMDModelOutput(BaseOutput):
 
     Args:
         sample: the MSE head's predicted latent, ``B x C x H x W`` (every position, visible ones included);
-            ``None`` for a model whose only head is the diffusion head (the pipelines sample with it).
+            ``None`` for a model whose only head is the diffusion head (the pipelines sample with it); for one whose
+            only head is the categorical head, the latents of each position's most likely code.
         mask: the token mask used, ``B x L``, 1 = masked.
         loss: the training loss over the masked patches (a scalar): ``L_LIR``'s MSE, or the diffusion head's
-            noise-prediction loss (plus ``mse_loss_weight`` x the MSE); ``None`` with ``return_loss=False``.
+            noise-prediction loss, or the categorical head's cross-entropy (either plus ``mse_loss_weight`` x the
+            MSE); ``None`` with ``return_loss=False``.
     """
 
     sample: torch.Tensor | None = None
@@ -56,7 +60,9 @@ class LMDModelOutput(BaseOutput):
     loss: torch.Tensor | None = None
 
 
-class LMDModel(LegacyAttentionKeysMixin, ModelMixin, ConfigMixin, AttentionMixin, PeftAdapterMixin):
+class LMDModel(
+    LegacyAttentionKeysMixin, CategoricalHeadMixin, ModelMixin, ConfigMixin, AttentionMixin, PeftAdapterMixin
+):
     """A ViT masked autoencoder over projector latents, with fixed 2-D sin-cos position embeddings.
 
     The defaults are the unconditional MSE model of the paper; every other option is off by default, so
@@ -82,13 +88,20 @@ class LMDModel(LegacyAttentionKeysMixin, ModelMixin, ConfigMixin, AttentionMixin
             hidden size), attended to by cross-attention in every decoder block; ``None``: no text input.
         encoder_cross_attention: put cross-attention in the encoder blocks too (the default: on Fashion-MNIST it
             lowered the fully masked loss, where generation starts, in every measured run; docs/training.md).
-        head_type: ``"mse"`` (``L_LIR``: predicts the mean latent patch) or ``"diffusion"`` (a per-token
-            diffusion head that samples patches, MAR's design).
-        mse_loss_weight: with the diffusion head, also train an MSE head with this loss weight (0: none).
+        head_type: ``"mse"`` (``L_LIR``: predicts the mean latent patch), ``"diffusion"`` (a per-token
+            diffusion head that samples patches, MAR's design) or ``"categorical"`` (logits over a ``VQModel``'s
+            codes for each of a token's ``p x p`` positions, MaskGIT's design; needs ``codebook_size`` and
+            :meth:`set_codebook`).
+        mse_loss_weight: with a sampling head (diffusion or categorical), also train an MSE head with this loss
+            weight (0: none).
         diffusion_head_width / diffusion_head_layers: the diffusion head's MLP width (default: the decoder's)
             and residual blocks.
         diffusion_num_train_timesteps / diffusion_beta_schedule: its ``DDPMScheduler`` noise schedule.
         diffusion_batch_mul: noised copies of each token per training step (MAR: 4).
+        codebook_size: with ``head_type="categorical"`` (and only then), the projector's number of codes ``K``
+            (``vae.config.num_vq_embeddings``). The codes' latents are the persistent buffer ``codebook``
+            (``K x in_channels``, in the normalised latent space, zeros until :meth:`set_codebook`), saved with the
+            weights; the encoder sees latents quantised to it, in training as in sampling.
     """
 
     _supports_gradient_checkpointing = True
@@ -119,11 +132,12 @@ class LMDModel(LegacyAttentionKeysMixin, ModelMixin, ConfigMixin, AttentionMixin
         diffusion_num_train_timesteps: int = 1000,
         diffusion_beta_schedule: str = "squaredcos_cap_v2",
         diffusion_batch_mul: int = 4,
+        codebook_size: int | None = None,
     ):
         super().__init__()
         height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
         check_patchable(height, width, patch_size)
-        check_head_options(head_type, mse_loss_weight)
+        check_head_options(head_type, mse_loss_weight, codebook_size)
         encoder_context = cross_attention_dim if encoder_cross_attention else None
         self.patch_embed = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
@@ -160,6 +174,12 @@ class LMDModel(LegacyAttentionKeysMixin, ModelMixin, ConfigMixin, AttentionMixin
                 diffusion_beta_schedule,
                 norm_eps,
             )
+        self.decoder_logits = None
+        if head_type == "categorical":
+            self.decoder_logits = nn.Linear(decoder_hidden_size, patch_size * patch_size * codebook_size)
+            self.register_buffer("codebook", torch.zeros(codebook_size, in_channels))
+            self._codebook_ready = False  # checked once non-zero; loading weights checks again
+            self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_codebook_ready", False))
         self.gradient_checkpointing = False
         self._init_weights()
         # The SPE of the configured size, kept on the model's device so the hot path neither recomputes it nor
@@ -333,8 +353,11 @@ class LMDModel(LegacyAttentionKeysMixin, ModelMixin, ConfigMixin, AttentionMixin
     ) -> torch.Tensor:
         """Encoder and decoder without a head: the feature of every image token, ``B x L x decoder_hidden_size``.
 
-        The diffusion head samples patches from these (``diffusion_head.sample_tokens``, used by the pipelines).
+        The diffusion head samples patches from these (``diffusion_head.sample_tokens``, used by the pipelines), the
+        categorical head's :meth:`code_logits` read them. A categorical model quantises ``latents`` to its codebook.
         """
+        if self.decoder_logits is not None:
+            latents = quantise(latents, self.checked_codebook())
         class_labels, context_mask = self.prepare_conditions(
             latents.shape[0], class_labels, encoder_hidden_states, encoder_attention_mask
         )
@@ -359,16 +382,21 @@ class LMDModel(LegacyAttentionKeysMixin, ModelMixin, ConfigMixin, AttentionMixin
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """The loss :meth:`forward` returns: ``L_LIR`` on the MSE head's ``pred``, or the diffusion head's loss on the
-        decoder ``features`` (plus ``mse_loss_weight`` x ``L_LIR`` when the model has both heads)."""
+        """The loss :meth:`forward` returns: ``L_LIR`` on the MSE head's ``pred``, or the diffusion head's loss or the
+        categorical head's cross-entropy on the decoder ``features`` (plus ``mse_loss_weight`` x ``L_LIR`` when the
+        model has both heads; with the categorical head, against the quantised latents)."""
         target = patchify(latents, self.patch_size)
-        loss = self.forward_loss(target, pred, mask) if pred is not None else None
-        if self.diffusion_head is None:
-            return loss
-        diffusion = self.diffusion_head.loss(
-            target.flatten(0, 1), features.flatten(0, 1), mask.flatten(), generator, self.config.diffusion_batch_mul
-        )
-        return diffusion if loss is None else diffusion + self.config.mse_loss_weight * loss
+        if self.decoder_logits is not None:
+            codes = code_targets(latents, self.checked_codebook(), self.patch_size)
+            head = categorical_loss(self.code_logits(features), codes, mask)
+            target = self.codebook[codes].flatten(2)  # the quantised latent, patchified
+        elif self.diffusion_head is not None:
+            head = self.diffusion_head.loss(
+                target.flatten(0, 1), features.flatten(0, 1), mask.flatten(), generator, self.config.diffusion_batch_mul
+            )
+        else:
+            return self.forward_loss(target, pred, mask)
+        return head if pred is None else head + self.config.mse_loss_weight * self.forward_loss(target, pred, mask)
 
     def forward(
         self,
@@ -414,6 +442,9 @@ class LMDModel(LegacyAttentionKeysMixin, ModelMixin, ConfigMixin, AttentionMixin
         if self.decoder_pred is not None:
             pred = self.decoder_pred(features)
             sample = unpatchify(pred.to(latents.dtype), self.patch_size, h, w)
+        elif self.decoder_logits is not None:  # the most likely image
+            codes = self.code_logits(features).argmax(dim=-1)
+            sample = codes_to_latents(codes, self.codebook, self.patch_size, h, w).to(latents.dtype)
         if return_loss:
             loss = self.training_loss(latents, features, pred, mask, generator)
         if not return_dict:

@@ -158,11 +158,15 @@ class LMDConditioningMixin:
         return DEFAULT_GUIDANCE_SCALE
 
     def check_prediction(
-        self, prediction: str | None, temperature: float = 1.0, num_head_inference_steps: int | None = None
+        self,
+        prediction: str | None,
+        temperature: float = 1.0,
+        num_head_inference_steps: int | None = None,
+        choice_temperature: float | None = None,
     ) -> str:
         """``prediction`` resolved (``"sample"`` when the transformer has a sampling head, else ``"mean"``), or a
         ``ValueError`` naming what the transformer lacks or a sampling option the mean would ignore."""
-        has_sampler = self.transformer.diffusion_head is not None
+        has_sampler = self.transformer.config.head_type in ("diffusion", "categorical")
         has_mean = self.transformer.decoder_pred is not None
         if prediction is None:
             return "sample" if has_sampler else "mean"
@@ -175,12 +179,14 @@ class LMDConditioningMixin:
             )
         if prediction == "sample" and not has_sampler:
             raise ValueError(
-                "prediction='sample' needs a sampling head (head_type='diffusion'); this transformer predicts the mean "
-                "(head_type='mse'): use prediction='mean'."
+                "prediction='sample' needs a sampling head (head_type='diffusion' or 'categorical'); this transformer "
+                "predicts the mean (head_type='mse'): use prediction='mean'."
             )
-        if prediction == "mean" and has_sampler and (temperature != 1.0 or num_head_inference_steps is not None):
+        sampling_options = temperature != 1.0 or num_head_inference_steps is not None or choice_temperature is not None
+        if prediction == "mean" and has_sampler and sampling_options:
             raise ValueError(
-                "temperature and num_head_inference_steps set the sampling head, which prediction='mean' does not use: "
+                "temperature, num_head_inference_steps and choice_temperature set the sampling head, which "
+                "prediction='mean' does not use: "
                 "drop them or use prediction='sample'."
             )
         return prediction
@@ -197,12 +203,15 @@ class LMDConditioningMixin:
         guidance_scale: float,
         temperature: float,
         num_head_inference_steps: int | None,
+        choice_temperature: float | None = None,
     ) -> None:
         """Raise a ``ValueError`` naming the first condition, guidance or sampling argument that cannot work."""
         config = self.transformer.config
         if guidance_scale < 1:
             raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}.")
-        _check_sampling(self.transformer, self.head_scheduler, temperature, num_head_inference_steps)
+        _check_sampling(
+            self.transformer, self.head_scheduler, temperature, num_head_inference_steps, choice_temperature
+        )
         classes, text = config.num_class_embeds is not None, config.cross_attention_dim is not None
         if class_labels is not None and not classes:
             raise ValueError(
@@ -234,15 +243,30 @@ class LMDConditioningMixin:
 
 
 def _check_sampling(
-    transformer: LMDModel, head_scheduler: SchedulerMixin | None, temperature: float, num_head_inference_steps
+    transformer: LMDModel,
+    head_scheduler: SchedulerMixin | None,
+    temperature: float,
+    num_head_inference_steps,
+    choice_temperature: float | None = None,
 ) -> None:
-    diffusion = transformer.config.head_type == "diffusion"
+    head_type = transformer.config.head_type
+    diffusion, categorical = head_type == "diffusion", head_type == "categorical"
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
-    if not diffusion and (temperature != 1.0 or num_head_inference_steps is not None):
+    if head_type == "mse" and (temperature != 1.0 or num_head_inference_steps is not None):
         raise ValueError(
-            "temperature and num_head_inference_steps set the diffusion head's sampling; this transformer has "
+            "temperature and num_head_inference_steps set a sampling head's draws; this transformer has "
             "head_type='mse', which predicts the mean: leave them unset."
+        )
+    if categorical and num_head_inference_steps is not None:
+        raise ValueError(
+            "num_head_inference_steps sets the diffusion head's steps; this transformer has head_type='categorical', "
+            "which draws codes in one go: leave it unset."
+        )
+    if choice_temperature is not None and (not categorical or choice_temperature < 0):
+        raise ValueError(
+            f"choice_temperature={choice_temperature} randomises the categorical head's reveal order: it must be >= 0 "
+            f"and needs head_type='categorical' (this transformer has {head_type!r})."
         )
     if diffusion:
         most = transformer.config.diffusion_num_train_timesteps - 1

@@ -50,14 +50,14 @@ def copy_hub_pipeline_file(folder: str | os.PathLike) -> bool:
     return True
 
 
-def card_pipeline_tag(class_conditional: bool, text_conditional: bool, diffusion_head: bool) -> str:
+def card_pipeline_tag(class_conditional: bool, text_conditional: bool, sampling_head: bool) -> str:
     """The Hub task of an LMD model: ``text-to-image`` with text conditioning, else ``unconditional-image-generation``
     (the Hub's task for generation without a prompt, which diffusers' class-conditional ImageNet cards use too) when
-    it has classes or samples with a diffusion head; an unconditional model with the MSE head predicts means, so it
-    is a reconstruction (``image-to-image``) model."""
+    it has classes or samples with a sampling head (diffusion or categorical); an unconditional model with the MSE
+    head predicts means, so it is a reconstruction (``image-to-image``) model."""
     if text_conditional:
         return "text-to-image"
-    if class_conditional or diffusion_head:
+    if class_conditional or sampling_head:
         return "unconditional-image-generation"
     return "image-to-image"
 
@@ -91,7 +91,7 @@ def write_pipeline_card(folder: str | os.PathLike, pipeline, repo_id: str | None
     data = ModelCardData(
         library_name="diffusers",
         tags=["diffusers", "diffusers-lmd", *card_tags(classes)],
-        pipeline_tag=card_pipeline_tag(classes, text, config.head_type == "diffusion"),
+        pipeline_tag=card_pipeline_tag(classes, text, config.head_type != "mse"),
     )
     conditioning = " and ".join(name for name, given in (("class", classes), ("text", text)) if given) or "none"
     description = (

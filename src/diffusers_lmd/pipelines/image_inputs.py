@@ -210,13 +210,13 @@ class LMDImageInputsMixin:
 
     def check_latents(self, latents: torch.Tensor | None, batch_size: int, size: tuple[int, int]) -> None:
         """``latents``, the diffusion head's starting noise, must be ``batch_size x C x h x w``: the latent of the
-        ``size`` image, one per output image; an MSE head starts from no noise."""
+        ``size`` image, one per output image; the MSE and categorical heads start from no noise."""
         if latents is None:
             return
         if self.transformer.diffusion_head is None:
             raise ValueError(
-                "latents is the diffusion head's starting noise; this transformer has head_type='mse', which "
-                "predicts the mean from no noise: leave latents unset."
+                "latents is the diffusion head's starting noise; this transformer has head_type="
+                f"{self.transformer.config.head_type!r}, which starts from no noise: leave latents unset."
             )
         factor = downsample_factor(self.vae)
         shape = (batch_size, self.transformer.config.in_channels, size[0] // factor, size[1] // factor)

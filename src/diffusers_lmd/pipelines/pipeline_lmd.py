@@ -4,7 +4,8 @@ Every task completes a partly masked latent: reconstruction and inpainting start
 tokens masked, generation from a fully masked latent. One loop serves all three: the model predicts the masked
 tokens and ``LMDMaskScheduler.step`` reveals a share of them, keeping visible latents exactly, until none is
 masked (one step: method.md §4's one-shot reconstruction). A diffusion head samples only the tokens the scheduler picks
-to reveal. Latents stay in the projector's dtype; the transformer gets a copy in its own.
+to reveal; a categorical head draws a code for every masked position and the scheduler reveals the most confident
+tokens (MaskGIT). Latents stay in the projector's dtype; the transformer gets a copy in its own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..masking import keep_visible, patchify, unpatchify
 from ..models import LMDModel
+from ..models.categorical_head import DEFAULT_CHOICE_TEMPERATURE
 from ..models.diffusion_head import sample_tokens
 from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
 from ..schedulers import LMDMaskScheduler
@@ -26,6 +28,7 @@ from .conditioning import ClassLabelInput, LMDConditioningMixin, PromptInput, co
 from .hub_utils import LMDHubMixin
 from .image_inputs import LMDImageInputsMixin
 from .pipeline_output import LMDPipelineOutput
+from .sampling import categorical_reveal_step, check_codebook_matches
 
 DEFAULT_GENERATION_STEPS = 10
 DEFAULT_HEAD_INFERENCE_STEPS = 50
@@ -39,7 +42,8 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
     The projector ``vae`` encodes the image, the ``transformer`` predicts the masked latent patches from the
     visible ones, and the projector decodes the result. Generation starts from a fully masked latent that the
     ``scheduler`` reveals over several steps. A class- or text-conditional transformer takes ``class_labels`` or a
-    ``prompt``, with classifier-free guidance; one with a diffusion head samples the masked patches.
+    ``prompt``, with classifier-free guidance; one with a diffusion head samples the masked patches, one with a
+    categorical head (over a ``VQModel``'s codebook) samples their codes.
 
     This model inherits from [`DiffusionPipeline`] (loading, devices, offloading); its ``save_pretrained`` and
     ``push_to_hub`` add ``lmd_pipeline.py`` and a model card (:mod:`~diffusers_lmd.pipelines.hub_utils`).
@@ -79,6 +83,8 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         check_compatible(vae, transformer)
         if (tokenizer is None) != (text_encoder is None):
             raise ValueError("Pass both tokenizer and text_encoder (for a text-conditional transformer), or neither.")
+        if transformer.config.head_type == "categorical":
+            check_codebook_matches(vae, transformer)
         if head_scheduler is None and transformer.diffusion_head is not None:
             head_scheduler = DDIMScheduler.from_config(transformer.diffusion_head.noise_scheduler.config)
         self.register_modules(
@@ -193,6 +199,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         num_images_per_prompt: int = 1,
         latents: torch.Tensor | None = None,
         prediction: str | None = None,
+        choice_temperature: float | None = None,
     ) -> LMDPipelineOutput | tuple:
         """Reconstruct (``image``), inpaint (``image`` + ``mask_image``) or generate (``batch_size`` or conditions).
 
@@ -235,7 +242,8 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 generation by a model trained with label dropout (as ``DiTPipeline`` guides by default); otherwise
                 1, as with an ``image`` or a prompt (a text model's config does not say whether its empty prompt
                 was trained).
-            temperature: diffusion head only: scales the noise each sampling step adds (MAR's temperature).
+            temperature: the sampling head's temperature (> 0): the diffusion head scales the noise each sampling step
+                adds (MAR's temperature); the categorical head divides its logits by it before drawing codes.
             num_head_inference_steps: diffusion head only: ``head_scheduler`` steps per sampled token (default 50).
             num_images_per_prompt: outputs per input image, class label or prompt (per image for unconditional
                 generation), grouped: the batch is ``num_images_per_prompt`` times the inputs', as in diffusers.
@@ -243,10 +251,16 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 output images, the latent's channels and size); each token starts from its patch when it is sampled.
                 Default: drawn from ``generator``.
             prediction: how masked tokens are filled: ``"sample"`` draws them with the transformer's sampling head
-                (diffusion), sharp and varied; ``"mean"`` takes the MSE head's prediction, each token's expected
-                value, which scores the best PSNR but blurs where the context leaves a token uncertain. Default: the
-                sampling head when the transformer has one, else the mean; ``"mean"`` needs an MSE head (a model
-                trained with both, ``mse_loss_weight > 0``, offers both).
+                (diffusion or categorical), sharp and varied; ``"mean"`` takes the MSE head's prediction, each
+                token's expected value, which scores the best PSNR but blurs where the context leaves a token
+                uncertain. Default: the sampling head when the transformer has one, else the mean; ``"mean"`` needs
+                an MSE head (a model trained with both, ``mse_loss_weight > 0``, offers both).
+            choice_temperature: categorical head only: MaskGIT's randomness of the reveal order. Each step draws a
+                code for every masked position (guided logits ``uncond + w (cond - uncond)`` over ``temperature``)
+                and reveals the tokens whose drawn codes are the most likely (the sum of their log-probabilities),
+                the scores perturbed by Gumbel noise of scale ``choice_temperature * t / n`` (``n`` steps, ``t``
+                counting down to 0); default 4.5 (MaskGIT's), 0 = strictly by confidence. The revealed tokens take
+                their codes' latents.
 
         Examples:
             ```py
@@ -271,7 +285,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         # 0. Defaults: one step with an image; for generation, one image per class label or prompt, guided
         if guidance_scale is None:
             guidance_scale = self.default_guidance_scale(image, class_labels)
-        prediction = self.check_prediction(prediction, temperature, num_head_inference_steps)
+        prediction = self.check_prediction(prediction, temperature, num_head_inference_steps, choice_temperature)
         if num_inference_steps is None:
             num_inference_steps = 1 if image is not None else DEFAULT_GENERATION_STEPS
         if image is None and batch_size is None:
@@ -304,6 +318,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
             guidance_scale,
             temperature,
             num_head_inference_steps,
+            choice_temperature,
         )
         self._guidance_scale = guidance_scale
         device = self._execution_device
@@ -349,8 +364,12 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         self._num_timesteps = len(timesteps)
 
         # 6. Unmasking loop
-        head = self.transformer.diffusion_head if prediction == "sample" else None
+        sampling = prediction == "sample"
+        head = self.transformer.diffusion_head if sampling else None
         patch_size = self.transformer.config.patch_size
+        categorical = sampling and self.transformer.config.head_type == "categorical"
+        if choice_temperature is None:
+            choice_temperature = DEFAULT_CHOICE_TEMPERATURE
         head_steps = num_head_inference_steps or DEFAULT_HEAD_INFERENCE_STEPS
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
@@ -360,16 +379,24 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 if self.do_classifier_free_guidance:
                     model_input, model_mask = torch.cat([model_input] * 2), torch.cat([mask] * 2)
 
-                if head is None:
+                if categorical:
+                    # draw a code for every masked position, reveal the most confident tokens (MaskGIT)
+                    self._onload(self.transformer)  # offload hooks wrap forward(), and this is not forward()
+                    features = self.transformer.forward_features(model_input, model_mask, **conditions)
+                    latents, mask = categorical_reveal_step(
+                        self.transformer, self.scheduler, features, t, latents, mask, generator,
+                        guidance_scale, temperature, choice_temperature,
+                    )  # fmt: skip
+                elif head is None:
                     # predict every masked token's mean (guided), then let the scheduler reveal a share of them
-                    prediction = self.transformer(
+                    predicted = self.transformer(
                         model_input, mask=model_mask, return_dict=False, return_loss=False, **conditions
                     )[0].to(latents.dtype)
                     if self.do_classifier_free_guidance:
-                        cond, uncond = prediction.chunk(2)
-                        prediction = uncond + guidance_scale * (cond - uncond)
+                        cond, uncond = predicted.chunk(2)
+                        predicted = uncond + guidance_scale * (cond - uncond)
                     latents, mask = self.scheduler.step(
-                        prediction, t, latents, mask=mask, generator=generator, return_dict=False
+                        predicted, t, latents, mask=mask, generator=generator, return_dict=False
                     )
                 else:
                     # choose the tokens this step reveals, then sample only those with the diffusion head (guided)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_amused import gumbel_noise
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
@@ -153,17 +154,33 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         timestep: int | torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        confidence: torch.Tensor | None = None,
+        choice_temperature: float = 0.0,
     ) -> torch.Tensor:
-        """The mask after the step at ``timestep``: which masked tokens stay masked, chosen uniformly at random.
+        """The mask after the step at ``timestep``: which masked tokens stay masked, chosen uniformly at random, or,
+        given each token's ``confidence``, the least confident ones (MaskGIT's re-masking).
 
         :meth:`step` reveals with this; a sampler that draws only the tokens it reveals (the diffusion head)
-        calls it first and then fills in the tokens it turned from 1 to 0. With a list of generators, as
-        diffusers' ``randn_tensor`` takes, row ``i`` is drawn from generator ``i``.
+        calls it first and then fills in the tokens it turned from 1 to 0; one that draws every masked token first
+        (the categorical head) passes their confidence. With a list of generators, as diffusers' ``randn_tensor``
+        takes, row ``i`` is drawn from generator ``i``. How many stay masked does not depend on the confidence.
+
+        Args:
+            confidence: ``B x L`` scores (e.g. the log-probability of the drawn codes); the lowest stay masked.
+            choice_temperature: with ``confidence``, MaskGIT's randomness of the choice: the scores get diffusers'
+                ``gumbel_noise`` times ``choice_temperature * t / n`` (``t`` = ``timestep`` of ``n`` steps), annealed
+                to 0 at the last step.
         """
         if isinstance(generator, list):
             if len(generator) != mask.shape[0]:
                 raise ValueError(f"Got {len(generator)} generators for {mask.shape[0]} masks: pass one per mask.")
-            return torch.cat([self.reveal(timestep, mask[i : i + 1], g) for i, g in enumerate(generator)])
+            rows = [None if confidence is None else confidence[i : i + 1] for i in range(mask.shape[0])]
+            return torch.cat(
+                [
+                    self.reveal(timestep, mask[i : i + 1], g, rows[i], choice_temperature)
+                    for i, g in enumerate(generator)
+                ]
+            )
         n = self._require_timesteps()
         t = int(timestep)
         if not 0 <= t < n:
@@ -173,9 +190,18 @@ class LMDMaskScheduler(SchedulerMixin, ConfigMixin):
         before = 1.0 if t == n - 1 else self.masked_fraction(t + 1)
         keep_share = self.masked_fraction(t) / before if before > 0 else 0.0
         still_masked = torch.floor(mask.sum(dim=1) * keep_share)
-        noise_device = generator.device if generator is not None else torch.device("cpu")
-        scores = torch.rand(mask.shape, generator=generator, device=noise_device).to(mask.device)
-        scores = torch.where(mask > 0, scores, torch.full_like(scores, 2.0))  # visible never chosen
+        if confidence is None:
+            noise_device = generator.device if generator is not None else torch.device("cpu")
+            scores = torch.rand(mask.shape, generator=generator, device=noise_device).to(mask.device)
+        else:
+            if confidence.shape != mask.shape:
+                raise ValueError(f"confidence {tuple(confidence.shape)} must match the mask {tuple(mask.shape)}.")
+            if choice_temperature < 0:
+                raise ValueError(f"choice_temperature must be >= 0, got {choice_temperature}.")
+            scores = confidence.float().to(mask.device)
+            if choice_temperature > 0 and t > 0:
+                scores = scores + choice_temperature * t / n * gumbel_noise(scores, generator)
+        scores = torch.where(mask > 0, scores, torch.full_like(scores, math.inf))  # visible never chosen
         ranks = scores.argsort(dim=1).argsort(dim=1)
         return (ranks < still_masked[:, None]).float()
 

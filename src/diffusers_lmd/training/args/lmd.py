@@ -174,14 +174,16 @@ def add_generation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         type=str,
         default=None,
         choices=HEAD_TYPES,
-        help="mse: LMD's L_LIR head (predicts the mean); diffusion: a per-token diffusion head that samples (MAR). "
-        "None: mse, or the pretrained model's.",
+        help="mse: LMD's L_LIR head (predicts the mean); diffusion: a per-token diffusion head that samples (MAR); "
+        "categorical: logits over a VQModel projector's codes, sampled MaskGIT-style (the codebook size and codes "
+        "come from --projector_path). None: mse, or the pretrained model's.",
     )
     group.add_argument(
         "--mse_loss_weight",
         type=float,
         default=0.0,
-        help="With --head_type diffusion: also train an MSE head with this loss weight (0: diffusion loss only).",
+        help="With --head_type diffusion or categorical: also train an MSE head with this loss weight (0: the "
+        "sampling head's loss only).",
     )
     return parser
 
@@ -265,10 +267,10 @@ def check_generation_args(args: argparse.Namespace) -> None:
     given_head_flags = [f"--{name}" for name in DIFFUSION_HEAD_FLAGS if getattr(args, name) is not None]
     if given_head_flags and args.head_type != "diffusion":
         raise ValueError(f"{', '.join(given_head_flags)} size the diffusion head: they need --head_type diffusion.")
-    if args.mse_loss_weight < 0 or (args.mse_loss_weight and args.head_type != "diffusion"):
+    if args.mse_loss_weight < 0 or (args.mse_loss_weight and args.head_type not in ("diffusion", "categorical")):
         raise ValueError(
-            f"--mse_loss_weight {args.mse_loss_weight} weighs an extra MSE loss beside the diffusion head: it must be "
-            ">= 0 and needs --head_type diffusion."
+            f"--mse_loss_weight {args.mse_loss_weight} weighs an extra MSE loss beside a sampling head: it must be "
+            ">= 0 and needs --head_type diffusion or categorical."
         )
     if args.num_condition_tokens is not None and not args.label_column:
         raise ValueError("--num_condition_tokens sets the class tokens: it needs --label_column.")

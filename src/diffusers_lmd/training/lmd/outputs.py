@@ -133,11 +133,13 @@ def write_model_card(
     conditioning = [
         name for flag, name in (("label_column", "class"), ("caption_column", "text")) if getattr(args, flag)
     ]
-    if conditioning or args.head_type == "diffusion":
+    sampled = {"diffusion": " and patches sampled by the diffusion head", "categorical": " and the categorical head's "
+               "most likely codes"}.get(args.head_type, "")  # fmt: skip
+    if conditioning or sampled:
         description += (
             f" Conditioning: {' and '.join(conditioning) or 'none'} (dropout {args.conditioning_dropout_prob} for "
             f"classifier-free guidance); head: {args.head_type}. Held-out PSNR uses the unconditional input"
-            + (" and patches sampled by the diffusion head." if args.head_type == "diffusion" else ".")
+            + f"{sampled}."
         )
     images = [
         ("Held-out reconstructions (originals, masked inputs, reconstructions)", GRID_FILE),
@@ -155,9 +157,7 @@ def write_model_card(
         metrics=metrics,
         images=images,
         tags=card_tags(bool(args.label_column)),
-        pipeline_tag=card_pipeline_tag(
-            bool(args.label_column), bool(args.caption_column), args.head_type == "diffusion"
-        ),
+        pipeline_tag=card_pipeline_tag(bool(args.label_column), bool(args.caption_column), args.head_type != "mse"),
     )
 
 

@@ -23,6 +23,7 @@ from ...projector import (
     estimate_latent_stats,
     latent_channels,
     set_latent_stats,
+    vq_codebook,
 )
 from ..checkpointing import list_checkpoints
 from ..latent_cache import (
@@ -95,7 +96,8 @@ def build_lmd_model(
     """The ``preset`` with the architecture ``overrides`` (e.g. ``{"hidden_size": 128}``), sized for the projector's
     latents of ``resolution``-pixel images, with the head of ``head_type``; class-conditional with
     ``num_class_embeds`` (labels dropped with ``class_dropout_prob``) and text-conditional with
-    ``cross_attention_dim``. Errors name the flags of ``train_lmd.py``."""
+    ``cross_attention_dim``. A categorical head is sized by the ``VQModel``'s codes and given its codebook
+    (:func:`set_projector_codebook`). Errors name the flags of ``train_lmd.py``."""
     overrides = overrides or {}
     factor = downsample_factor(vae)
     if resolution % factor:
@@ -107,6 +109,9 @@ def build_lmd_model(
             f"do not split into {patch_size}x{patch_size} patches: change --resolution or --patch_size."
         )
     generation = dict(head_type=head_type, mse_loss_weight=mse_loss_weight)
+    if head_type == "categorical":
+        projector_codebook(vae)  # a VQModel, or the error before any work
+        generation["codebook_size"] = vae.config.num_vq_embeddings
     if num_class_embeds is not None:
         generation.update(num_class_embeds=num_class_embeds, class_dropout_prob=class_dropout_prob)
     if cross_attention_dim is not None:
@@ -115,7 +120,26 @@ def build_lmd_model(
         preset, sample_size=resolution // factor, in_channels=latent_channels(vae), **overrides, **generation
     )
     check_compatible(vae, model, resolution)
+    set_projector_codebook(model, vae)
     return model
+
+
+def projector_codebook(vae: Projector) -> torch.Tensor:
+    """The ``VQModel``'s codebook in the normalised latent space, or a ``ValueError`` naming the flags."""
+    try:
+        return vq_codebook(vae)
+    except ValueError as err:
+        raise ValueError(
+            f"--head_type categorical predicts a VQModel's codes, but --projector_path is a {type(vae).__name__}: "
+            "pass a VQModel projector, or use --head_type mse or diffusion."
+        ) from err
+
+
+def set_projector_codebook(model: LMDModel, vae: Projector) -> None:
+    """Give a categorical ``model`` the projector's codebook (again after the latent statistics change: the codebook
+    lives in the normalised latent space); other heads have none."""
+    if model.config.head_type == "categorical":
+        model.set_codebook(projector_codebook(vae))
 
 
 def adapt_pretrained_model(

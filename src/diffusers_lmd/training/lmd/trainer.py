@@ -66,6 +66,7 @@ from .setup import (
     place_projector,
     projector_dtype,
     set_estimated_latent_stats,
+    set_projector_codebook,
     step_generator,
     tracker_config,
 )
@@ -145,6 +146,7 @@ class LMDTrainer:
         if args.estimate_latent_stats:  # on the device, main process
             batches = dict(batch_size=args.encode_batch_size, num_workers=args.dataloader_num_workers)
             set_estimated_latent_stats(self.vae, train_dataset, accelerator, **batches)
+        set_projector_codebook(model, self.vae)  # the codes in this run's normalised latent space
         train_loader, self.cache = build_train_dataloader(
             accelerator,
             self.vae,
