@@ -4,9 +4,11 @@
 Class-conditional Fashion-MNIST (32 px): LMD-CS with the MSE head (``lmd-mse``), LMD with the diffusion head
 (``lmd-diffusion``), LMD with a categorical head over the projector's codes (``lmd-categorical``), a
 class-conditional diffusers ``UNet2DModel`` DDPM on pixels (``ddpm-pixel``) and LDM on the same projector's latents
-(``ldm-latent``), each trained for the same budget on the same images, then sampled with a fixed setting and one
+(``ldm-latent``), and aMUSEd's ``UVit2DModel`` on the projector's VQ codes (``amused-tokens``, MaskGIT decoding with
+``AmusedScheduler``), each trained for the same budget on the same images, then sampled with a fixed setting and one
 guidance scale and scored by FID on a Fashion-MNIST classifier's features (not comparable to Inception FID),
 conditional accuracy and precision / recall, with the sampling time per image.
+Each method's final (EMA) model is saved under ``<work_dir>/models/<method>`` in its own diffusers layout.
 
     python benchmarks/bench_generation.py --preset fmnist-cpu \\
         --output benchmarks/results/generation_fmnist_cpu.json --plots_dir docs/images
@@ -48,7 +50,7 @@ from lmd_bench.generation_report import (
 
 OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance_scale", "label_dropout", "ema_decay",
              "ddim_steps", "lmd_steps", "lmd_head_steps", "train_batch_size", "learning_rate",
-             "max_train_samples")  # fmt: skip
+             "max_train_samples", "amused_steps")  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,12 +66,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ddim_steps", type=int, help="DDIM steps of the U-Nets (preset's).")
     parser.add_argument("--lmd_steps", type=int, help="LMD's reveal steps (preset's).")
     parser.add_argument("--lmd_head_steps", type=int, help="Steps of LMD's diffusion head (preset's).")
+    parser.add_argument("--amused_steps", type=int, help="amused-tokens' MaskGIT decoding steps (preset's).")
     parser.add_argument("--train_batch_size", type=int, help="Batch size of every method (preset's).")
     parser.add_argument("--learning_rate", type=float, help="Peak rate of every method (preset's).")
     parser.add_argument("--max_train_samples", type=int, help="Train on a seeded subset (smoke tests).")
     parser.add_argument("--projector_path", default=None, help="Projector folder (the preset's committed one).")
     parser.add_argument("--classifier_path", default=None, help="Feature classifier folder (the preset's).")
-    parser.add_argument("--work_dir", default=None, help="Latent cache folder (a temporary one by default).")
+    parser.add_argument("--work_dir", default=None, help="Latent cache, final models/<method> (a temp dir).")
     parser.add_argument("--plots_dir", default=None, help="Write the FID-vs-time plot and the sample grids here.")
     parser.add_argument("--markdown", default=None, help="Write the tables as markdown here.")
     parser.add_argument("--device", default=default_device())
@@ -120,9 +123,12 @@ def main(argv=None) -> dict:
     from accelerate import Accelerator
 
     data, cache = build_generation_data(data_options, vae, os.path.join(work_dir, "latents"), Accelerator())
+    save_dir = os.path.join(work_dir, "models")
+    print(f"final models will be saved under {save_dir}")
     result, samples = run_generation_benchmark(
-        preset, args.methods, vae, data, classifier, RunSettings(args.device, args.seed, args.clock), repo=REPO
-    )
+        preset, args.methods, vae, data, classifier, RunSettings(args.device, args.seed, args.clock), repo=REPO,
+        save_dir=save_dir,
+    )  # fmt: skip
     result["classifier"] = classifier_info
     result["projector"] = {"path": os.path.relpath(projector_path, REPO), **_projector_metrics(projector_path)}
     result["latent_cache"] = {k: v for k, v in cache.items() if k != "cache_path"}

@@ -1,5 +1,9 @@
 """The generation benchmark end to end: the methods by key, the metric's floor, every row, the result dict.
 
+The rows: ``lmd-mse`` and ``lmd-diffusion`` (LMD's two heads), ``ddpm-pixel`` and ``ldm-latent`` (class-conditional
+``UNet2DModel`` DDPMs on pixels and on the projector's latents) and ``amused-tokens`` (aMUSEd's ``UVit2DModel`` on the
+projector's VQ codes). Each method's final (EMA) model can be saved in its own diffusers layout (``save_dir``).
+
 ``benchmarks/bench_generation.py`` is the command line (outputs, plots, grids); this module is what it and the
 tests run, so the benchmark is one piece of library code.
 """
@@ -20,13 +24,14 @@ from diffusers_lmd.metrics import FID_NAME, FeatureClassifier, GenerationScorer,
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 
 from .budget import DEFAULT_RUN, RunSettings
+from .generation_amused import build_amused_generation_method
 from .generation_lmd import LMD_HEADS, build_lmd_generation_method
 from .generation_loop import GenerationData, fid_floor, train_generator_for_budget
 from .generation_methods import LATENT_NOISE_SCHEDULE, PIXEL_NOISE_SCHEDULE, ConditionalDiffusionMethod
 from .generation_presets import GenerationPreset
 from .generation_report import add_time_to_fid, fid_target
 
-GENERATION_METHODS = ("lmd-mse", "lmd-diffusion", "lmd-categorical", "ddpm-pixel", "ldm-latent")
+GENERATION_METHODS = ("lmd-mse", "lmd-diffusion", "lmd-categorical", "ddpm-pixel", "ldm-latent", "amused-tokens")
 
 
 def check_generation_methods(names: list[str] | tuple[str, ...]) -> None:
@@ -43,6 +48,8 @@ def build_generation_method(name: str, preset: GenerationPreset, vae: Projector,
     k = preset.num_classes
     if name in LMD_HEADS:
         return build_lmd_generation_method(name, preset, vae, image_size, seed)
+    if name == "amused-tokens":
+        return build_amused_generation_method(preset, vae, image_size, name)
     if name == "ldm-latent":
         channels, size = latent_channels(vae), image_size // downsample_factor(vae)
         unet = UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, num_class_embeds=k + 1,
@@ -88,8 +95,12 @@ def run_generation_benchmark(
     run: RunSettings = DEFAULT_RUN,
     repo: str | None = None,
     log=print,
+    save_dir: str | None = None,
 ) -> tuple[dict, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Train and score every method in turn (same data, budget, guidance, sample count and metric).
+
+    With ``save_dir``, each method's final model (its EMA weights, the ones scored) is saved to
+    ``<save_dir>/<method>`` by its ``save_pretrained``.
 
     Returns the result (``rows`` per method, the metric's floor at the curve's and the final sample count,
     the FID target every method reaches and each one's time to it, hardware, commit, configuration) and each
@@ -112,10 +123,13 @@ def run_generation_benchmark(
         method = build_generation_method(name, preset, vae, image_size, seed=run.seed)
         log(f"{name}: training for {preset.budget_s:g} s ({run.clock} clock)")
         method_start = time.perf_counter()
-        row, images, labels = train_generator_for_budget(method, data, preset, scorer, run)
+        folder = os.path.join(save_dir, name) if save_dir else None
+        row, images, labels = train_generator_for_budget(method, data, preset, scorer, run, save_dir=folder)
         row["wall_s"] = round(time.perf_counter() - method_start, 1)  # training, sampling and scoring
         log(f"{name}: {row['steps']} steps, FID {row['fid']:.2f}, conditional accuracy "
             f"{row['conditional_accuracy']:.3f}, {row['samples_per_s']:.1f} samples/s")  # fmt: skip
+        if folder:
+            log(f"{name}: final model saved to {folder}")
         rows.append(row)
         samples[name] = (images, labels)
         del method

@@ -19,7 +19,7 @@ from diffusers_lmd.projector import Projector, downsample_factor, latent_channel
 from diffusers_lmd.schedulers import LMDMaskScheduler
 
 from .efficiency_methods import SCHEDULE_RESOLUTION, mask_ratio_at
-from .generation_methods import GenerationMethod
+from .generation_methods import GenerationMethod, write_class_labels
 from .generation_presets import GenerationPreset
 
 LMD_HEADS = {"lmd-mse": "mse", "lmd-diffusion": "diffusion", "lmd-categorical": "categorical"}
@@ -93,6 +93,12 @@ class LMDGenerationMethod(GenerationMethod):
             **head,
         ).images
         return (images.float() * 2.0 - 1.0).clamp(-1.0, 1.0)  # the pipeline's [0, 1] back to [-1, 1]
+
+    def save_pretrained(self, folder: str) -> None:
+        """The generation pipeline (``LMDPipeline.save_pretrained``: ``transformer/``, ``vae/``, ``scheduler/``,
+        ``model_index.json``; ``LMDPipeline.from_pretrained`` reads it back) and ``class_labels.json``."""
+        self.pipeline.save_pretrained(folder)
+        write_class_labels(self, folder)
 
     def sampler_setting(self) -> dict:
         c = self.mask_scheduler.config

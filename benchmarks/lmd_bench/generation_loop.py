@@ -127,8 +127,12 @@ def train_generator_for_budget(
     preset: GenerationPreset,
     scorer: GenerationScorer,
     run: RunSettings = DEFAULT_RUN,
+    save_dir: str | None = None,
 ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Train ``method`` for ``preset.budget_s`` seconds of training; return its row and its final samples.
+
+    With ``save_dir``, the final model (the EMA weights it was scored with) is saved there by
+    ``method.save_pretrained`` after the final score.
 
     The row holds ``fid``, ``conditional_accuracy``, ``precision``, ``recall``, ``samples_per_s`` (of the final
     ``final_samples``), ``train_s``, ``steps``, ``mit_s`` / ``mli`` / ``mlt_s`` (method.md §5), ``curve`` (rows of
@@ -151,6 +155,8 @@ def train_generator_for_budget(
     loop.run(step_loss, eval_times, evaluate)
     with loop.ema_weights():
         final, samples, labels = score_method(method, scorer, preset, preset.final_samples, device, run.clock)
+        if save_dir:
+            method.save_pretrained(save_dir)
     prefix = scorer.score(samples[: preset.eval_samples], labels[: preset.eval_samples])
     curve.append(_curve_point(loop.elapsed, loop.tracker.steps, prefix, final["samples_per_s"]))
     row = {

@@ -9,6 +9,8 @@ with one guidance scale ``s`` for all (``s = 1``: plain conditional sampling, no
 
 from __future__ import annotations
 
+import json
+import os
 from abc import ABC, abstractmethod
 
 import torch
@@ -16,6 +18,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import nn
 
 from diffusers_lmd.projector import Projector, decode_latents
+from diffusers_lmd.training import load_projector
 
 from .unet_methods import DDPMMethod
 
@@ -75,6 +78,34 @@ class GenerationMethod(ABC):
     def mask_ratio(self, progress: float) -> float | None:
         """The training mask ratio at ``progress`` (``None`` for methods without one)."""
         return None
+
+    @abstractmethod
+    def save_pretrained(self, folder: str) -> None:
+        """Save the model as it is now (the benchmark calls it with the EMA weights in place) in diffusers
+        folders that the method's own loader reads back, safetensors only."""
+
+
+CLASS_LABELS_FILE = "class_labels.json"
+
+
+def write_class_labels(method: GenerationMethod, folder: str) -> None:
+    """``class_labels.json`` beside a saved model: the class count, the null class id (DiT's convention: label
+    ``num_classes`` is the unconditional one) and the sampler setting the row was scored with."""
+    os.makedirs(folder, exist_ok=True)
+    saved = {
+        "method": method.name,
+        "num_classes": method.num_classes,
+        "null_class_id": method.num_classes,
+        "sampler": method.sampler_setting(),
+    }
+    with open(os.path.join(folder, CLASS_LABELS_FILE), "w") as f:
+        json.dump(saved, f, indent=2)
+
+
+def read_class_labels(folder: str) -> dict:
+    """What :func:`write_class_labels` wrote."""
+    with open(os.path.join(folder, CLASS_LABELS_FILE)) as f:
+        return json.load(f)
 
 
 class ConditionalDiffusionMethod(DDPMMethod, GenerationMethod):
@@ -142,6 +173,32 @@ class ConditionalDiffusionMethod(DDPMMethod, GenerationMethod):
         if self.vae is not None:
             x = decode_latents(self.vae, x)
         return x.float().clamp(-1.0, 1.0)
+
+    def save_pretrained(self, folder: str) -> None:
+        """``unet/`` (the ``UNet2DModel``), ``scheduler/`` (the ``DDIMScheduler`` it samples with), ``vae/`` (the
+        projector, LDM only) and ``class_labels.json``: DDPMPipeline's / DiTPipeline's folder layout."""
+        self.model.save_pretrained(os.path.join(folder, "unet"))
+        DDIMScheduler.from_config(self.noise_scheduler.config).save_pretrained(os.path.join(folder, "scheduler"))
+        if self.vae is not None:
+            self.vae.save_pretrained(os.path.join(folder, "vae"))
+        write_class_labels(self, folder)
+
+    @classmethod
+    def from_pretrained(cls, folder: str) -> ConditionalDiffusionMethod:
+        """The method saved by :meth:`save_pretrained` (name and DDIM steps from ``class_labels.json``)."""
+        saved = read_class_labels(folder)
+        has_vae = os.path.isdir(os.path.join(folder, "vae"))
+        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+        return cls(
+            saved["method"],
+            UNet2DModel.from_pretrained(folder, subfolder="unet"),
+            "latent" if has_vae else "pixel",
+            saved["num_classes"],
+            DDPMScheduler.from_config(scheduler.config),
+            load_projector(folder, "vae") if has_vae else None,
+            saved["sampler"]["label_dropout"],
+            saved["sampler"]["steps"],
+        )
 
     def sampler_setting(self) -> dict:
         schedule = self.noise_scheduler.config

@@ -22,6 +22,17 @@ DEFAULT_LMD_SCHEDULES = {
     "lmd-categorical": ("truncnorm", 0.7, 1.0),
 }
 
+# amused-tokens on the Fashion-MNIST CPU preset: aMUSEd's UVit2DModel shrunk to LMD's class (1.35 M parameters with
+# the 1,024-code vocabulary and the class table, against LMD's 1.21 M). The f=2 projector's 16x16 code grid is
+# downsampled once (aMUSEd-512's layout), so the three width-128 transformer layers see 8x8 = 64 tokens, as LMD's
+# ViT sees 64 patches; one ConvNeXt + attention block of width 64 on each side, a 32-wide token embedding.
+AMUSED_FMNIST_CPU = dict(
+    hidden_size=128, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256,
+    encoder_hidden_size=128, cond_embed_dim=128, micro_cond_encode_dim=16, micro_cond_embed_dim=80,
+    in_channels=32, block_out_channels=64, num_res_blocks=1, block_num_heads=2, downsample=True, upsample=True,
+    use_bias=False,
+)  # fmt: skip
+
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationPreset(BudgetPreset):
@@ -40,6 +51,10 @@ class GenerationPreset(BudgetPreset):
         lmd_schedules: per LMD method, the training mask-ratio ``(schedule, min, max)``; all reach 1.0, since
             generation starts from a fully masked latent.
         unet_pixel / unet_latent: ``UNet2DModel`` architecture of DDPM (32x32x3) and LDM (on the latents).
+        amused_config: ``UVit2DModel`` architecture of ``amused-tokens`` (``codebook_size``, ``vocab_size`` and
+            ``sample_size`` come from the projector); amused_condition_tokens: its class condition tokens
+            (``encoder_hidden_states``); amused_steps: its MaskGIT decoding steps; amused_temperature:
+            ``AmusedScheduler``'s linear ``(start, end)`` re-masking temperature (aMUSEd's default ``(2, 0)``).
         default_projector / default_classifier: committed folders (relative to the repository).
         max_train_samples: train on a seeded subset (smoke tests); ``None`` = all 60,000.
         sample_batch_size: images per sampling call.
@@ -55,6 +70,10 @@ class GenerationPreset(BudgetPreset):
     lmd_head_steps: int = 50
     lmd_temperature: float = 1.0
     lmd_schedules: dict = field(default_factory=lambda: dict(DEFAULT_LMD_SCHEDULES))
+    amused_config: dict = field(default_factory=dict)
+    amused_condition_tokens: int = 2
+    amused_steps: int = 16
+    amused_temperature: tuple[float, float] = (2.0, 0.0)
     lr_warmup_steps: int = 100
     sample_batch_size: int = 250
     max_train_samples: int | None = None
@@ -85,6 +104,9 @@ class GenerationPreset(BudgetPreset):
             raise ValueError("guidance_scale > 1 needs label_dropout > 0: nothing would train the null class.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}.")
+        if self.amused_steps < 1 or self.amused_condition_tokens < 1:
+            raise ValueError(f"amused_steps and amused_condition_tokens must be positive, got {self.amused_steps}, "
+                             f"{self.amused_condition_tokens}.")  # fmt: skip
 
 
 GENERATION_PRESETS: dict[str, GenerationPreset] = {
@@ -114,6 +136,8 @@ GENERATION_PRESETS: dict[str, GenerationPreset] = {
         lmd_overrides=dict(DEMO_VIT),
         unet_pixel=unet_config((16, 32, 64), (False, False, True), 1),
         unet_latent=unet_config((32, 64, 128), (False, True, True), 1),
+        amused_config=dict(AMUSED_FMNIST_CPU),
+        amused_steps=16,
     ),
 }  # fmt: skip
 

@@ -7,13 +7,16 @@ import os
 
 import pytest
 import torch
-from diffusers import VQModel
+from diffusers import DDIMScheduler, UNet2DModel, UVit2DModel, VQModel
+from safetensors.torch import load_file
 
 from diffusers_lmd.data import LabelledTensors
 from diffusers_lmd.metrics import FeatureClassifier, GenerationScorer
+from diffusers_lmd.pipelines import LMDPipeline
 from diffusers_lmd.projector import encode_images, vq_codebook
 from lmd_bench.budget import RunSettings
 from lmd_bench.data import BenchmarkData
+from lmd_bench.generation_amused import AmusedTokensMethod
 from lmd_bench.generation_bench import (
     GENERATION_METHODS,
     build_generation_method,
@@ -21,9 +24,10 @@ from lmd_bench.generation_bench import (
     run_generation_benchmark,
 )
 from lmd_bench.generation_loop import GenerationData, sample_classes, train_generator_for_budget
-from lmd_bench.generation_methods import balanced_labels, drop_labels
+from lmd_bench.generation_methods import ConditionalDiffusionMethod, balanced_labels, drop_labels, read_class_labels
 from lmd_bench.generation_presets import GenerationPreset, get_generation_preset
 from lmd_bench.generation_report import (
+    TABLE_3_ROWS,
     generation_table,
     plot_fid_vs_time,
     save_sample_grid,
@@ -34,6 +38,12 @@ from lmd_bench.presets import unet_config
 from tests.conftest import TINY_PROJECTOR
 
 NUM_CLASSES = 4
+# amused-tokens at test size: 8x8 codes of the tiny projector, downsampled to 4x4 for one width-16 layer.
+TINY_AMUSED = dict(
+    hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, encoder_hidden_size=16,
+    cond_embed_dim=16, micro_cond_encode_dim=4, micro_cond_embed_dim=20, in_channels=8, block_out_channels=16,
+    num_res_blocks=1, block_num_heads=2, downsample=True, upsample=True,
+)  # fmt: skip
 
 
 def tiny_preset(**changes) -> GenerationPreset:
@@ -51,6 +61,8 @@ def tiny_preset(**changes) -> GenerationPreset:
         ddim_steps=3,
         lmd_steps=2,
         lmd_head_steps=3,
+        amused_config=TINY_AMUSED,
+        amused_steps=3,
         lr_warmup_steps=0,
         mit_warmup_steps=1,
         sample_batch_size=8,
@@ -84,8 +96,13 @@ def setting():
 def test_the_benchmark_runs_every_method_and_reports(setting, tmp_path, one_thread):
     vae, data, classifier = setting
     preset = tiny_preset()
-    result, samples = run_generation_benchmark(preset, list(GENERATION_METHODS), vae, data, classifier, log=lambda m: 0)
+    models = tmp_path / "models"
+    result, samples = run_generation_benchmark(
+        preset, list(GENERATION_METHODS), vae, data, classifier, log=lambda m: 0, save_dir=str(models)
+    )
     json.dumps(result)  # the whole result is JSON
+    assert sorted(os.listdir(models)) == sorted(GENERATION_METHODS)
+    assert all(read_class_labels(str(models / name))["method"] == name for name in GENERATION_METHODS)
     assert [row["method"] for row in result["rows"]] == list(GENERATION_METHODS)
     assert set(result["fid_floor"]) == {"8", "16", "all_train"}
     for row in result["rows"]:
@@ -97,8 +114,9 @@ def test_the_benchmark_runs_every_method_and_reports(setting, tmp_path, one_thre
         assert images.shape == (16, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
         assert torch.equal(labels, balanced_labels(16, NUM_CLASSES))
     assert result["fid_target"] is not None
-    for table in (generation_table(result), table_3(result), table_4(result)):
+    for table in (generation_table(result), table_4(result)):
         assert all(method in table for method in GENERATION_METHODS)
+    assert all(method in table_3(result) for _, method in TABLE_3_ROWS)  # paper Table 3 has no token model
     plot_fid_vs_time({**result, "hardware": "test"}, str(tmp_path / "fid.png"))
     save_sample_grid(*samples["lmd-diffusion"], data.label_names, str(tmp_path / "grid.png"))
     assert (tmp_path / "fid.png").stat().st_size > 0 and (tmp_path / "grid.png").stat().st_size > 0
@@ -125,6 +143,53 @@ def test_every_method_learns_a_fixed_batch(setting, name, one_thread):
         optimizer.step()
         optimizer.zero_grad()
     assert loss_at(100) < 0.8 * before
+
+
+@pytest.mark.parametrize("name", GENERATION_METHODS)
+def test_every_saved_model_reloads_and_samples_the_same(setting, name, tmp_path, one_thread):
+    """save_pretrained writes diffusers folders (safetensors only) that the method's own loader reads back: the
+    reloaded model draws the same samples from the same seed, guidance included."""
+    vae, _, _ = setting
+    preset = tiny_preset()
+    method = build_generation_method(name, preset, vae, 16, seed=0)
+    method.model.eval()
+    folder = str(tmp_path / name)
+    method.save_pretrained(folder)
+    labels = torch.tensor([0, 1, 2, 3])
+
+    def draw(m):
+        return m.sample(labels, preset.guidance_scale, torch.Generator().manual_seed(0))
+
+    expected = draw(method)
+    saved = read_class_labels(folder)
+    assert saved["method"] == name and saved["null_class_id"] == saved["num_classes"] == NUM_CLASSES
+    files = [f for _, _, names in os.walk(folder) for f in names]
+    assert any(f.endswith(".safetensors") for f in files)
+    assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) for f in files)  # no pickle
+    if name.startswith("lmd"):
+        pipeline = LMDPipeline.from_pretrained(folder)
+        pipeline.set_progress_bar_config(disable=True)
+        head = {}
+        if name == "lmd-diffusion":
+            head = dict(num_head_inference_steps=preset.lmd_head_steps, temperature=preset.lmd_temperature)
+        images = pipeline(class_labels=labels.tolist(), guidance_scale=preset.guidance_scale,
+                          num_inference_steps=preset.lmd_steps, generator=torch.Generator().manual_seed(0),
+                          output_type="pt", **head).images  # fmt: skip
+        reloaded = (images.float() * 2 - 1).clamp(-1, 1)
+    elif name == "amused-tokens":
+        transformer = UVit2DModel.from_pretrained(folder, subfolder="transformer")
+        assert transformer.config.vocab_size == transformer.config.codebook_size + 1 == 17
+        table = load_file(os.path.join(folder, "class_embedding", "diffusion_pytorch_model.safetensors"))
+        assert torch.equal(table["tokens.weight"], method.model.class_embedding.tokens.weight)
+        assert table["pooled.weight"].shape[0] == NUM_CLASSES + 1  # the null class's row
+        reloaded = draw(AmusedTokensMethod.from_pretrained(folder))
+    else:
+        unet = UNet2DModel.from_pretrained(folder, subfolder="unet")
+        assert unet.config.num_class_embeds == NUM_CLASSES + 1
+        assert DDIMScheduler.from_pretrained(folder, subfolder="scheduler").config.num_train_timesteps == 1000
+        assert os.path.isdir(os.path.join(folder, "vae")) == (name == "ldm-latent")
+        reloaded = draw(ConditionalDiffusionMethod.from_pretrained(folder))
+    assert reloaded.shape == expected.shape and torch.allclose(reloaded, expected, atol=1e-5)
 
 
 def test_guidance_one_is_the_conditional_pass_and_labels_matter(setting, one_thread):
@@ -202,6 +267,7 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
              "--plots_dir", str(tmp_path), "--markdown", str(tmp_path / "tables.md"),
              "--work_dir", str(tmp_path / "work")]  # fmt: skip
     result = script.main(flags)
+    assert sorted(os.listdir(tmp_path / "work" / "models")) == sorted(GENERATION_METHODS)
     with open(tmp_path / "gen.json") as f:
         saved = json.load(f)
     assert [row["method"] for row in saved["rows"]] == list(GENERATION_METHODS)
