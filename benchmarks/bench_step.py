@@ -28,6 +28,7 @@ from diffusers_lmd.models.diffusion_head import HEAD_TYPES
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 from diffusers_lmd.training.args import add_projector_args, projector_kwargs
 from diffusers_lmd.training.args.demo import DEMO_VIT
+from diffusers_lmd.training.args.lmd import DIFFUSION_HEAD_OVERRIDES
 from diffusers_lmd.training.projector import build_projector
 from lmd_bench.budget import CLOCKS
 from lmd_bench.efficiency_presets import get_preset
@@ -49,12 +50,7 @@ PRESETS: dict[str, dict] = {
                    bf16=False),
 }  # fmt: skip
 # LMDModel's head options a run may set (--head_type and the diffusion head's size); ViTMAE has no such head.
-HEAD_FLAGS = (
-    ("head_type", str, "LMD's head (default: mse); not ViTMAE's."),
-    ("diffusion_batch_mul", int, "Diffusion head: noised copies of each token per step."),
-    ("diffusion_head_width", int, "Diffusion head: MLP width (default: the decoder's)."),
-    ("diffusion_head_layers", int, "Diffusion head: residual blocks."),
-)
+HEAD_FLAGS = (("head_type", str, "LMD's head (default: mse); not ViTMAE's."), *DIFFUSION_HEAD_OVERRIDES)
 HEAD_OPTIONS = tuple(name for name, _, _ in HEAD_FLAGS)
 MASK_RATIOS = (0.15, 0.45, 0.75)
 # The preset keys that are LMDModel's parameters of the same name.

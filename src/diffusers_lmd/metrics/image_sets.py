@@ -90,37 +90,31 @@ def _select_split(loaded, split: str | None, flag: str) -> datasets.Dataset:
 
 
 def load_image_source(
-    source: str,
-    flag: str,
-    resolution: int,
-    split: str | None = None,
-    image_column: str | None = None,
-    max_samples: int | None = None,
-    pad_to_resolution: bool = False,
-    seed: int = 0,
-    num_proc: int | None = None,
-    cache_dir: str | None = None,
+    config: ImageSetConfig, source: str, flag: str, split: str | None, resolution: int, pad_to_resolution: bool = False
 ) -> ImageDataset:
-    """The images of ``source`` (a folder, a saved dataset or a dataset id; ``flag`` names it in errors) as
-    centre-cropped ``3 x resolution x resolution`` items in ``[-1, 1]``, unreadable files skipped with a warning."""
+    """The images of ``source`` (``config.real`` or ``config.generated``: a folder, a saved dataset or a dataset id;
+    ``flag`` names it in errors, ``split`` is its split) as centre-cropped ``3 x resolution x resolution`` items in
+    ``[-1, 1]``, unreadable files skipped with a warning; ``config`` gives the image column, the ``max_samples``
+    seeded subset, the loader processes and the ``datasets`` cache."""
     check_image_source(source, flag)
     folder = os.path.expanduser(source)
     try:
         if os.path.isdir(folder) and not any(os.path.isfile(os.path.join(folder, m)) for m in _SAVED_DATASET_MARKERS):
-            loaded = load_dataset_dict(None, None, folder, cache_dir)
+            loaded = load_dataset_dict(None, None, folder, config.cache_dir)
         else:
-            loaded = load_dataset_dict(folder if os.path.isdir(folder) else source, None, None, cache_dir)
+            loaded = load_dataset_dict(folder if os.path.isdir(folder) else source, None, None, config.cache_dir)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"{flag} {source!r} could not be read as a folder of images or a datasets dataset ({err})."
         ) from err
     dataset = _select_split(loaded, split, flag)
     try:
-        column = find_image_column(dataset, image_column)
+        column = find_image_column(dataset, config.image_column)
     except ValueError as err:
         raise ValueError(f"{flag} {source!r}: {err}") from err
-    if max_samples is not None and max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=seed).select(range(max_samples))
+    if config.max_samples is not None and config.max_samples < len(dataset):
+        dataset = dataset.shuffle(seed=config.seed).select(range(config.max_samples))
+    num_proc = config.dataloader_num_workers or None
     images = ImageDataset(
         dataset, column, resolution, center_crop=True, num_proc=num_proc, pad_to_resolution=pad_to_resolution
     )
@@ -199,18 +193,7 @@ def evaluate_image_sets(config: ImageSetConfig, network: FeatureNetwork) -> Imag
         ("--real", config.real, config.real_split),
         ("--generated", config.generated, config.generated_split),
     ):
-        images = load_image_source(
-            source,
-            flag,
-            resolution,
-            split=split,
-            image_column=config.image_column,
-            max_samples=config.max_samples,
-            pad_to_resolution=network.pad_to_resolution,
-            seed=config.seed,
-            num_proc=config.dataloader_num_workers or None,
-            cache_dir=config.cache_dir,
-        )
+        images = load_image_source(config, source, flag, split, resolution, network.pad_to_resolution)
         features[flag] = extract_features(network, images, config.batch_size, config.dataloader_num_workers)
     real, generated = features["--real"], features["--generated"]
     return ImageSetScores(

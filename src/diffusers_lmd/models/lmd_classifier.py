@@ -104,17 +104,9 @@ class LMDForImageClassification(LegacyAttentionKeysMixin, ModelMixin, ConfigMixi
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}.")
         if label_names is not None and len(label_names) != num_labels:
             raise ValueError(f"label_names has {len(label_names)} names but num_labels={num_labels}.")
-        self.encoder = LMDModel(
-            sample_size=sample_size,
-            in_channels=in_channels,
-            patch_size=patch_size,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            num_attention_heads=num_attention_heads,
-            decoder_num_layers=0,
-            mlp_ratio=mlp_ratio,
-            norm_eps=norm_eps,
-        )
+        # The encoder's architecture is the config's ENCODER_CONFIG_KEYS (registered before __init__ runs), the same
+        # keys from_lmd_model copies from a pre-trained LMDModel.
+        self.encoder = LMDModel(**{key: self.config[key] for key in ENCODER_CONFIG_KEYS}, decoder_num_layers=0)
         for name in DECODER_ATTRIBUTES:  # only forward_decoder reads them: the encoder is complete without
             setattr(self.encoder, name, None)
         self.fc_norm = nn.LayerNorm(hidden_size, eps=norm_eps)

@@ -11,7 +11,7 @@ import argparse
 import importlib.util
 import os
 from dataclasses import fields
-from typing import TypeVar
+from typing import TypeVar, get_args, get_type_hints
 
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import LoggerType
@@ -25,10 +25,39 @@ LR_SCHEDULERS = tuple(s.value for s in SchedulerType if s != SchedulerType.PIECE
 OPTIM = OptimizerConfig()  # the optimiser flags' defaults are the options' defaults
 REPORT_TO = ("none", *(tracker.value for tracker in LoggerType))  # Accelerate's trackers, "all" and "none"
 Options = TypeVar("Options")
+# The optimiser flags whose type and default are OPTIM's: name and help.
+ADAM_FLAGS = {
+    "lr_warmup_steps": "Linear warm-up steps; default 5%% of the training steps (MAE: 40 of 800 epochs).",
+    "adam_beta1": "AdamW beta1 (MAE: 0.9).",
+    "adam_beta2": "AdamW beta2 (MAE: 0.95).",
+    "adam_weight_decay": "Decoupled weight decay (not on biases and norms).",
+    "adam_epsilon": "Optimiser epsilon.",
+    "use_8bit_adam": "AdamW in 8 bits (bitsandbytes' AdamW8bit, CUDA), as diffusers.",
+}
+EMA_FLAGS = {
+    "ema_max_decay": "Largest EMA decay.",
+    "ema_inv_gamma": "EMA warm-up inverse gamma.",
+    "ema_power": "EMA warm-up power.",
+}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every flag's ``--help`` line ends with its default; a script's description keeps its own line breaks."""
+
+
+def add_option_flags(group: argparse._ActionsContainer, defaults, flags: dict[str, str]) -> None:
+    """Add a ``--name`` flag for each ``name: help`` of ``flags``, in order, with the type and default of the field
+    ``name`` of ``defaults`` (an options dataclass): the options state each flag's type and default once. An
+    optional field's flag takes the type inside (``int | None``: ``int``); a ``bool`` field, off by default, is a
+    ``store_true`` switch."""
+    hints = get_type_hints(type(defaults))
+    for name, text in flags.items():
+        kind, default = hints[name], getattr(defaults, name)
+        if kind is bool:
+            group.add_argument(f"--{name}", action="store_true", default=default, help=text)
+        else:
+            kind = next((arg for arg in get_args(kind) if arg is not type(None)), kind)
+            group.add_argument(f"--{name}", type=kind, default=default, help=text)
 
 
 def add_pretrained_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -93,33 +122,14 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     optim.add_argument(
         "--lr_scheduler", type=str, default=OPTIM.lr_scheduler, choices=LR_SCHEDULERS, help="LR schedule."
     )
-    optim.add_argument(
-        "--lr_warmup_steps",
-        type=int,
-        default=OPTIM.lr_warmup_steps,
-        help="Linear warm-up steps; default 5%% of the training steps (MAE: 40 of 800 epochs).",
-    )
-    optim.add_argument("--adam_beta1", type=float, default=OPTIM.adam_beta1, help="AdamW beta1 (MAE: 0.9).")
-    optim.add_argument("--adam_beta2", type=float, default=OPTIM.adam_beta2, help="AdamW beta2 (MAE: 0.95).")
-    optim.add_argument(
-        "--adam_weight_decay",
-        type=float,
-        default=OPTIM.adam_weight_decay,
-        help="Decoupled weight decay (not on biases and norms).",
-    )
-    optim.add_argument("--adam_epsilon", type=float, default=OPTIM.adam_epsilon, help="Optimiser epsilon.")
-    optim.add_argument(
-        "--use_8bit_adam", action="store_true", help="AdamW in 8 bits (bitsandbytes' AdamW8bit, CUDA), as diffusers."
-    )
+    add_option_flags(optim, OPTIM, ADAM_FLAGS)
     optim.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm; 0 disables it.")
     optim.add_argument(
         "--use_ema",
         action="store_true",
         help="Keep an EMA of the weights (diffusers' EMAModel), validate on it and save it as the model.",
     )
-    optim.add_argument("--ema_max_decay", type=float, default=OPTIM.ema_max_decay, help="Largest EMA decay.")
-    optim.add_argument("--ema_inv_gamma", type=float, default=OPTIM.ema_inv_gamma, help="EMA warm-up inverse gamma.")
-    optim.add_argument("--ema_power", type=float, default=OPTIM.ema_power, help="EMA warm-up power.")
+    add_option_flags(optim, OPTIM, EMA_FLAGS)
 
     precision = parser.add_argument_group("precision")
     precision.add_argument(

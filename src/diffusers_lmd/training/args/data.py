@@ -6,85 +6,41 @@ from __future__ import annotations
 import argparse
 
 from ...data import DEFAULT_MNIST_CACHE, DEMO_PHOTO_NAMES, DataConfig
-from .common import options_from_args
+from .common import add_option_flags, options_from_args
 
-DEFAULTS = DataConfig()  # the flags' defaults are the options' defaults
+DEFAULTS = DataConfig()  # the flags' types and defaults are the options'
+# Name and help of the data flags but --demo_eval_photo (which has choices).
+DATA_FLAGS = {
+    "dataset_name": "A dataset on the Hub or a local path, loaded with `datasets.load_dataset` (or `load_from_disk` "
+    "for a saved dataset); `fashion_mnist` (or zalando-datasets/fashion_mnist) reads Debian's offline IDX files when "
+    "installed. Without it and --train_data_dir, the built-in scikit-image demo data is used.",
+    "dataset_config_name": "The dataset's config, if it has several.",
+    "train_data_dir": "A folder of images, loaded as `imagefolder` (subfolders train/ and validation/ or test/ become "
+    "splits), or a folder holding Fashion-MNIST's four IDX files.",
+    "image_column": "The column with images (default: detected).",
+    "resolution": "Images are resized and cropped to this square.",
+    "center_crop": "Crop the centre after resizing; otherwise a seeded random crop, redrawn each epoch (train_lmd.py's "
+    "latent cache keeps the one crop it encoded: see docs/training.md).",
+    "pad_to_resolution": "Centre images no larger than --resolution on a black square instead of upscaling them "
+    "(keeps Fashion-MNIST's 28x28 pixels exact on a 32x32 canvas).",
+    "random_flip": "Flip training images horizontally at random.",
+    "dataloader_num_workers": "Data-loading worker processes.",
+    "max_train_samples": "Keep only this many training images.",
+    "eval_split_ratio": "Share of the training images held out for evaluation when the dataset has no "
+    "validation/test split.",
+    "max_eval_samples": "Evaluate on at most this many images.",
+    "data_seed": "Seeds the demo crops, the held-out slice and the random crops; separate from --seed so runs with "
+    "different training seeds see the same data.",
+    "demo_crops_per_photo": "Demo data: crops drawn per photo.",
+    "demo_eval_crops": "Demo data: crops of the held-out photo.",
+    "demo_min_crop_scale": "Demo data: smallest crop side as a share of the photo's shorter side.",
+}
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the data flags to ``parser``; with neither ``--dataset_name`` nor ``--train_data_dir``, the demo data."""
     group = parser.add_argument_group("data")
-    group.add_argument(
-        "--dataset_name",
-        type=str,
-        default=None,
-        help="A dataset on the Hub or a local path, loaded with `datasets.load_dataset` (or `load_from_disk` for a "
-        "saved dataset); `fashion_mnist` (or zalando-datasets/fashion_mnist) reads Debian's offline IDX files when "
-        "installed. Without it and --train_data_dir, the built-in scikit-image demo data is used.",
-    )
-    group.add_argument("--dataset_config_name", type=str, default=None, help="The dataset's config, if it has several.")
-    group.add_argument(
-        "--train_data_dir",
-        type=str,
-        default=None,
-        help="A folder of images, loaded as `imagefolder` (subfolders train/ and validation/ or test/ become splits), "
-        "or a folder holding Fashion-MNIST's four IDX files.",
-    )
-    group.add_argument("--image_column", type=str, default=None, help="The column with images (default: detected).")
-    group.add_argument(
-        "--resolution", type=int, default=DEFAULTS.resolution, help="Images are resized and cropped to this square."
-    )
-    group.add_argument(
-        "--center_crop",
-        action="store_true",
-        help="Crop the centre after resizing; otherwise a seeded random crop, redrawn each epoch (train_lmd.py's "
-        "latent cache keeps the one crop it encoded: see docs/training.md).",
-    )
-    group.add_argument(
-        "--pad_to_resolution",
-        action="store_true",
-        help="Centre images no larger than --resolution on a black square instead of upscaling them (keeps "
-        "Fashion-MNIST's 28x28 pixels exact on a 32x32 canvas).",
-    )
-    group.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random.")
-    group.add_argument(
-        "--dataloader_num_workers",
-        type=int,
-        default=DEFAULTS.dataloader_num_workers,
-        help="Data-loading worker processes.",
-    )
-    group.add_argument("--max_train_samples", type=int, default=None, help="Keep only this many training images.")
-    group.add_argument(
-        "--eval_split_ratio",
-        type=float,
-        default=DEFAULTS.eval_split_ratio,
-        help="Share of the training images held out for evaluation when the dataset has no validation/test split.",
-    )
-    group.add_argument(
-        "--max_eval_samples", type=int, default=DEFAULTS.max_eval_samples, help="Evaluate on at most this many images."
-    )
-    group.add_argument(
-        "--data_seed",
-        type=int,
-        default=DEFAULTS.data_seed,
-        help="Seeds the demo crops, the held-out slice and the random crops; separate from --seed so runs with "
-        "different training seeds see the same data.",
-    )
-    group.add_argument(
-        "--demo_crops_per_photo",
-        type=int,
-        default=DEFAULTS.demo_crops_per_photo,
-        help="Demo data: crops drawn per photo.",
-    )
-    group.add_argument(
-        "--demo_eval_crops", type=int, default=DEFAULTS.demo_eval_crops, help="Demo data: crops of the held-out photo."
-    )
-    group.add_argument(
-        "--demo_min_crop_scale",
-        type=float,
-        default=DEFAULTS.demo_min_crop_scale,
-        help="Demo data: smallest crop side as a share of the photo's shorter side.",
-    )
+    add_option_flags(group, DEFAULTS, DATA_FLAGS)
     group.add_argument(
         "--demo_eval_photo",
         type=str,

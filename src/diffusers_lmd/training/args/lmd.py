@@ -15,13 +15,19 @@ from .data import add_data_args, add_label_column_arg
 
 DEFAULT_CONDITIONING_DROPOUT = 0.1
 ATTENTION_BACKENDS = tuple(backend.value for backend in AttentionBackendName)
-DIFFUSION_HEAD_FLAGS = ("diffusion_head_width", "diffusion_head_layers", "diffusion_batch_mul")
 MISSING_PROJECTOR = (
     "--projector_path is required: a VQModel/AutoencoderKL folder or Hub repository (e.g. stabilityai/sd-vae-ft-mse), "
     "or an LMD pipeline whose vae/ is used. Train one with training/train_projector.py, or use the committed "
     "assets/demo-projector or assets/fashion-mnist-projector; or start from an LMD pipeline with "
     "--pretrained_model_name_or_path, whose vae/ is then the projector."
 )
+# The diffusion head's size (with --head_type diffusion), which overrides the preset's when given.
+DIFFUSION_HEAD_OVERRIDES = (
+    ("diffusion_head_width", int, "With --head_type diffusion: the head's MLP width (default: the decoder's)."),
+    ("diffusion_head_layers", int, "With --head_type diffusion: the head's residual blocks."),
+    ("diffusion_batch_mul", int, "With --head_type diffusion: noised copies of each token per step (MAR: 4)."),
+)
+DIFFUSION_HEAD_FLAGS = tuple(name for name, _, _ in DIFFUSION_HEAD_OVERRIDES)
 # Architecture flags that override the preset when given.
 MODEL_OVERRIDES = (
     ("patch_size", int, "Side of a latent patch (one token per patch)."),
@@ -33,9 +39,7 @@ MODEL_OVERRIDES = (
     ("decoder_num_attention_heads", int, "Decoder attention heads."),
     ("mlp_ratio", float, "MLP width as a multiple of the block width."),
     ("num_condition_tokens", int, "With --label_column: encoder tokens carrying the class (MAR's buffer tokens)."),
-    ("diffusion_head_width", int, "With --head_type diffusion: the head's MLP width (default: the decoder's)."),
-    ("diffusion_head_layers", int, "With --head_type diffusion: the head's residual blocks."),
-    ("diffusion_batch_mul", int, "With --head_type diffusion: noised copies of each token per step (MAR: 4)."),
+    *DIFFUSION_HEAD_OVERRIDES,
 )
 
 
