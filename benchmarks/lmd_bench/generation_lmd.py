@@ -141,6 +141,7 @@ def build_lmd_generation_method(
         num_class_embeds=preset.num_classes,
         class_dropout_prob=preset.label_dropout,
         head_type=LMD_HEADS[name],
+        **preset.lmd_heads.get(name, {}),
         **categorical,
     )
     if categorical:

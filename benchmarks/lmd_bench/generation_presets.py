@@ -21,6 +21,10 @@ DEFAULT_LMD_SCHEDULES = {
     "lmd-diffusion": ("truncnorm", 0.7, 1.0),
     "lmd-categorical": ("truncnorm", 0.7, 1.0),
 }
+# Head sizes per LMD method. The diffusion head as MAR configures it (4 noised copies of each token, as wide as the
+# decoder) costs 3.55x an MSE step at this size; one copy and width 64 cost 1.30x (bench_step --preset fmnist
+# --head_type diffusion, docs/benchmarks.md), and the demo's run of that head learned (docs/training.md).
+DEFAULT_LMD_HEADS = {"lmd-diffusion": dict(diffusion_batch_mul=1, diffusion_head_width=64)}
 
 # amused-tokens on the Fashion-MNIST CPU preset: aMUSEd's UVit2DModel shrunk to LMD's class (1.35 M parameters with
 # the 1,024-code vocabulary and the class table, against LMD's 1.21 M). The f=2 projector's 16x16 code grid is
@@ -48,6 +52,7 @@ class GenerationPreset(BudgetPreset):
         ddim_steps: DDIM steps of the U-Nets; lmd_steps: LMD's reveal steps; lmd_head_steps: its diffusion head's
             DDIM steps; lmd_temperature: the diffusion head's sampling-noise scale and the categorical head's
             logit temperature (1: the model's own distribution).
+        lmd_heads: per LMD method, ``LMDModel`` head arguments (the diffusion head's size).
         lmd_schedules: per LMD method, the training mask-ratio ``(schedule, min, max)``; all reach 1.0, since
             generation starts from a fully masked latent.
         unet_pixel / unet_latent: ``UNet2DModel`` architecture of DDPM (32x32x3) and LDM (on the latents).
@@ -70,6 +75,7 @@ class GenerationPreset(BudgetPreset):
     lmd_head_steps: int = 50
     lmd_temperature: float = 1.0
     lmd_schedules: dict = field(default_factory=lambda: dict(DEFAULT_LMD_SCHEDULES))
+    lmd_heads: dict = field(default_factory=lambda: dict(DEFAULT_LMD_HEADS))
     amused_config: dict = field(default_factory=dict)
     amused_condition_tokens: int = 2
     amused_steps: int = 16
@@ -110,25 +116,25 @@ class GenerationPreset(BudgetPreset):
 
 
 GENERATION_PRESETS: dict[str, GenerationPreset] = {
-    # Two CPU cores, the whole run (data and latent cache, 4 methods, 2,400 scored samples each) in about 40
-    # minutes. Sampling costs as much as training on a CPU (a U-Net sample ~0.2 s), so: no guidance for any method
-    # (it would double every sampling pass), 20 denoising steps for every sampler (the U-Nets' DDIM steps, LMD's
-    # diffusion-head steps; LMD reveals its 64 tokens in 16 steps), networks whose forward pass costs about the
-    # same per image: the efficiency benchmark's Fashion-MNIST ViT (width 128, 4 + 2 blocks, 1.2 M), a 2.8 M
-    # latent U-Net on the f=2 projector's 16x16x4 latents and a 0.7 M pixel U-Net (a pixel U-Net's
-    # full-resolution convolutions cost several times a ViT's per parameter). One rate for all: the short-run
-    # rate the efficiency benchmark's Fashion-MNIST sweep chose.
+    # Two CPU cores, one thread per method, 600 CPU-s of training each (180 s was too early for any method to draw
+    # images anyone keeps). Every method trains with label dropout 0.1 and samples with guidance 3 (DiT's habit).
+    # 20 denoising steps for every sampler (the U-Nets' DDIM steps, LMD's diffusion-head steps); LMD and aMUSEd
+    # reveal their 64 tokens in 16 steps. Networks whose forward pass costs about the same per image: the efficiency
+    # benchmark's Fashion-MNIST ViT (width 128, 4 + 2 blocks, 1.2 M), a 1.35 M aMUSEd UVit2DModel, a 2.8 M latent
+    # U-Net on the f=2 projector's 16x16x4 latents and a 0.7 M pixel U-Net (a pixel U-Net's full-resolution
+    # convolutions cost several times a ViT's per parameter). One rate for all: the short-run rate the efficiency
+    # benchmark's Fashion-MNIST sweep chose.
     "fmnist-cpu": GenerationPreset(
         name="fmnist-cpu",
-        budget_s=180.0,
+        budget_s=600.0,
         train_batch_size=64,
         learning_rate=1e-3,
         lr_warmup_steps=50,
-        num_evals=3,
+        num_evals=4,
         eval_samples=200,
         final_samples=2000,
-        guidance_scale=1.0,
-        label_dropout=0.0,
+        guidance_scale=3.0,
+        label_dropout=0.1,
         ddim_steps=20,
         lmd_steps=16,
         lmd_head_steps=20,
