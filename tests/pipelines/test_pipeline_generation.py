@@ -410,3 +410,42 @@ def test_a_prediction_the_model_cannot_make_is_a_value_error(make_pipeline_compo
     pipe = make_generation_pipeline(make_pipeline_components(), **config)
     with pytest.raises(ValueError, match=message):
         pipe(batch_size=1, num_inference_steps=1, **kwargs)
+
+
+def test_sampling_defaults_set_a_pipelines_default_call_and_survive_saving(make_pipeline_components, tmp_path):
+    """A pipeline carries the guidance and temperature its model samples best with (as a transformers model's
+    generation_config does); a call's own arguments win, and the mean ignores the temperature."""
+    components = make_pipeline_components()
+    pipe = make_generation_pipeline(
+        components, num_class_embeds=3, class_dropout_prob=0.1, head_type="diffusion", mse_loss_weight=1.0
+    )
+    pipe = LMDPipeline(**pipe.components, sampling_defaults={"guidance_scale": 2.0, "temperature": 0.5})
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(class_labels=[1, 2], num_inference_steps=2, num_head_inference_steps=3)
+    default = latents_of(pipe, generator=gen(0), **kwargs)
+    assert pipe.guidance_scale == 2.0
+    explicit = latents_of(pipe, generator=gen(0), guidance_scale=2.0, temperature=0.5, **kwargs)
+    torch.testing.assert_close(default, explicit)
+    other = latents_of(pipe, generator=gen(0), guidance_scale=2.0, temperature=1.0, **kwargs)
+    assert not torch.allclose(default, other)
+    pipe(image=torch.rand(1, 3, 16, 16), prediction="mean", generator=gen(0), output_type="latent")  # not refused
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = LMDPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.sampling_defaults == {"guidance_scale": 2.0, "temperature": 0.5}
+    torch.testing.assert_close(latents_of(loaded, generator=gen(0), **kwargs), default)
+
+
+@pytest.mark.parametrize(
+    ("config", "defaults", "message"),
+    [
+        (dict(), {"temperature": 0.5}, "no sampling head"),
+        (dict(head_type="diffusion"), {"temperature": 0.0}, "temperature must be > 0"),
+        (dict(head_type="diffusion"), {"guidance_scale": 0.5}, "guidance_scale must be >= 1"),
+        (dict(head_type="diffusion"), {"steps": 4}, "unknown keys \\['steps'\\]"),
+    ],
+)
+def test_sampling_defaults_that_cannot_work_are_refused(make_pipeline_components, config, defaults, message):
+    pipe = make_generation_pipeline(make_pipeline_components(), **config)
+    with pytest.raises(ValueError, match=message):
+        LMDPipeline(**pipe.components, sampling_defaults=defaults)

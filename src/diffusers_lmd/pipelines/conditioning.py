@@ -24,6 +24,26 @@ PromptInput = str | Sequence[str] | None
 # Classifier-free guidance of conditional generation when a call sets none (DiTPipeline's default is 4.0); chosen on
 # the demo model's conditional accuracy and FID (docs/pipeline.md).
 DEFAULT_GUIDANCE_SCALE = 3.0
+# What a pipeline's ``sampling_defaults`` may set: the defaults of its calls, chosen for its model (as a transformers
+# model's generation_config.json carries its own temperature).
+SAMPLING_DEFAULT_KEYS = ("guidance_scale", "temperature")
+
+
+def check_sampling_defaults(defaults: dict | None, transformer: LMDModel) -> dict | None:
+    """``defaults`` as a plain dict, or a ``ValueError`` naming a key or value that cannot work for ``transformer``."""
+    if not defaults:
+        return None
+    unknown = sorted(set(defaults) - set(SAMPLING_DEFAULT_KEYS))
+    if unknown:
+        raise ValueError(f"sampling_defaults takes {list(SAMPLING_DEFAULT_KEYS)}, got unknown keys {unknown}.")
+    if defaults.get("guidance_scale", 1.0) < 1:
+        raise ValueError(f"sampling_defaults' guidance_scale must be >= 1, got {defaults['guidance_scale']}.")
+    if "temperature" in defaults:
+        if defaults["temperature"] <= 0:
+            raise ValueError(f"sampling_defaults' temperature must be > 0, got {defaults['temperature']}.")
+        if transformer.config.head_type == "mse":
+            raise ValueError("sampling_defaults sets a temperature, but this transformer has no sampling head.")
+    return {key: float(value) for key, value in defaults.items()}
 
 
 def _as_list(value) -> list:
@@ -149,18 +169,29 @@ class LMDConditioningMixin:
         return torch.cat(embeds), torch.cat(masks)
 
     def default_guidance_scale(self, image, class_labels: ClassLabelInput) -> float:
-        """The ``guidance_scale`` of a call that sets none: :data:`DEFAULT_GUIDANCE_SCALE` for class-conditional
+        """The ``guidance_scale`` of a call that sets none: the pipeline's ``sampling_defaults`` (else
+        :data:`DEFAULT_GUIDANCE_SCALE`) for class-conditional
         generation by a model trained with label dropout (its config says its null class learned), as
         ``DiTPipeline`` guides by default; otherwise 1 (none): with an ``image``, without class labels, and for
         text models, whose config does not record whether the empty prompt was trained."""
         if image is not None or class_labels is None or not self.transformer.config.class_dropout_prob:
             return 1.0
-        return DEFAULT_GUIDANCE_SCALE
+        return (self.config.get("sampling_defaults") or {}).get("guidance_scale", DEFAULT_GUIDANCE_SCALE)
+
+    def checked_sampling_defaults(self, defaults: dict | None) -> dict | None:
+        """``sampling_defaults`` checked against this pipeline's transformer (:func:`check_sampling_defaults`)."""
+        return check_sampling_defaults(defaults, self.transformer)
+
+    def default_temperature(self, prediction: str) -> float:
+        """The sampling head's temperature of a call that sets none: the pipeline's ``sampling_defaults``, else 1."""
+        if prediction != "sample":
+            return 1.0
+        return (self.config.get("sampling_defaults") or {}).get("temperature", 1.0)
 
     def check_prediction(
         self,
         prediction: str | None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         num_head_inference_steps: int | None = None,
         choice_temperature: float | None = None,
     ) -> str:
@@ -182,7 +213,8 @@ class LMDConditioningMixin:
                 "prediction='sample' needs a sampling head (head_type='diffusion' or 'categorical'); this transformer "
                 "predicts the mean (head_type='mse'): use prediction='mean'."
             )
-        sampling_options = temperature != 1.0 or num_head_inference_steps is not None or choice_temperature is not None
+        sampling_options = temperature not in (None, 1.0) or num_head_inference_steps is not None
+        sampling_options = sampling_options or choice_temperature is not None
         if prediction == "mean" and has_sampler and sampling_options:
             raise ValueError(
                 "temperature, num_head_inference_steps and choice_temperature set the sampling head, which "

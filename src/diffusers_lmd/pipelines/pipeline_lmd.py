@@ -59,6 +59,9 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
             ``DDIMScheduler`` on the head's training noise schedule. ``None`` for an MSE head.
         id2label: class names of a class-conditional transformer, ``{id: "name"}`` (several names of one class
             separated by commas), saved in ``model_index.json``; :meth:`get_label_ids` maps names to ids.
+        sampling_defaults: the defaults of this pipeline's calls, chosen for its model (as a transformers model's
+            ``generation_config.json`` carries its temperature): ``{"guidance_scale": 3.0, "temperature": 0.8}``,
+            either key optional; saved in ``model_index.json``. An argument given to a call always wins.
     """
 
     # diffusers' order for an image-to-image pipeline: the transformer is offloaded when the projector decodes.
@@ -78,6 +81,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         text_encoder: CLIPTextModel | None = None,
         head_scheduler: DDIMScheduler | DDPMScheduler | None = None,
         id2label: dict | None = None,
+        sampling_defaults: dict | None = None,
     ):
         super().__init__()
         check_compatible(vae, transformer)
@@ -96,6 +100,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
             head_scheduler=head_scheduler,
         )
         self.register_to_config(id2label={str(k): v for k, v in id2label.items()} if id2label else None)
+        self.register_to_config(sampling_defaults=self.checked_sampling_defaults(sampling_defaults))
         self.labels = label_index(id2label)
         factor = downsample_factor(vae)
         # Inputs are always images, never latents: channel count 0 keeps the processor from passing one through.
@@ -194,7 +199,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
         guidance_scale: float | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         num_head_inference_steps: int | None = None,
         num_images_per_prompt: int = 1,
         latents: torch.Tensor | None = None,
@@ -244,6 +249,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 was trained).
             temperature: the sampling head's temperature (> 0): the diffusion head scales the noise each sampling step
                 adds (MAR's temperature); the categorical head divides its logits by it before drawing codes.
+                Default: the pipeline's ``sampling_defaults``, else 1 (the model's own distribution).
             num_head_inference_steps: diffusion head only: ``head_scheduler`` steps per sampled token (default 50).
             num_images_per_prompt: outputs per input image, class label or prompt (per image for unconditional
                 generation), grouped: the batch is ``num_images_per_prompt`` times the inputs', as in diffusers.
@@ -286,6 +292,8 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         if guidance_scale is None:
             guidance_scale = self.default_guidance_scale(image, class_labels)
         prediction = self.check_prediction(prediction, temperature, num_head_inference_steps, choice_temperature)
+        if temperature is None:
+            temperature = self.default_temperature(prediction)
         if num_inference_steps is None:
             num_inference_steps = 1 if image is not None else DEFAULT_GENERATION_STEPS
         if image is None and batch_size is None:
