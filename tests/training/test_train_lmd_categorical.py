@@ -18,7 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 def test_a_categorical_run_trains_on_the_projectors_codes_and_saves_a_sampling_pipeline(tiny_projector_path, tmp_path):
     result, args = train(tiny_projector_path, tmp_path, "--head_type", "categorical", "--mse_loss_weight", 0.1,
-                         "--max_train_steps", 2, "--estimate_latent_stats", "--validation_steps", 2)  # fmt: skip
+                         "--max_train_steps", 2, "--estimate_latent_stats", "--validation_steps", 2,
+                         "--sampling_temperature", 0.7)  # fmt: skip
     assert result.global_step == 2 and np.isfinite(result.eval.psnr)
     pipe = LMDPipeline.from_pretrained(args.output_dir)
     pipe.set_progress_bar_config(disable=True)
@@ -26,6 +27,7 @@ def test_a_categorical_run_trains_on_the_projectors_codes_and_saves_a_sampling_p
     assert model.config.head_type == "categorical" and model.config.codebook_size == pipe.vae.config.num_vq_embeddings
     assert pipe.vae.config.scaling_factor != 1.0  # estimated, and the codebook follows the estimate
     torch.testing.assert_close(model.codebook, vq_codebook(pipe.vae))
+    assert pipe.config.sampling_defaults == {"temperature": 0.7}  # --sampling_temperature: the pipeline's default
     images = pipe(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
     assert images.images.shape == (2, 16, 16, 3)
 

@@ -160,6 +160,20 @@ def add_generation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "tokenizer/, as a diffusers pipeline has, or one folder or Hub id holding both).",
     )
     group.add_argument(
+        "--sampling_guidance_scale",
+        type=float,
+        default=None,
+        help="The saved pipeline's default guidance_scale for class-conditional generation (its sampling_defaults; "
+        "None: the pipeline's own default).",
+    )
+    group.add_argument(
+        "--sampling_temperature",
+        type=float,
+        default=None,
+        help="The saved pipeline's default sampling temperature, with --head_type diffusion or categorical (its "
+        "sampling_defaults; None: 1).",
+    )
+    group.add_argument(
         "--conditioning_dropout_prob",
         type=float,
         default=None,
@@ -266,6 +280,12 @@ def check_generation_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--conditioning_dropout_prob must lie in [0, 1), got {args.conditioning_dropout_prob}.")
     elif conditioned:
         args.conditioning_dropout_prob = conditioning_dropout(args)
+    if args.sampling_guidance_scale is not None and (not args.label_column or args.sampling_guidance_scale < 1):
+        raise ValueError("--sampling_guidance_scale sets class-conditional generation's default guidance: it needs "
+                         f"--label_column and a value >= 1, got {args.sampling_guidance_scale}.")  # fmt: skip
+    if args.sampling_temperature is not None and (args.head_type == "mse" or args.sampling_temperature <= 0):
+        raise ValueError("--sampling_temperature sets a sampling head's default temperature: it needs --head_type "
+                         f"diffusion or categorical and a value > 0, got {args.sampling_temperature}.")  # fmt: skip
     if args.encoder_cross_attention is not None and not args.caption_column:
         raise ValueError("--(no-)encoder_cross_attention places the text cross-attention: it needs --caption_column.")
     given_head_flags = [f"--{name}" for name in DIFFUSION_HEAD_FLAGS if getattr(args, name) is not None]

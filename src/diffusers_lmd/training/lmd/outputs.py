@@ -80,10 +80,11 @@ def save_pipeline(
     tokenizer=None,
     text_encoder: torch.nn.Module | None = None,
     id2label: dict[int, str] | None = None,
+    sampling_defaults: dict | None = None,
 ) -> LMDPipeline:
     """Save an ``LMDPipeline`` (``model_index.json`` at the root, float32 safetensors; its ``save_pretrained`` puts the
     Hub pipeline file beside it); a text-conditional run's tokenizer and text encoder, and a class-conditional run's
-    ``id2label``, go with it."""
+    ``id2label``, and the sampling defaults chosen for it, go with it."""
     pipeline = LMDPipeline(
         vae=_float32(vae),
         transformer=_float32(model),
@@ -91,6 +92,7 @@ def save_pipeline(
         tokenizer=tokenizer,
         text_encoder=_float32(text_encoder),
         id2label=id2label,
+        sampling_defaults=sampling_defaults,
     )
     pipeline.save_pretrained(output_dir)
     return pipeline

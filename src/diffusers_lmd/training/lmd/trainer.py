@@ -347,10 +347,12 @@ class LMDTrainer:
         self.efficiency.restart_clock()  # logging, checkpoints and validation are not step time
 
     def _pipeline_extras(self) -> dict:
-        """The saved pipeline's tokenizer, text encoder and ``id2label``."""
+        """The saved pipeline's tokenizer, text encoder, ``id2label`` and ``sampling_defaults``."""
         extras = dict(tokenizer=self.tokenizer, text_encoder=self.text_encoder)
         if self.class_names is not None:
             extras["id2label"] = dict(enumerate(self.class_names))
+        defaults = {"guidance_scale": self.args.sampling_guidance_scale, "temperature": self.args.sampling_temperature}
+        extras["sampling_defaults"] = {key: value for key, value in defaults.items() if value is not None} or None
         return extras
 
     def _write_checkpoint_folder(self, folder: str) -> None:
