@@ -49,16 +49,24 @@ def test_grid_script_writes_a_png_from_a_saved_pipeline(make_pipeline, tmp_path)
 
 
 def save_conditional_pipelines(components: dict, folder: Path) -> None:
-    """The docs' ``fmnist-lmd`` (class-conditional, diffusion head, Fashion-MNIST's names) and ``text-lmd``, tiny."""
+    """The docs' ``fmnist-lmd`` (class-conditional, diffusion and MSE heads, Fashion-MNIST's names),
+    ``fmnist-lmd-categorical`` and ``text-lmd``, tiny."""
     from conftest import tiny_clip
 
     from diffusers_lmd import LMDModel, LMDPipeline
     from diffusers_lmd.data.fashion_mnist import FASHION_MNIST_LABELS
 
     tiny = dict(sample_size=8, in_channels=4, patch_size=2)
-    classes = LMDModel.from_preset("tiny", **tiny, num_class_embeds=10, head_type="diffusion")
+    classes = LMDModel.from_preset("tiny", **tiny, num_class_embeds=10, head_type="diffusion", mse_loss_weight=1.0)
     names = dict(enumerate(FASHION_MNIST_LABELS))
     LMDPipeline(**{**components, "transformer": classes}, id2label=names).save_pretrained(folder / "fmnist-lmd")
+    codes = components["vae"].config.num_vq_embeddings
+    categorical = LMDModel.from_preset(
+        "tiny", **tiny, num_class_embeds=10, head_type="categorical", codebook_size=codes
+    )
+    LMDPipeline(**{**components, "transformer": categorical}, id2label=names).save_pretrained(
+        folder / "fmnist-lmd-categorical"
+    )
     text = LMDModel.from_preset("tiny", **tiny, cross_attention_dim=16)
     tokenizer, text_encoder = tiny_clip()
     LMDPipeline(**{**components, "transformer": text}, tokenizer=tokenizer, text_encoder=text_encoder).save_pretrained(
