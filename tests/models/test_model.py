@@ -149,14 +149,11 @@ def test_from_config_round_trip_rebuilds_the_same_architecture():
 
 
 def test_presets():
-    assert LMD_PRESETS["base"] == dict(
-        hidden_size=768,
-        num_layers=12,
-        num_attention_heads=12,
-        decoder_hidden_size=512,
-        decoder_num_layers=8,
-        decoder_num_attention_heads=16,
-    )
+    base = LMD_PRESETS["base"]  # MAE's ViT-B encoder (768 wide, 12 blocks, 12 heads) and its 512-wide decoder
+    assert [base[f"{part}{key}"] for part in ("", "decoder_") for key in ("hidden_size", "num_layers")] == [
+        768, 12, 512, 8,
+    ]  # fmt: skip
+    assert (base["num_attention_heads"], base["decoder_num_attention_heads"], len(base)) == (12, 16, 6)
     assert (LMD_PRESETS["base-gen"]["num_layers"], LMD_PRESETS["base-gen"]["decoder_num_layers"]) == (8, 12)
     small = LMDModel.from_preset("small", sample_size=8, num_layers=1, decoder_num_layers=1)
     assert small.config.hidden_size == 192 and len(small.blocks) == 1

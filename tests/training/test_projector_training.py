@@ -22,12 +22,14 @@ from diffusers_lmd.training.projector import (
     PatchDiscriminator,
     ProjectorLossConfig,
     ProjectorTrainer,
+    evaluate_projector,
+    train_projector,
+)
+from diffusers_lmd.training.projector.model import (
     adaptive_weight,
     discriminator_loss,
-    evaluate_projector,
     generator_loss,
     init_codebook_from_data,
-    train_projector,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

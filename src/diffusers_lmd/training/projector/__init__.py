@@ -1,19 +1,9 @@
 """The projector training engine behind ``training/train_projector.py`` (method.md §2): a diffusers ``VQModel`` or
-``AutoencoderKL`` with a patch discriminator (``model``), its step and run (``trainer``), and its held-out
-evaluation and saved folder (``outputs``)."""
+``AutoencoderKL`` with a patch discriminator (``model``, which also holds the losses), its step and run
+(``trainer``), and its held-out evaluation and saved folder (``outputs``). The package exports the engine; the loss
+functions are ``diffusers_lmd.training.projector.model``'s."""
 
-from .model import (
-    AutoencoderWithLoss,
-    PatchDiscriminator,
-    adaptive_weight,
-    build_discriminator,
-    build_projector,
-    discriminator_loss,
-    generator_loss,
-    init_codebook_from_data,
-    kl_loss,
-    reconstruction_loss,
-)
+from .model import AutoencoderWithLoss, PatchDiscriminator, build_projector
 from .outputs import evaluate_projector
 from .trainer import ProjectorLossConfig, ProjectorTrainer, train_projector
 
@@ -22,14 +12,7 @@ __all__ = [
     "PatchDiscriminator",
     "ProjectorLossConfig",
     "ProjectorTrainer",
-    "adaptive_weight",
-    "build_discriminator",
     "build_projector",
-    "discriminator_loss",
     "evaluate_projector",
-    "generator_loss",
-    "init_codebook_from_data",
-    "kl_loss",
-    "reconstruction_loss",
     "train_projector",
 ]
