@@ -1,10 +1,12 @@
 """How held-out evaluation sees a conditional or diffusion-head LMD model during and after training.
 
 ``evaluate_reconstruction`` and ``reconstruction_grid`` call ``model(latents, mask=mask)`` and read its first
-output. An unconditional MSE model is passed as it is. Otherwise :class:`UnconditionalPredictor` stands in for
-it: the unconditional input (the null class, or the empty prompt's embeddings), and, for a diffusion head,
-masked patches *sampled* with a ``DDIMScheduler`` on the head's noise schedule from a fixed seed, so PSNR
-measures what the model's reconstructions look like and stays comparable between validation steps.
+output. An unconditional model with an MSE head is passed as it is: its first output is the MSE head's mean,
+also when it carries a diffusion or categorical head beside it (``mse_loss_weight > 0``), since a reconstruction
+is what PSNR scores. Otherwise :class:`UnconditionalPredictor` stands in for it: the unconditional input (the
+null class, or the empty prompt's embeddings), and, for a diffusion head without an MSE head, masked patches
+*sampled* with a ``DDIMScheduler`` on the head's noise schedule from a fixed seed, so PSNR measures what the
+model's reconstructions look like and stays comparable between validation steps.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ EVAL_SAMPLING_SEED = 0
 
 
 class UnconditionalPredictor(nn.Module):
-    """``model`` with the unconditional input, sampling its masked patches when its head is a diffusion head.
+    """``model`` with the unconditional input, sampling its masked patches when its only head is a diffusion head.
 
     Args:
         model: the trained ``LMDModel``.
@@ -41,7 +43,7 @@ class UnconditionalPredictor(nn.Module):
         self.null_text = null_text
         self.num_head_inference_steps = num_head_inference_steps
         self.head_scheduler = None
-        if model.diffusion_head is not None:
+        if model.diffusion_head is not None and model.decoder_pred is None:  # else the MSE head's mean
             self.head_scheduler = DDIMScheduler.from_config(model.diffusion_head.noise_scheduler.config)
 
     @property
@@ -76,7 +78,7 @@ class UnconditionalPredictor(nn.Module):
 
 
 def evaluation_model(model: LMDModel, null_text: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
-    """What evaluation calls: ``model`` itself when it is an unconditional MSE model (as before), else the wrapper."""
-    if null_text is None and model.diffusion_head is None:
+    """What evaluation calls: ``model`` itself when it has an MSE head and no text, else the wrapper."""
+    if null_text is None and (model.diffusion_head is None or model.decoder_pred is not None):
         return model  # class-conditional MSE models take class_labels=None as the null class themselves
     return UnconditionalPredictor(model, null_text)
