@@ -449,3 +449,55 @@ def test_sampling_defaults_that_cannot_work_are_refused(make_pipeline_components
     pipe = make_generation_pipeline(make_pipeline_components(), **config)
     with pytest.raises(ValueError, match=message):
         LMDPipeline(**pipe.components, sampling_defaults=defaults)
+
+
+# ----------------------------------------------------------------------------------------- guidance schedule
+def test_linear_guidance_rises_with_the_revealed_share_and_ends_at_the_full_scale(class_pipe):
+    """MAR's schedule: the first of two reveal steps is guided at 1 + (w - 1)(1 - cos(pi / 4)), the tokens it
+    reveals take that guided mean; with one step (everything revealed at once) it is the constant scale."""
+    one_step = dict(class_labels=[2, 0], num_inference_steps=1, guidance_scale=2.5, generator=gen(0))
+    torch.testing.assert_close(
+        latents_of(class_pipe, guidance_schedule="linear", **one_step), latents_of(class_pipe, **one_step)
+    )
+    seen = {}
+
+    def first_step(pipe, step, timestep, tensors):
+        seen.setdefault(step, tensors)
+        return {}
+
+    kwargs = dict(
+        class_labels=[2, 0],
+        num_inference_steps=2,
+        guidance_scale=2.5,
+        callback_on_step_end_tensor_inputs=["latents", "mask"],
+    )
+    linear = latents_of(
+        class_pipe, guidance_schedule="linear", generator=gen(0), callback_on_step_end=first_step, **kwargs
+    )
+    assert not torch.allclose(linear, latents_of(class_pipe, generator=gen(0), **kwargs))
+    zeros, full = torch.zeros(2, 4, 8, 8), torch.ones(2, 16)
+    cond = class_pipe.transformer(zeros, mask=full, class_labels=[2, 0]).sample
+    uncond = class_pipe.transformer(zeros, mask=full, class_labels=[3, 3]).sample
+    scale = 1 + 1.5 * (1 - np.cos(np.pi / 4))
+    revealed = token_mask_to_latent_mask(1 - seen[0]["mask"], 2, 8, 8).expand_as(cond).bool()
+    assert revealed.any()
+    expected = uncond + scale * (cond - uncond)
+    torch.testing.assert_close(seen[0]["latents"][revealed], expected[revealed], rtol=1e-4, atol=1e-5)
+
+
+def test_a_guidance_schedule_default_survives_saving_and_a_bad_one_is_refused(make_pipeline_components, tmp_path):
+    pipe = make_generation_pipeline(make_pipeline_components(), num_class_embeds=3, class_dropout_prob=0.1)
+    kwargs = dict(class_labels=[1, 2], num_inference_steps=2)
+    linear = latents_of(pipe, guidance_schedule="linear", generator=gen(0), **kwargs)
+    pipe = LMDPipeline(**pipe.components, sampling_defaults={"guidance_schedule": "linear"})
+    pipe.set_progress_bar_config(disable=True)
+    torch.testing.assert_close(latents_of(pipe, generator=gen(0), **kwargs), linear)
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = LMDPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.sampling_defaults == {"guidance_schedule": "linear"}
+    torch.testing.assert_close(latents_of(loaded, generator=gen(0), **kwargs), linear)
+    with pytest.raises(ValueError, match="guidance_schedule must be one of"):
+        pipe(class_labels=[1], num_inference_steps=1, guidance_schedule="cosine")
+    with pytest.raises(ValueError, match="guidance_schedule must be one of"):
+        LMDPipeline(**pipe.components, sampling_defaults={"guidance_schedule": "rising"})

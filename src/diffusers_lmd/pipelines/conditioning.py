@@ -26,7 +26,23 @@ PromptInput = str | Sequence[str] | None
 DEFAULT_GUIDANCE_SCALE = 3.0
 # What a pipeline's ``sampling_defaults`` may set: the defaults of its calls, chosen for its model (as a transformers
 # model's generation_config.json carries its own temperature).
-SAMPLING_DEFAULT_KEYS = ("guidance_scale", "temperature")
+SAMPLING_DEFAULT_KEYS = ("guidance_scale", "temperature", "guidance_schedule")
+# How the guidance weight moves over the reveal steps: "constant" (w at every step), or "linear" (MAR's: rising from
+# 1 with the share of tokens revealed, w at the last step), which leaves the first, layout-deciding steps less guided.
+GUIDANCE_SCHEDULES = ("constant", "linear")
+
+
+def check_guidance_schedule(schedule: str) -> None:
+    """A ``ValueError`` naming ``guidance_schedule`` when it is not one of :data:`GUIDANCE_SCHEDULES`."""
+    if schedule not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"guidance_schedule must be one of {list(GUIDANCE_SCHEDULES)}, got {schedule!r}.")
+
+
+def step_guidance_scale(guidance_scale: float, schedule: str, masked_fraction: float) -> float:
+    """The guidance weight of one reveal step, after which ``masked_fraction`` of the tokens are still masked."""
+    if schedule == "linear":
+        return 1.0 + (guidance_scale - 1.0) * (1.0 - masked_fraction)
+    return guidance_scale
 
 
 def check_sampling_defaults(defaults: dict | None, transformer: LMDModel) -> dict | None:
@@ -43,7 +59,9 @@ def check_sampling_defaults(defaults: dict | None, transformer: LMDModel) -> dic
             raise ValueError(f"sampling_defaults' temperature must be > 0, got {defaults['temperature']}.")
         if transformer.config.head_type == "mse":
             raise ValueError("sampling_defaults sets a temperature, but this transformer has no sampling head.")
-    return {key: float(value) for key, value in defaults.items()}
+    if "guidance_schedule" in defaults:
+        check_guidance_schedule(defaults["guidance_schedule"])
+    return {key: value if key == "guidance_schedule" else float(value) for key, value in defaults.items()}
 
 
 def _as_list(value) -> list:
@@ -181,6 +199,10 @@ class LMDConditioningMixin:
     def checked_sampling_defaults(self, defaults: dict | None) -> dict | None:
         """``sampling_defaults`` checked against this pipeline's transformer (:func:`check_sampling_defaults`)."""
         return check_sampling_defaults(defaults, self.transformer)
+
+    def default_guidance_schedule(self) -> str:
+        """The ``guidance_schedule`` of a call that sets none: the pipeline's ``sampling_defaults``, else constant."""
+        return (self.config.get("sampling_defaults") or {}).get("guidance_schedule", "constant")
 
     def default_temperature(self, prediction: str) -> float:
         """The sampling head's temperature of a call that sets none: the pipeline's ``sampling_defaults``, else 1."""

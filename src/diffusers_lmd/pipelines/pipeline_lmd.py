@@ -24,7 +24,15 @@ from ..models.categorical_head import DEFAULT_CHOICE_TEMPERATURE
 from ..models.diffusion_head import sample_tokens
 from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
 from ..schedulers import LMDMaskScheduler
-from .conditioning import ClassLabelInput, LMDConditioningMixin, PromptInput, condition_count, label_index
+from .conditioning import (
+    ClassLabelInput,
+    LMDConditioningMixin,
+    PromptInput,
+    check_guidance_schedule,
+    condition_count,
+    label_index,
+    step_guidance_scale,
+)
 from .hub_utils import LMDHubMixin
 from .image_inputs import LMDImageInputsMixin
 from .pipeline_output import LMDPipelineOutput
@@ -199,6 +207,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
         guidance_scale: float | None = None,
+        guidance_schedule: str | None = None,
         temperature: float | None = None,
         num_head_inference_steps: int | None = None,
         num_images_per_prompt: int = 1,
@@ -247,6 +256,10 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 generation by a model trained with label dropout (as ``DiTPipeline`` guides by default); otherwise
                 1, as with an ``image`` or a prompt (a text model's config does not say whether its empty prompt
                 was trained).
+            guidance_schedule: how ``guidance_scale`` moves over the reveal steps: ``"constant"`` (the default
+                unless ``sampling_defaults`` says otherwise), or ``"linear"`` (MAR's): ``1 + (w - 1) r`` at a step
+                after which a share ``r`` of the tokens is revealed, so the first steps, which lay out the image,
+                are guided least and the samples vary more.
             temperature: the sampling head's temperature (> 0): the diffusion head scales the noise each sampling step
                 adds (MAR's temperature); the categorical head divides its logits by it before drawing codes.
                 Default: the pipeline's ``sampling_defaults``, else 1 (the model's own distribution).
@@ -291,6 +304,8 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         # 0. Defaults: one step with an image; for generation, one image per class label or prompt, guided
         if guidance_scale is None:
             guidance_scale = self.default_guidance_scale(image, class_labels)
+        guidance_schedule = guidance_schedule or self.default_guidance_schedule()
+        check_guidance_schedule(guidance_schedule)
         prediction = self.check_prediction(prediction, temperature, num_head_inference_steps, choice_temperature)
         if temperature is None:
             temperature = self.default_temperature(prediction)
@@ -384,6 +399,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 if self.interrupt:
                     continue  # as diffusers' pipelines do: the remaining steps are skipped
                 model_input, model_mask = latents.to(self.transformer.dtype), mask
+                scale = step_guidance_scale(guidance_scale, guidance_schedule, self.scheduler.masked_fraction(t))
                 if self.do_classifier_free_guidance:
                     model_input, model_mask = torch.cat([model_input] * 2), torch.cat([mask] * 2)
 
@@ -393,7 +409,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                     features = self.transformer.forward_features(model_input, model_mask, **conditions)
                     latents, mask = categorical_reveal_step(
                         self.transformer, self.scheduler, features, t, latents, mask, generator,
-                        guidance_scale, temperature, choice_temperature,
+                        scale, temperature, choice_temperature,
                     )  # fmt: skip
                 elif head is None:
                     # predict every masked token's mean (guided), then let the scheduler reveal a share of them
@@ -402,7 +418,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                     )[0].to(latents.dtype)
                     if self.do_classifier_free_guidance:
                         cond, uncond = predicted.chunk(2)
-                        predicted = uncond + guidance_scale * (cond - uncond)
+                        predicted = uncond + scale * (cond - uncond)
                     latents, mask = self.scheduler.step(
                         predicted, t, latents, mask=mask, generator=generator, return_dict=False
                     )
@@ -420,7 +436,7 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                         head_steps,
                         generator,
                         temperature,
-                        guidance_scale,
+                        scale,
                         head_noise,
                     )
                     patches = patchify(latents, patch_size)
