@@ -49,7 +49,7 @@ from lmd_bench.generation_report import (
 )
 
 OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance_scale", "label_dropout", "ema_decay",
-             "ddim_steps", "lmd_steps", "lmd_head_steps", "train_batch_size", "learning_rate",
+             "ddim_steps", "lmd_steps", "lmd_head_steps", "lmd_temperature", "train_batch_size", "learning_rate",
              "max_train_samples", "amused_steps")  # fmt: skip
 
 
@@ -66,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ddim_steps", type=int, help="DDIM steps of the U-Nets (preset's).")
     parser.add_argument("--lmd_steps", type=int, help="LMD's reveal steps (preset's).")
     parser.add_argument("--lmd_head_steps", type=int, help="Steps of LMD's diffusion head (preset's).")
+    parser.add_argument("--lmd_temperature", type=float,
+                        help="Temperature of LMD's sampling heads, > 0 (preset's: 1, the model's own distribution).")
     parser.add_argument("--amused_steps", type=int, help="amused-tokens' MaskGIT decoding steps (preset's).")
     parser.add_argument("--train_batch_size", type=int, help="Batch size of every method (preset's).")
     parser.add_argument("--learning_rate", type=float, help="Peak rate of every method (preset's).")

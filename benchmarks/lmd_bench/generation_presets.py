@@ -108,6 +108,8 @@ class GenerationPreset(BudgetPreset):
             )
         if self.guidance_scale > 1.0 and self.label_dropout == 0.0:
             raise ValueError("guidance_scale > 1 needs label_dropout > 0: nothing would train the null class.")
+        if self.lmd_temperature <= 0:
+            raise ValueError(f"lmd_temperature must be > 0, got {self.lmd_temperature}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}.")
         if self.amused_steps < 1 or self.amused_condition_tokens < 1:

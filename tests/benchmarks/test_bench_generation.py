@@ -232,6 +232,8 @@ def test_bad_settings_are_refused(setting):
         tiny_preset(label_dropout=0.0, guidance_scale=2.0)
     with pytest.raises(ValueError, match="guidance_scale"):
         tiny_preset(guidance_scale=0.5)
+    with pytest.raises(ValueError, match="lmd_temperature"):
+        tiny_preset(lmd_temperature=0.0)
     with pytest.raises(ValueError, match="distinct keys"):
         check_generation_methods(["ddpm-pixel", "ddpm-pixel"])
     with pytest.raises(ValueError, match="Unknown generation preset"):
@@ -262,7 +264,8 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     flags = ["--budget_s", "1", "--num_evals", "1", "--eval_samples", "20", "--final_samples", "20", "--ddim_steps",
-             "2", "--lmd_steps", "2", "--lmd_head_steps", "2", "--max_train_samples", "500", "--projector_path",
+             "2", "--lmd_steps", "2", "--lmd_head_steps", "2", "--lmd_temperature", "0.7", "--max_train_samples", "500",
+             "--projector_path",
              os.path.join(root, "assets/demo-projector"), "--output", str(tmp_path / "gen.json"),
              "--plots_dir", str(tmp_path), "--markdown", str(tmp_path / "tables.md"),
              "--work_dir", str(tmp_path / "work")]  # fmt: skip
@@ -271,6 +274,9 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     with open(tmp_path / "gen.json") as f:
         saved = json.load(f)
     assert [row["method"] for row in saved["rows"]] == list(GENERATION_METHODS)
+    sampling_heads = [row for row in saved["rows"] if row["method"] in ("lmd-diffusion", "lmd-categorical")]
+    assert saved["config"]["lmd_temperature"] == 0.7
+    assert all(row["sampler"]["temperature"] == 0.7 for row in sampling_heads)
     assert saved["classifier"]["test_accuracy"] > 0.9 and saved["num_test_images"] == 10000
     assert saved["fid_floor"]["20"]["fid"] < min(row["fid"] for row in result["rows"])  # untrained models
     assert "Table 3" in capsys.readouterr().out and "Table 4" in (tmp_path / "tables.md").read_text()
