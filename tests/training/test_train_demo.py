@@ -39,6 +39,9 @@ def test_demo_trains_saves_a_loadable_pipeline_and_reports_scores_and_figures(ti
     assert re.search(r"their FID on that classifier's features against the held-out images: \d+\.\d\d", printed)
     pipe = LMDPipeline.from_pretrained(out)  # the saved folder loads, class-conditional, with the class names
     assert pipe.transformer.config.num_class_embeds == 10 and pipe.config.id2label["9"] == "Ankle boot"
+    # both heads: the diffusion head samples by default, the MSE head's mean is there for reconstruction
+    assert pipe.transformer.diffusion_head is not None and pipe.transformer.decoder_pred is not None
+    assert pipe.config.sampling_defaults == {"temperature": 0.7}
     saved = json.loads((out / "demo_scores.json").read_text())
     for key in ("heldout_psnr", "mean_pixel", "mean_latent", "projector", "conditional_accuracy", "fid", "train_s"):
         assert key in saved and saved[key] == scores[key]
