@@ -66,8 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ddim_steps", type=int, help="DDIM steps of the U-Nets (preset's).")
     parser.add_argument("--lmd_steps", type=int, help="LMD's reveal steps (preset's).")
     parser.add_argument("--lmd_head_steps", type=int, help="Steps of LMD's diffusion head (preset's).")
-    parser.add_argument("--lmd_temperature", type=float,
-                        help="Temperature of LMD's sampling heads, > 0 (preset's: 1, the model's own distribution).")
+    parser.add_argument(
+        "--lmd_temperature",
+        type=float,
+        help="Temperature of LMD's sampling heads, > 0 (preset's: 1, the model's own distribution).",
+    )
     parser.add_argument("--amused_steps", type=int, help="amused-tokens' MaskGIT decoding steps (preset's).")
     parser.add_argument("--train_batch_size", type=int, help="Batch size of every method (preset's).")
     parser.add_argument("--learning_rate", type=float, help="Peak rate of every method (preset's).")
