@@ -24,10 +24,17 @@ from diffusers_lmd.metrics import FID_NAME, FeatureClassifier, GenerationScorer,
 from diffusers_lmd.projector import Projector, downsample_factor, latent_channels
 
 from .budget import DEFAULT_RUN, RunSettings
-from .generation_amused import build_amused_generation_method
-from .generation_lmd import LMD_HEADS, build_lmd_generation_method
+from .generation_amused import AmusedTokensMethod, build_amused_generation_method
+from .generation_lmd import LMD_HEADS, LMDGenerationMethod, build_lmd_generation_method
 from .generation_loop import GenerationData, fid_floor, train_generator_for_budget
-from .generation_methods import LATENT_NOISE_SCHEDULE, PIXEL_NOISE_SCHEDULE, ConditionalDiffusionMethod
+from .generation_methods import (
+    CLASS_LABELS_FILE,
+    LATENT_NOISE_SCHEDULE,
+    PIXEL_NOISE_SCHEDULE,
+    ConditionalDiffusionMethod,
+    GenerationMethod,
+    read_class_labels,
+)
 from .generation_presets import GenerationPreset
 from .generation_report import add_time_to_fid, fid_target
 
@@ -63,6 +70,21 @@ def build_generation_method(name: str, preset: GenerationPreset, vae: Projector,
     return ConditionalDiffusionMethod(
         name, unet, "pixel", k, DDPMScheduler(**PIXEL_NOISE_SCHEDULE), None, preset.label_dropout, preset.ddim_steps
     )
+
+
+def load_generation_method(folder: str) -> GenerationMethod:
+    """A final model the benchmark saved under ``<work_dir>/models/<method>``, read back by its method's own
+    loader (the method named in its ``class_labels.json``), with the sampler setting it was scored with."""
+    if not os.path.isfile(os.path.join(folder, CLASS_LABELS_FILE)):
+        raise ValueError(f"{folder} has no {CLASS_LABELS_FILE}: pass a folder the generation benchmark saved "
+                         f"(<work_dir>/models/<method>).")  # fmt: skip
+    name = read_class_labels(folder)["method"]
+    check_generation_methods([name])
+    if name in LMD_HEADS:
+        return LMDGenerationMethod.from_pretrained(folder)
+    if name == "amused-tokens":
+        return AmusedTokensMethod.from_pretrained(folder, name)
+    return ConditionalDiffusionMethod.from_pretrained(folder)
 
 
 def load_classifier(path: str, device: torch.device | str = "cpu") -> tuple[FeatureClassifier, dict]:
@@ -111,7 +133,7 @@ def run_generation_benchmark(
     if data.num_classes != preset.num_classes:
         raise ValueError(f"The data has {data.num_classes} classes, the preset {preset.num_classes}.")
     start = time.perf_counter()
-    scorer = GenerationScorer(classifier, data.test.images)
+    scorer = GenerationScorer(classifier, data.test.images, reference_labels=data.test.labels)
     floor = fid_floor(data, scorer, tuple(sorted({preset.eval_samples, preset.final_samples})))
     log(f"metric floor: {_rounded({k: v['fid'] for k, v in floor.items()})}")
     reference = data.balanced_train_subset(preset.final_samples)

@@ -19,7 +19,7 @@ from diffusers_lmd.projector import Projector, downsample_factor, latent_channel
 from diffusers_lmd.schedulers import LMDMaskScheduler
 
 from .efficiency_methods import SCHEDULE_RESOLUTION, mask_ratio_at
-from .generation_methods import GenerationMethod, write_class_labels
+from .generation_methods import GenerationMethod, read_class_labels, write_class_labels
 from .generation_presets import GenerationPreset
 
 LMD_HEADS = {"lmd-mse": "mse", "lmd-diffusion": "diffusion", "lmd-categorical": "categorical"}
@@ -99,6 +99,25 @@ class LMDGenerationMethod(GenerationMethod):
         ``model_index.json``; ``LMDPipeline.from_pretrained`` reads it back) and ``class_labels.json``."""
         self.pipeline.save_pretrained(folder)
         write_class_labels(self, folder)
+
+    @classmethod
+    def from_pretrained(cls, folder: str) -> LMDGenerationMethod:
+        """The method saved by :meth:`save_pretrained`: the pipeline's modules, and the sampler setting and
+        training mask-ratio schedule from ``class_labels.json``."""
+        saved = read_class_labels(folder)
+        sampler = saved["sampler"]
+        pipe = LMDPipeline.from_pretrained(folder)
+        schedule, span = sampler["training_mask_ratio"].split()
+        low, high = (float(x) for x in span.split("-"))
+        return cls(
+            saved["method"],
+            pipe.transformer,
+            LMDMaskScheduler(schedule, mask_ratio_min=low, mask_ratio_max=high),
+            pipe.vae,
+            sampler["reveal_steps"],
+            sampler.get("head_steps", 50),
+            sampler.get("temperature", 1.0),
+        )
 
     def sampler_setting(self) -> dict:
         c = self.mask_scheduler.config

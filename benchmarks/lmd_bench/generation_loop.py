@@ -41,19 +41,25 @@ class GenerationData:
 
     def balanced_train_subset(self, count: int) -> LabelledTensors:
         """``count`` training images, class-balanced and ordered like :func:`balanced_labels` (for the floor)."""
-        labels = balanced_labels(count, self.num_classes)
-        per_class = [torch.nonzero(self.train_labels == c).flatten() for c in range(self.num_classes)]
-        smallest = min(len(p) for p in per_class)
-        if count > smallest * self.num_classes:
-            raise ValueError(f"A balanced set of {count} needs {count // self.num_classes} images per class; the "
-                             f"training set has {smallest} of its rarest class: score fewer samples.")  # fmt: skip
-        taken = [0] * self.num_classes
-        indices = []
-        for label in labels.tolist():
-            indices.append(int(per_class[label][taken[label]]))
-            taken[label] += 1
-        index = torch.tensor(indices)
-        return LabelledTensors(self.data.train_images[index], self.train_labels[index])
+        return balanced_subset(LabelledTensors(self.data.train_images, self.train_labels), count, self.num_classes)
+
+
+def balanced_subset(tensors: LabelledTensors, count: int, num_classes: int) -> LabelledTensors:
+    """The first ``count // num_classes`` images of every class, ordered like :func:`balanced_labels`: what a
+    perfect generator asked for those labels could return (the metric's floor)."""
+    labels = balanced_labels(count, num_classes)
+    per_class = [torch.nonzero(tensors.labels == c).flatten() for c in range(num_classes)]
+    smallest = min(len(p) for p in per_class)
+    if count > smallest * num_classes:
+        raise ValueError(f"A balanced set of {count} needs {count // num_classes} images per class; the "
+                         f"set has {smallest} of its rarest class: score fewer samples.")  # fmt: skip
+    taken = [0] * num_classes
+    indices = []
+    for label in labels.tolist():
+        indices.append(int(per_class[label][taken[label]]))
+        taken[label] += 1
+    index = torch.tensor(indices)
+    return LabelledTensors(tensors.images[index], tensors.labels[index])
 
 
 def build_generation_data(

@@ -21,6 +21,7 @@ from lmd_bench.generation_bench import (
     GENERATION_METHODS,
     build_generation_method,
     check_generation_methods,
+    load_generation_method,
     run_generation_benchmark,
 )
 from lmd_bench.generation_loop import GenerationData, sample_classes, train_generator_for_budget
@@ -190,6 +191,7 @@ def test_every_saved_model_reloads_and_samples_the_same(setting, name, tmp_path,
         assert os.path.isdir(os.path.join(folder, "vae")) == (name == "ldm-latent")
         reloaded = draw(ConditionalDiffusionMethod.from_pretrained(folder))
     assert reloaded.shape == expected.shape and torch.allclose(reloaded, expected, atol=1e-5)
+    assert torch.allclose(draw(load_generation_method(folder)), expected, atol=1e-5)  # what score_generation loads
 
 
 def test_guidance_one_is_the_conditional_pass_and_labels_matter(setting, one_thread):
@@ -258,11 +260,7 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     """benchmarks/bench_generation.py end to end on real Fashion-MNIST (500 training images), the committed
     classifier and the demo projector, at seconds-long sizes."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec = importlib.util.spec_from_file_location(
-        "bench_generation", os.path.join(root, "benchmarks/bench_generation.py")
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(root, "bench_generation")
     flags = ["--budget_s", "1", "--num_evals", "1", "--eval_samples", "20", "--final_samples", "20", "--ddim_steps",
              "2", "--lmd_steps", "2", "--lmd_head_steps", "2", "--lmd_temperature", "0.7", "--max_train_samples", "500",
              "--projector_path",
@@ -282,6 +280,36 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     assert "Table 3" in capsys.readouterr().out and "Table 4" in (tmp_path / "tables.md").read_text()
     for name in ["fid_vs_time", *GENERATION_METHODS]:
         assert (tmp_path / f"generation_fmnist_cpu_{name}.png").stat().st_size > 0
+
+    # benchmarks/score_generation.py re-scores the saved models: with no overrides, the benchmark's own final scores.
+    rescore = load_script(root, "score_generation")
+    models = [str(tmp_path / "work" / "models" / name) for name in ("lmd-diffusion", "ldm-latent")]
+    again = rescore.main([*models, "--num_samples", "20", "--output", str(tmp_path / "rescore.json")])
+    rows = {row["method"]: row for row in result["rows"]}
+    for row in again["rows"]:
+        for key in ("fid", "conditional_accuracy", "precision", "recall"):
+            assert row[key] == pytest.approx(rows[row["method"]][key], rel=1e-4, abs=1e-6), (row["method"], key)
+        assert "class_recall" not in row  # 2 samples per class: too few for k = 3 neighbours
+    assert again["rows"][0]["sampler"]["temperature"] == 0.7  # the saved sampler setting
+    assert again["real_train_images"]["fid"] < min(row["fid"] for row in again["rows"])
+    hotter = rescore.main([models[0], "--num_samples", "50", "--lmd_temperature", "1.5", "--guidance_scale", "1",
+                           "--output", str(tmp_path / "hot.json")])  # fmt: skip
+    row = hotter["rows"][0]
+    assert row["sampler"]["temperature"] == 1.5 and row["guidance_scale"] == 1.0 and row["num_samples"] == 50
+    assert 0.0 <= row["class_recall"] <= 1.0 and 0.0 <= row["class_precision"] <= 1.0
+    assert hotter["real_train_images"]["class_recall"] > row["class_recall"]  # untrained model, real images
+    with pytest.raises(ValueError, match="--lmd_temperature only change LMD's sampling heads"):
+        rescore.main([models[1], "--num_samples", "20", "--lmd_temperature", "0.5", "--output", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="class_labels.json"):
+        rescore.main([str(tmp_path), "--num_samples", "20", "--output", str(tmp_path / "x.json")])
+
+
+def load_script(root: str, name: str):
+    """A benchmarks/ script as a module."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, f"benchmarks/{name}.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
 
 
 def test_the_categorical_row_uses_the_projectors_codebook_and_trains(setting, one_thread):

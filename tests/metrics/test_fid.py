@@ -151,3 +151,21 @@ def test_scorer_gives_zero_fid_and_full_coverage_on_its_own_reference():
     assert "not comparable to Inception FID" in FID_NAME
     with pytest.raises(TypeError, match="FeatureClassifier"):
         GenerationScorer(torch.nn.Linear(2, 2), reference)
+
+
+def test_class_recall_does_not_credit_samples_of_the_wrong_class():
+    torch.manual_seed(0)
+    model = FeatureClassifier(block_channels=(4, 8), sample_size=16, feature_dim=6)
+    dark, bright = torch.rand(32, 3, 16, 16) - 1, torch.rand(32, 3, 16, 16)  # two classes far apart in pixels
+    reference, labels = torch.cat([dark, bright]), torch.tensor([0] * 32 + [1] * 32)
+    scorer = GenerationScorer(model, reference, reference_labels=labels)
+    right = scorer.score(reference, labels)
+    assert right["class_precision"] == 1.0 and right["class_recall"] == 1.0
+    swapped = scorer.score(reference, 1 - labels)  # every image asked for the other class
+    assert swapped["recall"] == 1.0  # the pooled recall cannot tell
+    assert swapped["class_recall"] < 0.5 and swapped["class_precision"] < 0.5
+    assert "class_recall" not in GenerationScorer(model, reference).score(reference, labels)
+    few = torch.tensor([0, 1, 2, 32, 33, 34])
+    assert "class_recall" not in scorer.score(reference[few], labels[few])  # 3 per class: too few for k = 3
+    with pytest.raises(ValueError, match="reference_labels"):
+        GenerationScorer(model, reference, reference_labels=labels[:10])

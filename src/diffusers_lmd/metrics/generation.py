@@ -185,17 +185,28 @@ class GenerationScorer:
         reference_images: ``N x 3 x 32 x 32`` in ``[-1, 1]``.
         k: neighbours for the precision / recall radii.
         seed: seeds the reference subset for precision / recall.
+        reference_labels: the reference images' classes (``N``); with them, a set scored with the classes it was
+            asked for also gets ``class_precision`` / ``class_recall`` (see :meth:`class_precision_recall`).
     """
 
     def __init__(
-        self, classifier: FeatureClassifier, reference_images: torch.Tensor, k: int = DEFAULT_PR_K, seed: int = 0
+        self,
+        classifier: FeatureClassifier,
+        reference_images: torch.Tensor,
+        k: int = DEFAULT_PR_K,
+        seed: int = 0,
+        reference_labels: torch.Tensor | None = None,
     ):
         if not isinstance(classifier, FeatureClassifier):
             raise TypeError(f"classifier must be a FeatureClassifier, got {type(classifier).__name__}.")
+        if reference_labels is not None and tuple(reference_labels.shape) != (reference_images.shape[0],):
+            raise ValueError(f"reference_labels must hold one class per reference image ({reference_images.shape[0]}), "
+                             f"got shape {tuple(reference_labels.shape)}.")  # fmt: skip
         self.classifier, self.k = classifier, k
         self.reference_features, _ = classifier_outputs(classifier, reference_images)
         self.reference_stats = GaussianStats.from_features(self.reference_features)
         self._order = torch.randperm(self.reference_features.shape[0], generator=torch.Generator().manual_seed(seed))
+        self.reference_labels = None if reference_labels is None else reference_labels.cpu().long()
 
     def fid(self, images: torch.Tensor) -> float:
         """:data:`FID_NAME` of ``images`` against the reference images."""
@@ -204,7 +215,7 @@ class GenerationScorer:
 
     def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         """``fid``, ``precision``, ``recall``, ``num_samples`` and, with ``labels`` (the classes asked for),
-        ``conditional_accuracy``."""
+        ``conditional_accuracy``, plus ``class_precision`` / ``class_recall`` when the scorer has reference labels."""
         features, logits = classifier_outputs(self.classifier, images)
         result = {
             "fid": frechet_distance(GaussianStats.from_features(features), self.reference_stats),
@@ -215,4 +226,27 @@ class GenerationScorer:
         result["precision"], result["recall"] = precision_recall(real, features[:count], self.k)
         if labels is not None:
             result["conditional_accuracy"] = conditional_accuracy(logits, labels)
+            if self.reference_labels is not None:
+                result.update(self._class_precision_recall(features, labels))
         return result
+
+    def _class_precision_recall(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
+        """``class_precision`` / ``class_recall``: precision / recall within each class, averaged over the classes
+        asked for (the samples asked for class ``c`` against as many reference images of class ``c``, a seeded
+        subset); empty when a class has too few samples or reference images (``k`` or fewer) for the k-NN radii.
+
+        Unlike the pooled :func:`precision_recall`, a sample of the wrong class cannot cover real images of another
+        class here, so this reads how varied the samples of one class are against that class's real images.
+        """
+        labels = labels.cpu().long()
+        ordered_labels = self.reference_labels[self._order]
+        precisions, recalls = [], []
+        for c in labels.unique().tolist():
+            fake = features[labels == c]
+            real = self.reference_features[self._order[ordered_labels == c]][: fake.shape[0]]
+            if min(fake.shape[0], real.shape[0]) <= self.k:
+                return {}
+            precision, recall = precision_recall(real, fake[: real.shape[0]], self.k)
+            precisions.append(precision)
+            recalls.append(recall)
+        return {"class_precision": sum(precisions) / len(precisions), "class_recall": sum(recalls) / len(recalls)}
