@@ -53,6 +53,9 @@ OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance
              "max_train_samples", "amused_steps")  # fmt: skip
 
 
+HEAD_FLAGS = {"lmd_diffusion_batch_mul": "diffusion_batch_mul", "lmd_diffusion_head_width": "diffusion_head_width"}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = bench_parser(__doc__, GENERATION_PRESETS, "fmnist-cpu")
     parser.add_argument("--methods", nargs="+", default=list(GENERATION_METHODS), help="Methods (default: all).")
@@ -71,6 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=float,
         help="Temperature of LMD's sampling heads, > 0 (preset's: 1, the model's own distribution).",
     )
+    parser.add_argument("--lmd_diffusion_batch_mul", type=int,
+                        help="lmd-diffusion's noised copies per token (preset's: 1; MAR's: 4).")  # fmt: skip
+    parser.add_argument("--lmd_diffusion_head_width", type=int,
+                        help="lmd-diffusion's head width (preset's: 64; MAR's: the decoder's, 128 here).")  # fmt: skip
     parser.add_argument("--amused_steps", type=int, help="amused-tokens' MaskGIT decoding steps (preset's).")
     parser.add_argument("--train_batch_size", type=int, help="Batch size of every method (preset's).")
     parser.add_argument("--learning_rate", type=float, help="Peak rate of every method (preset's).")
@@ -86,7 +93,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     check_generation_methods(args.methods)
+    head_flags = [f"--{f}" for f in HEAD_FLAGS if getattr(args, f) is not None]
+    if head_flags and "lmd-diffusion" not in args.methods:
+        parser.error(f"{' and '.join(head_flags)} size lmd-diffusion's head, which --methods leaves out.")
+    if any(getattr(args, f) is not None and getattr(args, f) < 1 for f in HEAD_FLAGS):
+        parser.error(f"{' and '.join(head_flags)} must be at least 1.")
     return args
+
+
+def head_overrides(preset_heads: dict, args: argparse.Namespace) -> dict:
+    """The preset's per-method LMD head arguments with the diffusion-head flags applied."""
+    changed = {HEAD_FLAGS[f]: getattr(args, f) for f in HEAD_FLAGS if getattr(args, f) is not None}
+    if not changed:
+        return preset_heads
+    return {**preset_heads, "lmd-diffusion": {**preset_heads.get("lmd-diffusion", {}), **changed}}
 
 
 def _folder(given: str | None, default: str, what: str, hint: str) -> str:
@@ -113,7 +133,9 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    preset = get_generation_preset(args.preset).with_overrides(**{k: getattr(args, k) for k in OVERRIDES})
+    preset = get_generation_preset(args.preset)
+    preset = preset.with_overrides(**{k: getattr(args, k) for k in OVERRIDES}, lmd_heads=head_overrides(
+        preset.lmd_heads, args))  # fmt: skip
     hint = "pass --projector_path (assets/demo-projector will do for a smoke test)"
     projector_path = _folder(args.projector_path, preset.default_projector, "projector", hint)
     hint = "train one with training/train_feature_classifier.py or pass --classifier_path"
