@@ -262,8 +262,8 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = load_script(root, "bench_generation")
     flags = ["--budget_s", "1", "--num_evals", "1", "--eval_samples", "20", "--final_samples", "20", "--ddim_steps",
-             "2", "--lmd_steps", "2", "--lmd_head_steps", "2", "--lmd_temperature", "0.7", "--max_train_samples", "500",
-             "--projector_path",
+             "2", "--lmd_steps", "2", "--lmd_head_steps", "2", "--lmd_temperature", "0.7",
+             "--lmd_diffusion_batch_mul", "2", "--max_train_samples", "500", "--projector_path",
              os.path.join(root, "assets/demo-projector"), "--output", str(tmp_path / "gen.json"),
              "--plots_dir", str(tmp_path), "--markdown", str(tmp_path / "tables.md"),
              "--work_dir", str(tmp_path / "work")]  # fmt: skip
@@ -274,6 +274,12 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     assert [row["method"] for row in saved["rows"]] == list(GENERATION_METHODS)
     sampling_heads = [row for row in saved["rows"] if row["method"] in ("lmd-diffusion", "lmd-categorical")]
     assert saved["config"]["lmd_temperature"] == 0.7
+    assert saved["config"]["lmd_heads"]["lmd-diffusion"] == {"diffusion_batch_mul": 2, "diffusion_head_width": 64}
+    model_config = os.path.join(tmp_path, "work", "models", "lmd-diffusion", "transformer", "config.json")
+    with open(model_config) as f:
+        assert json.load(f)["diffusion_batch_mul"] == 2  # the flag reached the trained model
+    with pytest.raises(SystemExit):  # a head flag without lmd-diffusion would do nothing
+        script.parse_args(["--output", "x.json", "--methods", "ldm-latent", "--lmd_diffusion_head_width", "32"])
     assert all(row["sampler"]["temperature"] == 0.7 for row in sampling_heads)
     assert saved["classifier"]["test_accuracy"] > 0.9 and saved["num_test_images"] == 10000
     assert saved["fid_floor"]["20"]["fid"] < min(row["fid"] for row in result["rows"])  # untrained models
