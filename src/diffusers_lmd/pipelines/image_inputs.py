@@ -17,8 +17,8 @@ from diffusers.image_processor import PipelineImageInput
 from diffusers.utils import logging
 
 from ..data.transforms import to_rgb as pil_to_rgb
-from ..masking import check_mask_ratio, pixel_mask_to_token_mask, random_mask
-from ..projector import check_compatible, downsample_factor
+from ..masking import check_mask_ratio, keep_visible, pixel_mask_to_token_mask, random_mask
+from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
 
 logger = logging.get_logger(__name__)
 
@@ -164,7 +164,8 @@ def token_multiple_size(size: tuple[int, int], multiple: int) -> tuple[int, int]
 
 class LMDImageInputsMixin:
     """Image and mask inputs for :class:`~diffusers_lmd.LMDPipeline`, whose ``vae``, ``transformer``,
-    ``image_processor``, ``mask_processor`` and ``_callback_tensor_inputs`` these read."""
+    ``image_processor``, ``mask_processor`` and ``_callback_tensor_inputs`` these read: checks, preprocessing, the
+    starting latents and token mask, and decoding through the projector."""
 
     @property
     def patch_pixels(self) -> int:
@@ -266,3 +267,47 @@ class LMDImageInputsMixin:
         if isinstance(generator, list):
             return torch.cat([random_mask(1, num_tokens, ratio, generator=g) for g in generator])
         return random_mask(batch_size, num_tokens, ratio, generator=generator)
+
+    def prepare_latents(
+        self,
+        images: torch.Tensor | None,
+        mask_image: PipelineImageInput | None,
+        mask_ratio: float | None,
+        batch_size: int,
+        size: tuple[int, int],
+        generator: torch.Generator | list[torch.Generator] | None,
+        device: torch.device,
+        num_images_per_prompt: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting latents (in the projector's dtype) and ``B x L`` token mask: the encoded ``images`` with the
+        tokens under ``mask_image``'s white pixels masked, or a random share (``mask_ratio``); without images, a fully
+        masked ``size`` latent. Masked tokens start at the mean latent, 0, not at the image's own encoding: nothing of
+        what is to be predicted reaches a callback or an interrupted call's output."""
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"Got a list of {len(generator)} generators for a batch of {batch_size}: pass one per output image "
+                "(num_images_per_prompt of each), or a single generator."
+            )
+        if images is None:  # generation: every value will be predicted
+            factor = downsample_factor(self.vae)
+            shape = (batch_size, self.transformer.config.in_channels, size[0] // factor, size[1] // factor)
+            mask = torch.ones(batch_size, self.transformer.num_tokens(*shape[2:]), device=device)
+            return torch.zeros(shape, device=device, dtype=self.vae.dtype), mask
+        self._onload(self.vae)
+        latents = encode_images(self.vae, images.to(device))
+        mask = self.prepare_mask(mask_image, mask_ratio, size, batch_size, generator, num_images_per_prompt)
+        mask = mask.to(device)
+        return keep_visible(latents, torch.zeros_like(latents), mask, self.transformer.config.patch_size), mask
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> images in about ``[-1, 1]``."""
+        self._onload(self.vae)
+        return decode_latents(self.vae, latents)
+
+    @staticmethod
+    def _onload(module: torch.nn.Module) -> None:
+        """Under ``enable_model_cpu_offload``, move ``module`` to the execution device before a call that is not its
+        ``forward`` (offload hooks wrap ``forward`` only)."""
+        hook = getattr(module, "_hf_hook", None)
+        if hook is not None and hasattr(hook, "pre_forward"):
+            hook.pre_forward(module)

@@ -18,11 +18,10 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..masking import keep_visible, patchify, unpatchify
+from ..masking import patchify
 from ..models import LMDModel
 from ..models.categorical_head import DEFAULT_CHOICE_TEMPERATURE
-from ..models.diffusion_head import sample_tokens
-from ..projector import check_compatible, decode_latents, downsample_factor, encode_images
+from ..projector import check_compatible, downsample_factor
 from ..schedulers import LMDMaskScheduler
 from .conditioning import (
     ClassLabelInput,
@@ -36,7 +35,7 @@ from .conditioning import (
 from .hub_utils import LMDHubMixin
 from .image_inputs import LMDImageInputsMixin
 from .pipeline_output import LMDPipelineOutput
-from .sampling import categorical_reveal_step, check_codebook_matches
+from .sampling import categorical_reveal_step, check_codebook_matches, diffusion_reveal_step
 
 DEFAULT_GENERATION_STEPS = 10
 DEFAULT_HEAD_INFERENCE_STEPS = 50
@@ -139,50 +138,6 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
     def interrupt(self) -> bool:
         """``True`` once ``pipe._interrupt`` was set during a call: the remaining steps are skipped."""
         return self._interrupt
-
-    def prepare_latents(
-        self,
-        images: torch.Tensor | None,
-        mask_image: PipelineImageInput | None,
-        mask_ratio: float | None,
-        batch_size: int,
-        size: tuple[int, int],
-        generator: Generator,
-        device: torch.device,
-        num_images_per_prompt: int = 1,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The starting latents (in the projector's dtype) and ``B x L`` token mask: the encoded ``images`` with the
-        tokens under ``mask_image``'s white pixels masked, or a random share (``mask_ratio``); without images, a fully
-        masked ``size`` latent. Masked tokens start at the mean latent, 0, not at the image's own encoding: nothing of
-        what is to be predicted reaches a callback or an interrupted call's output."""
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(
-                f"Got a list of {len(generator)} generators for a batch of {batch_size}: pass one per output image "
-                "(num_images_per_prompt of each), or a single generator."
-            )
-        if images is None:  # generation: every value will be predicted
-            factor = downsample_factor(self.vae)
-            shape = (batch_size, self.transformer.config.in_channels, size[0] // factor, size[1] // factor)
-            mask = torch.ones(batch_size, self.transformer.num_tokens(*shape[2:]), device=device)
-            return torch.zeros(shape, device=device, dtype=self.vae.dtype), mask
-        self._onload(self.vae)
-        latents = encode_images(self.vae, images.to(device))
-        mask = self.prepare_mask(mask_image, mask_ratio, size, batch_size, generator, num_images_per_prompt)
-        mask = mask.to(device)
-        return keep_visible(latents, torch.zeros_like(latents), mask, self.transformer.config.patch_size), mask
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents -> images in about ``[-1, 1]``."""
-        self._onload(self.vae)
-        return decode_latents(self.vae, latents)
-
-    @staticmethod
-    def _onload(module: torch.nn.Module) -> None:
-        """Under ``enable_model_cpu_offload``, move ``module`` to the execution device before a call that is not its
-        ``forward`` (offload hooks wrap ``forward`` only)."""
-        hook = getattr(module, "_hf_hook", None)
-        if hook is not None and hasattr(hook, "pre_forward"):
-            hook.pre_forward(module)
 
     @torch.no_grad()
     def __call__(
@@ -389,7 +344,6 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
         # 6. Unmasking loop
         sampling = prediction == "sample"
         head = self.transformer.diffusion_head if sampling else None
-        patch_size = self.transformer.config.patch_size
         categorical = sampling and self.transformer.config.head_type == "categorical"
         if choice_temperature is None:
             choice_temperature = DEFAULT_CHOICE_TEMPERATURE
@@ -425,23 +379,13 @@ class LMDPipeline(LMDHubMixin, LMDImageInputsMixin, LMDConditioningMixin, Diffus
                 else:
                     # choose the tokens this step reveals, then sample only those with the diffusion head (guided)
                     revealed_mask = self.scheduler.reveal(t, mask, generator)
-                    picked = (mask > 0) & (revealed_mask == 0)
                     self._onload(self.transformer)  # offload hooks wrap forward(), and this is not forward()
                     features = self.transformer.forward_features(model_input, model_mask, **conditions)
-                    tokens = sample_tokens(
-                        head,
-                        features,
-                        picked,
-                        self.head_scheduler,
-                        head_steps,
-                        generator,
-                        temperature,
-                        scale,
-                        head_noise,
-                    )
-                    patches = patchify(latents, patch_size)
-                    patches[picked] = tokens.to(patches.dtype)
-                    latents, mask = unpatchify(patches, patch_size, *latents.shape[2:]), revealed_mask
+                    latents = diffusion_reveal_step(
+                        self.transformer, self.head_scheduler, features, latents, mask, revealed_mask, generator,
+                        scale, temperature, head_steps, head_noise,
+                    )  # fmt: skip
+                    mask = revealed_mask
 
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "mask": mask}

@@ -1,18 +1,20 @@
-"""The categorical head's pieces of ``LMDPipeline``: its MaskGIT reveal step and the codebook check at load.
+"""The sampling heads' reveal steps of ``LMDPipeline``, and the categorical head's codebook check at load.
 
-The loop itself stays in ``LMDPipeline.__call__``; this step is the categorical branch of it, which turns the
-decoder features into codes, lets ``LMDMaskScheduler.reveal`` keep the least confident tokens masked, and writes the
-revealed tokens' codebook latents.
+The loop itself stays in ``LMDPipeline.__call__``; these are its two sampling branches. The categorical step turns
+the decoder features into codes, lets ``LMDMaskScheduler.reveal`` keep the least confident tokens masked, and writes
+the revealed tokens' codebook latents; the diffusion step samples the tokens the scheduler chose to reveal with the
+per-token diffusion head.
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, VQModel
+from diffusers import AutoencoderKL, SchedulerMixin, VQModel
 
 from ..masking import patchify, unpatchify
 from ..models import LMDModel
 from ..models.categorical_head import sample_codes
+from ..models.diffusion_head import sample_tokens
 from ..projector import vq_codebook
 from ..schedulers import LMDMaskScheduler
 
@@ -46,6 +48,36 @@ def categorical_reveal_step(
     patches = patchify(latents, patch_size)
     patches[picked] = transformer.codebook[codes[picked]].flatten(1).to(patches.dtype)
     return unpatchify(patches, patch_size, *latents.shape[2:]), revealed_mask
+
+
+@torch.no_grad()
+def diffusion_reveal_step(
+    transformer: LMDModel,
+    head_scheduler: SchedulerMixin,
+    features: torch.Tensor,
+    latents: torch.Tensor,
+    mask: torch.Tensor,
+    revealed_mask: torch.Tensor,
+    generator: torch.Generator | list[torch.Generator] | None,
+    guidance_scale: float,
+    temperature: float,
+    num_head_inference_steps: int,
+    head_noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MAR's step: sample the tokens masked in ``mask`` but not in ``revealed_mask`` (the scheduler's choice) with
+    the diffusion head, guided, at ``temperature``, and write them into the latents, which it returns.
+
+    ``features`` are the decoder features of ``latents`` (``2B`` rows with guidance: conditional, then
+    unconditional); ``head_noise``, ``B x L x token_dim``, optionally fixes every token's starting noise."""
+    picked = (mask > 0) & (revealed_mask == 0)
+    tokens = sample_tokens(
+        transformer.diffusion_head, features, picked, head_scheduler, num_head_inference_steps, generator,
+        temperature, guidance_scale, head_noise,
+    )  # fmt: skip
+    patch_size = transformer.config.patch_size
+    patches = patchify(latents, patch_size)
+    patches[picked] = tokens.to(patches.dtype)
+    return unpatchify(patches, patch_size, *latents.shape[2:])
 
 
 def check_codebook_matches(vae: VQModel | AutoencoderKL, transformer: LMDModel) -> None:
