@@ -33,7 +33,8 @@ from lmd_bench.generation_loop import balanced_subset, sample_classes
 from lmd_bench.generation_presets import get_generation_preset
 from lmd_bench.generation_report import save_sample_grid
 
-COLUMNS = ("fid", "conditional_accuracy", "precision", "recall", "class_precision", "class_recall", "samples_per_s")
+COLUMNS = ("fid", "conditional_accuracy", "precision", "recall", "coverage", "class_precision", "class_recall",
+           "class_coverage", "samples_per_s")  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:

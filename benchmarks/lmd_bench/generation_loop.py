@@ -124,6 +124,7 @@ def _curve_point(seconds: float, step: int, scores: dict, samples_per_s: float |
     return [round(seconds, 3), step, *(scores[k] for k in keys), samples_per_s]
 
 
+CLASS_SCORES = ("class_precision", "class_recall", "class_coverage")
 CURVE_COLUMNS = ("train_s", "step", "fid", "conditional_accuracy", "precision", "recall", "samples_per_s")
 
 
@@ -140,7 +141,8 @@ def train_generator_for_budget(
     With ``save_dir``, the final model (the EMA weights it was scored with) is saved there by
     ``method.save_pretrained`` after the final score.
 
-    The row holds ``fid``, ``conditional_accuracy``, ``precision``, ``recall``, ``samples_per_s`` (of the final
+    The row holds ``fid``, ``conditional_accuracy``, ``precision``, ``recall``, ``density`` / ``coverage`` (and
+    :data:`CLASS_SCORES` with the scorer's reference labels), ``samples_per_s`` (of the final
     ``final_samples``), ``train_s``, ``steps``, ``mit_s`` / ``mli`` / ``mlt_s`` (method.md §5), ``curve`` (rows of
     :data:`CURVE_COLUMNS` at ``eval_samples`` each, the last from the first ``eval_samples`` final samples) and
     ``losses`` (``[step, train_seconds, loss]``).
@@ -168,6 +170,7 @@ def train_generator_for_budget(
     row = {
         "method": method.name,
         **{k: final[k] for k in ("fid", "conditional_accuracy", "precision", "recall", "num_samples")},
+        **{k: final[k] for k in ("density", "coverage", *CLASS_SCORES) if k in final},
         "samples_per_s": final["samples_per_s"],
         "sample_s": final["sample_s"],
         "train_s": round(loop.elapsed, 3),

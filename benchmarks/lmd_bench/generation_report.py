@@ -35,17 +35,18 @@ def add_time_to_fid(rows: list[dict], target: float | None) -> None:
 
 
 def generation_table(result: dict) -> str:
-    """Every row: steps, MIT / MLI / MLT, FID, conditional accuracy, precision / recall, samples/s, sampler."""
+    """Every row: steps, MIT / MLI / MLT, FID, conditional accuracy, precision / recall, coverage, samples/s,
+    sampler."""
     n = result["config"]["final_samples"]
     header = (
         f"method | steps | MIT (s) | MLI | MLT (s) | FID ({n}) | conditional accuracy | precision | recall | "
-        "samples/s | time to FID target (s) | sampler"
+        "coverage | samples/s | time to FID target (s) | sampler"
     )
     cells = (
         f"{row['method']} | {row['steps']} | {cell(row['mit_s'], 3)} | {cell(row['mli'])} | "
         f"{cell(row['mlt_s'])} | {cell(row['fid'])} | {cell(row['conditional_accuracy'], 3)} | "
-        f"{cell(row['precision'], 3)} | {cell(row['recall'], 3)} | {cell(row['samples_per_s'], 1)} | "
-        f"{cell(row.get('time_to_fid_target_s'), 1)} | {row['sampler']['sampler']}"
+        f"{cell(row['precision'], 3)} | {cell(row['recall'], 3)} | {cell(row.get('coverage'), 3)} | "
+        f"{cell(row['samples_per_s'], 1)} | {cell(row.get('time_to_fid_target_s'), 1)} | {row['sampler']['sampler']}"
         for row in result["rows"]
     )
     return markdown_table(header, cells)

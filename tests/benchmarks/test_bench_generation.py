@@ -293,7 +293,7 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     again = rescore.main([*models, "--num_samples", "20", "--output", str(tmp_path / "rescore.json")])
     rows = {row["method"]: row for row in result["rows"]}
     for row in again["rows"]:
-        for key in ("fid", "conditional_accuracy", "precision", "recall"):
+        for key in ("fid", "conditional_accuracy", "precision", "recall", "density", "coverage"):
             assert row[key] == pytest.approx(rows[row["method"]][key], rel=1e-4, abs=1e-6), (row["method"], key)
         assert "class_recall" not in row  # 2 samples per class: too few for k = 3 neighbours
     assert again["rows"][0]["sampler"]["temperature"] == 0.7  # the saved sampler setting
@@ -302,7 +302,7 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
                            "--output", str(tmp_path / "hot.json")])  # fmt: skip
     row = hotter["rows"][0]
     assert row["sampler"]["temperature"] == 1.5 and row["guidance_scale"] == 1.0 and row["num_samples"] == 50
-    assert 0.0 <= row["class_recall"] <= 1.0 and 0.0 <= row["class_precision"] <= 1.0
+    assert all(0.0 <= row[k] <= 1.0 for k in ("class_recall", "class_precision", "class_coverage", "coverage"))
     assert hotter["real_train_images"]["class_recall"] > row["class_recall"]  # untrained model, real images
     with pytest.raises(ValueError, match="--lmd_temperature only change LMD's sampling heads"):
         rescore.main([models[1], "--num_samples", "20", "--lmd_temperature", "0.5", "--output", str(tmp_path / "x")])

@@ -14,6 +14,7 @@ from diffusers_lmd.metrics import (
     GaussianStats,
     GenerationScorer,
     conditional_accuracy,
+    density_coverage,
     frechet_distance,
     precision_recall,
 )
@@ -113,6 +114,24 @@ def test_precision_recall_separates_fidelity_from_diversity():
         precision_recall(real, torch.zeros(10, 3))
 
 
+def test_coverage_is_not_inflated_by_outlying_samples_as_recall_is():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 2, generator=g)
+    density, coverage = density_coverage(real, torch.randn(400, 2, generator=g))
+    assert coverage > 0.9 and 0.7 < density < 1.3
+    # Collapsed onto a small core of the real data, plus a few samples far off it: the outliers' large k-NN balls
+    # cover much of the real data, so recall looks good; coverage reads the collapse.
+    collapsed = torch.cat([0.1 * torch.randn(390, 2, generator=g), 6 * torch.randn(10, 2, generator=g)])
+    _, recall = precision_recall(real, collapsed)
+    _, coverage = density_coverage(real, collapsed)
+    assert recall > 0.9 and coverage < 0.2
+    assert density_coverage(real, real + 100.0) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="width"):
+        density_coverage(real, torch.zeros(10, 3))
+    with pytest.raises(ValueError, match="k must be"):
+        density_coverage(real, real, k=0)
+
+
 def test_conditional_accuracy_counts_the_asked_class():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
     assert conditional_accuracy(logits, torch.tensor([0, 1, 2, 2])) == pytest.approx(0.75)
@@ -146,6 +165,7 @@ def test_scorer_gives_zero_fid_and_full_coverage_on_its_own_reference():
     result = scorer.score(reference, labels=torch.zeros(64, dtype=torch.long))
     assert result["fid"] == pytest.approx(0.0, abs=1e-6)
     assert result["precision"] == 1.0 and result["recall"] == 1.0 and result["num_samples"] == 64
+    assert result["coverage"] == 1.0 and result["density"] == pytest.approx(1.0, abs=0.2)
     assert 0.0 <= result["conditional_accuracy"] <= 1.0
     assert scorer.fid(-reference) > 0  # different images, different features
     assert "not comparable to Inception FID" in FID_NAME
@@ -160,10 +180,10 @@ def test_class_recall_does_not_credit_samples_of_the_wrong_class():
     reference, labels = torch.cat([dark, bright]), torch.tensor([0] * 32 + [1] * 32)
     scorer = GenerationScorer(model, reference, reference_labels=labels)
     right = scorer.score(reference, labels)
-    assert right["class_precision"] == 1.0 and right["class_recall"] == 1.0
+    assert right["class_precision"] == right["class_recall"] == right["class_coverage"] == 1.0
     swapped = scorer.score(reference, 1 - labels)  # every image asked for the other class
-    assert swapped["recall"] == 1.0  # the pooled recall cannot tell
-    assert swapped["class_recall"] < 0.5 and swapped["class_precision"] < 0.5
+    assert swapped["recall"] == swapped["coverage"] == 1.0  # the pooled scores cannot tell
+    assert swapped["class_recall"] < 0.5 and swapped["class_precision"] < 0.5 and swapped["class_coverage"] < 0.5
     assert "class_recall" not in GenerationScorer(model, reference).score(reference, labels)
     few = torch.tensor([0, 1, 2, 32, 33, 34])
     assert "class_recall" not in scorer.score(reference[few], labels[few])  # 3 per class: too few for k = 3

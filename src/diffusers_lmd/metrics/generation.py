@@ -1,4 +1,5 @@
-"""Generation quality in a classifier's feature space (method.md §9): FID, conditional accuracy, precision / recall.
+"""Generation quality in a classifier's feature space (method.md §9): FID, conditional accuracy, precision / recall,
+density / coverage.
 
 FID here is the Fréchet distance between Gaussians fitted to the penultimate features of the project's own
 Fashion-MNIST classifier (:class:`~diffusers_lmd.metrics.FeatureClassifier`), not Inception's, so its values are
@@ -17,6 +18,7 @@ from .feature_classifier import FeatureClassifier
 
 FID_NAME = "FID on a Fashion-MNIST classifier's features (not comparable to Inception FID)"
 DEFAULT_PR_K = 3  # Kynkäänniemi et al. 2019's k for the k-NN radii
+DEFAULT_DC_K = 5  # Naeem et al. 2020's k for density / coverage
 
 
 def _check_features(features: torch.Tensor, name: str, min_rows: int = 2) -> torch.Tensor:
@@ -153,6 +155,30 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = DEFAULT_PR
     return precision, recall
 
 
+def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = DEFAULT_DC_K) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020) of ``fake`` against ``real`` features.
+
+    Both use balls around the *real* points only (to their ``k``-th nearest real neighbour), so a few far-off
+    fake samples, whose own k-NN balls are large, cannot inflate them as they inflate recall. Coverage: share of
+    real points whose ball holds at least one fake point (diversity); density: fake points' mean count of real
+    balls they fall in, over ``k`` (fidelity, about 1 for samples from the real distribution, unbounded above).
+    Use sets of equal size: both depend on it.
+    """
+    real = _check_features(real, "real", min_rows=k + 1)
+    fake = _check_features(fake, "fake", min_rows=1)
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"real and fake features differ in width: {real.shape[1]} vs {fake.shape[1]}.")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}.")
+    radii = _kth_neighbour_radii(real, k)
+    counts, covered = torch.zeros(fake.shape[0], dtype=torch.float64), torch.zeros(real.shape[0], dtype=torch.bool)
+    for start in range(0, fake.shape[0], 1024):
+        inside = torch.cdist(fake[start : start + 1024], real) <= radii[None, :]
+        counts[start : start + 1024] = inside.sum(dim=1).double()
+        covered |= inside.any(dim=0)
+    return float(counts.mean() / k), float(covered.double().mean())
+
+
 @torch.no_grad()
 def classifier_outputs(
     classifier: FeatureClassifier, images: torch.Tensor, batch_size: int = 500
@@ -178,7 +204,7 @@ class GenerationScorer:
     """Scores sets of generated images against fixed reference images (the test split) in one call each.
 
     The reference features are computed once: their Gaussian for FID, and a seeded subset for precision /
-    recall, as large as each scored set (both metrics depend on set size).
+    recall and density / coverage, as large as each scored set (these metrics depend on set size).
 
     Args:
         classifier: the feature network (``FeatureClassifier.from_pretrained("assets/fashion-mnist-classifier")``).
@@ -214,8 +240,9 @@ class GenerationScorer:
         return frechet_distance(GaussianStats.from_features(features), self.reference_stats)
 
     def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        """``fid``, ``precision``, ``recall``, ``num_samples`` and, with ``labels`` (the classes asked for),
-        ``conditional_accuracy``, plus ``class_precision`` / ``class_recall`` when the scorer has reference labels."""
+        """``fid``, ``precision``, ``recall``, ``density`` / ``coverage`` (from 6 images), ``num_samples`` and, with
+        ``labels`` (the classes asked for), ``conditional_accuracy``, plus ``class_precision`` / ``class_recall`` /
+        ``class_coverage`` when the scorer has reference labels."""
         features, logits = classifier_outputs(self.classifier, images)
         result = {
             "fid": frechet_distance(GaussianStats.from_features(features), self.reference_stats),
@@ -224,29 +251,32 @@ class GenerationScorer:
         count = min(features.shape[0], self.reference_features.shape[0])
         real = self.reference_features[self._order[:count]]
         result["precision"], result["recall"] = precision_recall(real, features[:count], self.k)
+        if count > DEFAULT_DC_K:
+            result["density"], result["coverage"] = density_coverage(real, features[:count])
         if labels is not None:
             result["conditional_accuracy"] = conditional_accuracy(logits, labels)
             if self.reference_labels is not None:
-                result.update(self._class_precision_recall(features, labels))
+                result.update(self._class_scores(features, labels))
         return result
 
-    def _class_precision_recall(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
-        """``class_precision`` / ``class_recall``: precision / recall within each class, averaged over the classes
-        asked for (the samples asked for class ``c`` against as many reference images of class ``c``, a seeded
-        subset); empty when a class has too few samples or reference images (``k`` or fewer) for the k-NN radii.
+    def _class_scores(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
+        """``class_precision`` / ``class_recall`` / ``class_coverage``: those scores within each class, averaged over
+        the classes asked for (the samples asked for class ``c`` against as many reference images of class ``c``, a
+        seeded subset); empty when a class has too few samples or reference images for the k-NN radii (``k`` and
+        :data:`DEFAULT_DC_K` or fewer).
 
-        Unlike the pooled :func:`precision_recall`, a sample of the wrong class cannot cover real images of another
+        Unlike the pooled scores, a sample of the wrong class cannot cover real images of another
         class here, so this reads how varied the samples of one class are against that class's real images.
         """
         labels = labels.cpu().long()
         ordered_labels = self.reference_labels[self._order]
-        precisions, recalls = [], []
+        scores = []
         for c in labels.unique().tolist():
             fake = features[labels == c]
             real = self.reference_features[self._order[ordered_labels == c]][: fake.shape[0]]
-            if min(fake.shape[0], real.shape[0]) <= self.k:
+            if min(fake.shape[0], real.shape[0]) <= max(self.k, DEFAULT_DC_K):
                 return {}
-            precision, recall = precision_recall(real, fake[: real.shape[0]], self.k)
-            precisions.append(precision)
-            recalls.append(recall)
-        return {"class_precision": sum(precisions) / len(precisions), "class_recall": sum(recalls) / len(recalls)}
+            fake = fake[: real.shape[0]]
+            scores.append((*precision_recall(real, fake, self.k), density_coverage(real, fake)[1]))
+        means = [sum(column) / len(scores) for column in zip(*scores)]
+        return dict(zip(("class_precision", "class_recall", "class_coverage"), means))
