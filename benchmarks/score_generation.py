@@ -6,9 +6,9 @@ Each folder is a final model ``bench_generation.py`` saved under ``<work_dir>/mo
 own sampling seed, so with no overrides the scores are the benchmark's final ones for that row. The overrides try
 other samplers on the same weights: guidance, steps, and for LMD's heads the head steps and temperature.
 
-Besides FID (on the project's Fashion-MNIST classifier's features), conditional accuracy and the pooled precision /
-recall, it reports per-class precision / recall (each class's samples against that class's test images), and the
-same scores for as many real training images, the metric's floor.
+Besides FID (on the project's Fashion-MNIST classifier's features), conditional accuracy, the pooled precision /
+recall and density / coverage, it reports per-class precision / recall / coverage (each class's samples against
+that class's test images), and the same scores for as many real training images, the metric's floor.
 
     python benchmarks/score_generation.py /tmp/lmd-generation/models/lmd-diffusion \
         /tmp/lmd-generation/models/ldm-latent --output /tmp/rescore.json

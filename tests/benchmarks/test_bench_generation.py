@@ -298,10 +298,10 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
         assert "class_recall" not in row  # 2 samples per class: too few for k = 3 neighbours
     assert again["rows"][0]["sampler"]["temperature"] == 0.7  # the saved sampler setting
     assert again["real_train_images"]["fid"] < min(row["fid"] for row in again["rows"])
-    hotter = rescore.main([models[0], "--num_samples", "50", "--lmd_temperature", "1.5", "--guidance_scale", "1",
+    hotter = rescore.main([models[0], "--num_samples", "60", "--lmd_temperature", "1.5", "--guidance_scale", "1",
                            "--output", str(tmp_path / "hot.json")])  # fmt: skip
     row = hotter["rows"][0]
-    assert row["sampler"]["temperature"] == 1.5 and row["guidance_scale"] == 1.0 and row["num_samples"] == 50
+    assert row["sampler"]["temperature"] == 1.5 and row["guidance_scale"] == 1.0 and row["num_samples"] == 60
     assert all(0.0 <= row[k] <= 1.0 for k in ("class_recall", "class_precision", "class_coverage", "coverage"))
     assert hotter["real_train_images"]["class_recall"] > row["class_recall"]  # untrained model, real images
     with pytest.raises(ValueError, match="--lmd_temperature only change LMD's sampling heads"):
