@@ -54,6 +54,8 @@ OVERRIDES = ("budget_s", "num_evals", "eval_samples", "final_samples", "guidance
 
 
 HEAD_FLAGS = {"lmd_diffusion_batch_mul": "diffusion_batch_mul", "lmd_diffusion_head_width": "diffusion_head_width"}
+# The ViT's encoder size, for every LMD method (the preset's: width 128, 4 blocks).
+VIT_FLAGS = {"lmd_hidden_size": "hidden_size", "lmd_num_layers": "num_layers"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="lmd-diffusion's noised copies per token (preset's: 1; MAR's: 4).")  # fmt: skip
     parser.add_argument("--lmd_diffusion_head_width", type=int,
                         help="lmd-diffusion's head width (preset's: 64; MAR's: the decoder's, 128 here).")  # fmt: skip
+    parser.add_argument("--lmd_hidden_size", type=int,
+                        help="Encoder width of every LMD method's ViT (preset's: 128).")  # fmt: skip
+    parser.add_argument("--lmd_num_layers", type=int,
+                        help="Encoder blocks of every LMD method's ViT (preset's: 4).")  # fmt: skip
     parser.add_argument("--amused_steps", type=int, help="amused-tokens' MaskGIT decoding steps (preset's).")
     parser.add_argument("--train_batch_size", type=int, help="Batch size of every method (preset's).")
     parser.add_argument("--learning_rate", type=float, help="Peak rate of every method (preset's).")
@@ -98,6 +104,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"{' and '.join(head_flags)} size lmd-diffusion's head, which --methods leaves out.")
     if any(getattr(args, f) is not None and getattr(args, f) < 1 for f in HEAD_FLAGS):
         parser.error(f"{' and '.join(head_flags)} must be at least 1.")
+    vit_flags = [f"--{f}" for f in VIT_FLAGS if getattr(args, f) is not None]
+    if vit_flags and not any(method.startswith("lmd-") for method in args.methods):
+        parser.error(f"{' and '.join(vit_flags)} size LMD's ViT, and --methods has no LMD method.")
+    if any(getattr(args, f) is not None and getattr(args, f) < 1 for f in VIT_FLAGS):
+        parser.error(f"{' and '.join(vit_flags)} must be at least 1.")
     return args
 
 
@@ -107,6 +118,11 @@ def head_overrides(preset_heads: dict, args: argparse.Namespace) -> dict:
     if not changed:
         return preset_heads
     return {**preset_heads, "lmd-diffusion": {**preset_heads.get("lmd-diffusion", {}), **changed}}
+
+
+def vit_overrides(preset_overrides: dict, args: argparse.Namespace) -> dict:
+    """The preset's LMD architecture overrides with the ViT-size flags applied."""
+    return {**preset_overrides, **{VIT_FLAGS[f]: getattr(args, f) for f in VIT_FLAGS if getattr(args, f) is not None}}
 
 
 def _folder(given: str | None, default: str, what: str, hint: str) -> str:
@@ -135,7 +151,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.num_threads)
     preset = get_generation_preset(args.preset)
     preset = preset.with_overrides(**{k: getattr(args, k) for k in OVERRIDES}, lmd_heads=head_overrides(
-        preset.lmd_heads, args))  # fmt: skip
+        preset.lmd_heads, args), lmd_overrides=vit_overrides(preset.lmd_overrides, args))  # fmt: skip
     hint = "pass --projector_path (assets/demo-projector will do for a smoke test)"
     projector_path = _folder(args.projector_path, preset.default_projector, "projector", hint)
     hint = "train one with training/train_feature_classifier.py or pass --classifier_path"

@@ -262,7 +262,7 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = load_script(root, "bench_generation")
     flags = ["--budget_s", "1", "--num_evals", "1", "--eval_samples", "20", "--final_samples", "20", "--ddim_steps",
-             "2", "--lmd_steps", "2", "--lmd_head_steps", "2", "--lmd_temperature", "0.7",
+             "2", "--lmd_steps", "2", "--lmd_head_steps", "2", "--lmd_temperature", "0.7", "--lmd_num_layers", "3",
              "--lmd_diffusion_batch_mul", "2", "--max_train_samples", "500", "--projector_path",
              os.path.join(root, "assets/demo-projector"), "--output", str(tmp_path / "gen.json"),
              "--plots_dir", str(tmp_path), "--markdown", str(tmp_path / "tables.md"),
@@ -277,9 +277,13 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     assert saved["config"]["lmd_heads"]["lmd-diffusion"] == {"diffusion_batch_mul": 2, "diffusion_head_width": 64}
     model_config = os.path.join(tmp_path, "work", "models", "lmd-diffusion", "transformer", "config.json")
     with open(model_config) as f:
-        assert json.load(f)["diffusion_batch_mul"] == 2  # the flag reached the trained model
+        trained = json.load(f)
+    assert trained["diffusion_batch_mul"] == 2 and trained["num_layers"] == 3  # the flags reached the trained model
+    assert saved["config"]["lmd_overrides"]["num_layers"] == 3  # and the JSON
     with pytest.raises(SystemExit):  # a head flag without lmd-diffusion would do nothing
         script.parse_args(["--output", "x.json", "--methods", "ldm-latent", "--lmd_diffusion_head_width", "32"])
+    with pytest.raises(SystemExit):  # nor would a ViT size without an LMD method
+        script.parse_args(["--output", "x.json", "--methods", "ldm-latent", "--lmd_hidden_size", "192"])
     assert all(row["sampler"]["temperature"] == 0.7 for row in sampling_heads)
     assert saved["classifier"]["test_accuracy"] > 0.9 and saved["num_test_images"] == 10000
     assert saved["fid_floor"]["20"]["fid"] < min(row["fid"] for row in result["rows"])  # untrained models
