@@ -8,7 +8,8 @@ other samplers on the same weights: guidance, steps, and for LMD's heads the hea
 
 Besides FID (on the project's Fashion-MNIST classifier's features), conditional accuracy, the pooled precision /
 recall and density / coverage, it reports per-class precision / recall / coverage (each class's samples against
-that class's test images), and the same scores for as many real training images, the metric's floor.
+that class's test images; averaged, and class by class in ``per_class`` and a second table, to see which classes
+a gap is in), and the same scores for as many real training images, the metric's floor.
 
     python benchmarks/score_generation.py /tmp/lmd-generation/models/lmd-diffusion \
         /tmp/lmd-generation/models/ldm-latent --output /tmp/rescore.json
@@ -91,7 +92,8 @@ def score_folder(folder, args, scorer, guidance_scale: float, batch_size: int, l
         method.vae.to(args.device)
     images, labels, seconds = sample_classes(method, args.num_samples, guidance_scale, batch_size,
                                              torch.device(args.device), "cpu")  # fmt: skip
-    scores = scorer.score(images, labels)
+    scores = scorer.score(images, labels, per_class=True)
+    scores["per_class"] = named_classes(scores.get("per_class", {}), label_names)
     if args.plots_dir:
         os.makedirs(args.plots_dir, exist_ok=True)
         save_sample_grid(images, labels, label_names, os.path.join(args.plots_dir, f"rescore_{method.name}.png"))
@@ -127,9 +129,10 @@ def main(argv=None) -> dict:
         "clock": "cpu",
         "classifier": classifier_info,
         "num_samples": args.num_samples,
-        "real_train_images": scorer.score(real.images, real.labels),
+        "real_train_images": scorer.score(real.images, real.labels, per_class=True),
         "rows": [],
     }
+    result["real_train_images"]["per_class"] = named_classes(result["real_train_images"]["per_class"], label_names)
     print(f"{'model':<40} " + " ".join(f"{c:>18}" for c in COLUMNS))
     floor = result["real_train_images"]
     print(f"{'real training images':<40} " + " ".join(f"{_cell(floor.get(c)):>18}" for c in COLUMNS))
@@ -137,8 +140,28 @@ def main(argv=None) -> dict:
         row = score_folder(folder, args, scorer, guidance_scale, preset.sample_batch_size, label_names)
         result["rows"].append(row)
         print(f"{folder[-40:]:<40} " + " ".join(f"{_cell(row.get(c)):>18}" for c in COLUMNS))
+    print_per_class(result, label_names)
     write_json(result, args.output)
     return result
+
+
+def named_classes(per_class: dict, label_names) -> dict:
+    """The scorer's ``{class index: scores}`` keyed by class name, in class order (JSON keys are strings)."""
+    return {label_names[c]: scores for c, scores in sorted(per_class.items())}
+
+
+def print_per_class(result: dict, label_names) -> None:
+    """Recall / coverage of each class, one column pair per scored set, the real images first."""
+    sets = [("real", result["real_train_images"])] + [(row["method"], row) for row in result["rows"]]
+    print(f"\n{'class (recall / coverage)':<26} " + " ".join(f"{name[:17]:>17}" for name, _ in sets))
+    for name in label_names:
+        cells = []
+        for _, scores in sets:
+            class_scores = scores["per_class"].get(name)
+            cells.append(
+                "-" if class_scores is None else f"{class_scores['recall']:.2f} / {class_scores['coverage']:.2f}"
+            )
+        print(f"{name:<26} " + " ".join(f"{cell:>17}" for cell in cells))
 
 
 def _cell(value) -> str:

@@ -308,6 +308,10 @@ def test_the_script_writes_json_tables_plot_and_grids(fashion_mnist_dir, tmp_pat
     assert row["sampler"]["temperature"] == 1.5 and row["guidance_scale"] == 1.0 and row["num_samples"] == 60
     assert all(0.0 <= row[k] <= 1.0 for k in ("class_recall", "class_precision", "class_coverage", "coverage"))
     assert hotter["real_train_images"]["class_recall"] > row["class_recall"]  # untrained model, real images
+    classes = list(hotter["real_train_images"]["per_class"])  # each class by name, then a table of them
+    assert classes == list(row["per_class"]) and classes[0] == "T-shirt/top" and len(classes) == 10
+    assert sum(c["recall"] for c in row["per_class"].values()) / 10 == pytest.approx(row["class_recall"])
+    assert "Ankle boot" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--lmd_temperature only change LMD's sampling heads"):
         rescore.main([models[1], "--num_samples", "20", "--lmd_temperature", "0.5", "--output", str(tmp_path / "x")])
     with pytest.raises(ValueError, match="class_labels.json"):

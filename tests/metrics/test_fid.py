@@ -185,6 +185,13 @@ def test_class_recall_does_not_credit_samples_of_the_wrong_class():
     assert swapped["recall"] == swapped["coverage"] == 1.0  # the pooled scores cannot tell
     assert swapped["class_recall"] < 0.5 and swapped["class_precision"] < 0.5 and swapped["class_coverage"] < 0.5
     assert "class_recall" not in GenerationScorer(model, reference).score(reference, labels)
+    # per class: which class a gap is in; here the samples asked for the bright class are dark, the dark ones right
+    half = scorer.score(torch.cat([dark, dark]), labels, per_class=True)
+    assert set(half["per_class"]) == {0, 1} and half["per_class"][0]["recall"] == 1.0
+    assert half["per_class"][1]["recall"] < 0.5 and half["per_class"][1]["coverage"] < 0.5
+    assert half["class_recall"] == pytest.approx(sum(c["recall"] for c in half["per_class"].values()) / 2)
+    with pytest.raises(ValueError, match="reference_labels"):
+        GenerationScorer(model, reference).score(reference, labels, per_class=True)
     few = torch.tensor([0, 1, 2, 32, 33, 34])
     assert "class_recall" not in scorer.score(reference[few], labels[few])  # 3 per class: too few for k = 3
     with pytest.raises(ValueError, match="reference_labels"):

@@ -212,7 +212,7 @@ class GenerationScorer:
         k: neighbours for the precision / recall radii.
         seed: seeds the reference subset for precision / recall.
         reference_labels: the reference images' classes (``N``); with them, a set scored with the classes it was
-            asked for also gets ``class_precision`` / ``class_recall`` (see :meth:`class_precision_recall`).
+            asked for also gets ``class_precision`` / ``class_recall`` / ``class_coverage`` (see :meth:`score`).
     """
 
     def __init__(
@@ -239,10 +239,14 @@ class GenerationScorer:
         features, _ = classifier_outputs(self.classifier, images)
         return frechet_distance(GaussianStats.from_features(features), self.reference_stats)
 
-    def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+    def score(self, images: torch.Tensor, labels: torch.Tensor | None = None, per_class: bool = False) -> dict:
         """``fid``, ``precision``, ``recall``, ``density`` / ``coverage`` (from 6 images), ``num_samples`` and, with
         ``labels`` (the classes asked for), ``conditional_accuracy``, plus ``class_precision`` / ``class_recall`` /
-        ``class_coverage`` when the scorer has reference labels."""
+        ``class_coverage`` when the scorer has reference labels; ``per_class=True`` adds ``per_class``, those three
+        scores for each class (``{class: {"precision", "recall", "coverage"}}``), to see which classes a gap is in."""
+        if per_class and (labels is None or self.reference_labels is None):
+            raise ValueError("per_class=True needs the classes asked for (labels) and a scorer built with "
+                             "reference_labels.")  # fmt: skip
         features, logits = classifier_outputs(self.classifier, images)
         result = {
             "fid": frechet_distance(GaussianStats.from_features(features), self.reference_stats),
@@ -256,27 +260,32 @@ class GenerationScorer:
         if labels is not None:
             result["conditional_accuracy"] = conditional_accuracy(logits, labels)
             if self.reference_labels is not None:
-                result.update(self._class_scores(features, labels))
+                classes = self._per_class_scores(features, labels)
+                if classes:
+                    columns = zip(*(scores.values() for scores in classes.values()))
+                    means = [sum(column) / len(classes) for column in columns]
+                    result.update(zip(("class_precision", "class_recall", "class_coverage"), means))
+                if per_class:
+                    result["per_class"] = classes
         return result
 
-    def _class_scores(self, features: torch.Tensor, labels: torch.Tensor) -> dict:
-        """``class_precision`` / ``class_recall`` / ``class_coverage``: those scores within each class, averaged over
-        the classes asked for (the samples asked for class ``c`` against as many reference images of class ``c``, a
-        seeded subset); empty when a class has too few samples or reference images for the k-NN radii (``k`` and
-        :data:`DEFAULT_DC_K` or fewer).
+    def _per_class_scores(self, features: torch.Tensor, labels: torch.Tensor) -> dict[int, dict[str, float]]:
+        """Precision / recall / coverage within each class asked for: the samples asked for class ``c`` against as
+        many reference images of class ``c`` (a seeded subset); empty when a class has too few samples or reference
+        images for the k-NN radii (``k`` and :data:`DEFAULT_DC_K` or fewer).
 
         Unlike the pooled scores, a sample of the wrong class cannot cover real images of another
         class here, so this reads how varied the samples of one class are against that class's real images.
         """
         labels = labels.cpu().long()
         ordered_labels = self.reference_labels[self._order]
-        scores = []
+        classes = {}
         for c in labels.unique().tolist():
             fake = features[labels == c]
             real = self.reference_features[self._order[ordered_labels == c]][: fake.shape[0]]
             if min(fake.shape[0], real.shape[0]) <= max(self.k, DEFAULT_DC_K):
                 return {}
             fake = fake[: real.shape[0]]
-            scores.append((*precision_recall(real, fake, self.k), density_coverage(real, fake)[1]))
-        means = [sum(column) / len(scores) for column in zip(*scores)]
-        return dict(zip(("class_precision", "class_recall", "class_coverage"), means))
+            precision, recall = precision_recall(real, fake, self.k)
+            classes[c] = {"precision": precision, "recall": recall, "coverage": density_coverage(real, fake)[1]}
+        return classes
