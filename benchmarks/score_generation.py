@@ -93,7 +93,7 @@ def score_folder(folder, args, scorer, guidance_scale: float, batch_size: int, l
     images, labels, seconds = sample_classes(method, args.num_samples, guidance_scale, batch_size,
                                              torch.device(args.device), "cpu")  # fmt: skip
     scores = scorer.score(images, labels, per_class=True)
-    scores["per_class"] = named_classes(scores.get("per_class", {}), label_names)
+    scores["per_class"] = named_classes(scores["per_class"], label_names)
     if args.plots_dir:
         os.makedirs(args.plots_dir, exist_ok=True)
         save_sample_grid(images, labels, label_names, os.path.join(args.plots_dir, f"rescore_{method.name}.png"))

@@ -261,10 +261,8 @@ class GenerationScorer:
             result["conditional_accuracy"] = conditional_accuracy(logits, labels)
             if self.reference_labels is not None:
                 classes = self._per_class_scores(features, labels)
-                if classes:
-                    columns = zip(*(scores.values() for scores in classes.values()))
-                    means = [sum(column) / len(classes) for column in columns]
-                    result.update(zip(("class_precision", "class_recall", "class_coverage"), means))
+                for name in ("precision", "recall", "coverage") if classes else ():
+                    result[f"class_{name}"] = sum(scores[name] for scores in classes.values()) / len(classes)
                 if per_class:
                     result["per_class"] = classes
         return result
